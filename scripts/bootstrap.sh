@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building and testing r1-hybrid needs on a fresh machine, and nothing that is already there.
+#   - Debian packages: a C toolchain, cmake, pkg-config, zlib (librdkafka is built from source by rdkafka-sys),
+#     python3 + pip (to fetch the ONNX Runtime wheel), and the service packages (via scripts/services.sh install)
+#   - the ONNX Runtime shared library, into the cache (scripts/fetch-onnxruntime.sh)
+# The Rust toolchain is pinned by rust-toolchain.toml and comes with rustup.
+# Idempotent: a second run checks and does nothing.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+need=()
+for pkg in build-essential cmake pkg-config zlib1g-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+# python3 + pip may come from elsewhere (pyenv): ask apt only when they are really missing.
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3 python3-pip)
+if ((${#need[@]})); then
+  echo "bootstrap: installing ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "bootstrap: cargo not found; install rustup (the toolchain is pinned in rust-toolchain.toml)" >&2
+  exit 1
+fi
+
+"$root/scripts/services.sh" install
+"$root/scripts/fetch-onnxruntime.sh" >/dev/null
+echo "bootstrap: ready" >&2

@@ -1,0 +1,625 @@
+#!/usr/bin/env bash
+# Installs and runs the real Redis and Apache Kafka (KRaft, single node) that the
+# r1-hybrid test suite talks to.  See `scripts/services.sh --help`.
+set -euo pipefail
+
+SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+REPO_ROOT="$(cd -- "${SCRIPT_DIR}/.." && pwd -P)"
+PROG="scripts/services.sh"
+
+KAFKA_VERSION="${KAFKA_VERSION:-4.4.0}"
+R1_CACHE_DIR="${R1_CACHE_DIR:-${HOME:-/root}/.cache/r1-hybrid}"
+R1_STATE_DIR="${R1_STATE_DIR:-${REPO_ROOT}/.r1/services}"
+R1_REDIS_PORT="${R1_REDIS_PORT:-16379}"
+R1_KAFKA_PORT="${R1_KAFKA_PORT:-19092}"
+R1_KAFKA_CONTROLLER_PORT="${R1_KAFKA_CONTROLLER_PORT:-19093}"
+R1_REDIS_START_TIMEOUT="${R1_REDIS_START_TIMEOUT:-30}"
+R1_KAFKA_START_TIMEOUT="${R1_KAFKA_START_TIMEOUT:-120}"
+R1_STOP_TIMEOUT="${R1_STOP_TIMEOUT:-20}"
+R1_KAFKA_HEAP_OPTS="${R1_KAFKA_HEAP_OPTS:--Xms256m -Xmx768m}"
+R1_LOG_LINES="${R1_LOG_LINES:-200}"
+
+HOST="127.0.0.1"
+KAFKA_LIBS="${R1_CACHE_DIR}/kafka/${KAFKA_VERSION}/libs"
+
+REDIS_DIR="${R1_STATE_DIR}/redis"
+REDIS_DATA="${REDIS_DIR}/data"
+REDIS_PID="${REDIS_DIR}/redis.pid"
+REDIS_LOG="${REDIS_DIR}/redis.log"
+
+KAFKA_DIR="${R1_STATE_DIR}/kafka"
+KAFKA_DATA="${KAFKA_DIR}/data"
+KAFKA_PID="${KAFKA_DIR}/kafka.pid"
+KAFKA_LOGDIR="${KAFKA_DIR}/logs"
+KAFKA_LOG="${KAFKA_LOGDIR}/server.log"  # log4j2 output
+KAFKA_OUT="${KAFKA_LOGDIR}/kafka.out"   # JVM stdout/stderr (crashes, bad flags)
+KAFKA_PROPS="${KAFKA_DIR}/server.properties"
+KAFKA_LOG4J="${KAFKA_DIR}/log4j2.properties"
+
+usage() {
+  cat <<EOF
+Usage: ${PROG} <command> [redis|kafka]
+
+Installs and runs the Redis and Apache Kafka the test suite uses, on loopback only,
+on ports chosen not to clash with a Redis/Kafka you may already run.
+
+Commands:
+  install              Install what is missing: apt packages (redis-server, kcat, and
+                       openjdk-17-jre-headless / maven when no java / mvn), and the
+                       Kafka ${KAFKA_VERSION} jars, resolved from Maven Central with
+                       'mvn dependency:copy-dependencies' on scripts/kafka/pom.xml into
+                       \$R1_CACHE_DIR/kafka/\$KAFKA_VERSION/libs (written atomically;
+                       a second run is a no-op).
+  up [redis|kafka]     install, then start the service(s) (default: both) unless they
+                       already run, and wait until they answer: Redis 'PING' -> PONG,
+                       Kafka a metadata request (kcat -L) listing the broker.
+                       Kafka runs in KRaft combined mode (broker+controller, node 1);
+                       its storage is formatted with a fresh cluster id when empty.
+  down [redis|kafka]   Stop what 'up' started (SIGTERM, SIGKILL after
+                       \$R1_STOP_TIMEOUT s) and delete its data (logs are kept), so
+                       the next 'up' starts fresh. Succeeds when nothing runs.
+  status               One line per service; exits 0 only if both run and answer.
+  env                  Print 'export R1_TEST_REDIS_URL=...' and
+                       'export R1_TEST_KAFKA_BROKERS=...' for eval:
+                           eval "\$(${PROG} env)"
+  logs [redis|kafka]   Print the last \$R1_LOG_LINES lines of the log file(s).
+  -h, --help, help     This text.
+
+Environment (defaults in brackets):
+  R1_REDIS_PORT             Redis port [16379]
+  R1_KAFKA_PORT             Kafka broker (PLAINTEXT) port [19092]
+  R1_KAFKA_CONTROLLER_PORT  Kafka KRaft controller port [19093]
+  R1_STATE_DIR              data, pid and log files [<repo>/.r1/services]
+  R1_CACHE_DIR              downloaded Kafka jars [\$HOME/.cache/r1-hybrid]
+  KAFKA_VERSION             org.apache.kafka:kafka_2.13 version [4.4.0]
+  R1_REDIS_START_TIMEOUT    seconds to wait for Redis to answer [30]
+  R1_KAFKA_START_TIMEOUT    seconds to wait for Kafka to answer [120]
+  R1_STOP_TIMEOUT           seconds between SIGTERM and SIGKILL on 'down' [20]
+  R1_KAFKA_HEAP_OPTS        Kafka JVM heap flags [-Xms256m -Xmx768m]
+  R1_LOG_LINES              lines shown by 'logs' [200]
+  JAVA_HOME                 if set, \$JAVA_HOME/bin/java is used (needs Java >= 17)
+
+Files (under \$R1_STATE_DIR):
+  redis/redis.log, redis/redis.pid, redis/data/
+  kafka/logs/server.log (broker log), kafka/logs/kafka.out (JVM output),
+  kafka/kafka.pid, kafka/server.properties, kafka/log4j2.properties, kafka/data/
+EOF
+}
+
+log() { printf '%s: %s\n' "${PROG}" "$*" >&2; }
+die() { printf '%s: error: %s\n' "${PROG}" "$*" >&2; exit 1; }
+
+java_bin() {
+  if [[ -n "${JAVA_HOME:-}" && -x "${JAVA_HOME}/bin/java" ]]; then
+    printf '%s\n' "${JAVA_HOME}/bin/java"
+  else
+    printf '%s\n' java
+  fi
+}
+
+validate_port() {
+  local name="$1" value="$2"
+  if ! [[ "${value}" =~ ^[0-9]+$ ]] || ((value < 1 || value > 65535)); then
+    die "${name}='${value}' is not a valid TCP port"
+  fi
+}
+
+# ---------------------------------------------------------------------------
+# install
+# ---------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_install() {
+  local -a sudo=()
+  if [[ "$(id -u)" -ne 0 ]]; then
+    command -v sudo >/dev/null 2>&1 ||
+      die "need to install $* but not root and no sudo; install them by hand"
+    sudo=(sudo)
+  fi
+  command -v apt-get >/dev/null 2>&1 ||
+    die "need to install $* but apt-get is not available; install them by hand"
+  if [[ "${APT_UPDATED}" -eq 0 ]]; then
+    log "apt-get update"
+    "${sudo[@]}" apt-get update -qq || die "apt-get update failed"
+    APT_UPDATED=1
+  fi
+  log "apt-get install $*"
+  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" ||
+    die "apt-get install $* failed"
+}
+
+install_packages() {
+  local -a pkgs=()
+  command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || pkgs+=(redis-tools)
+  command -v kcat >/dev/null 2>&1 || pkgs+=(kcat)
+  if [[ -z "${JAVA_HOME:-}" ]] && ! command -v java >/dev/null 2>&1; then
+    pkgs+=(openjdk-17-jre-headless)
+  fi
+  kafka_libs_ok || command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
+  if ((${#pkgs[@]} > 0)); then
+    apt_install "${pkgs[@]}"
+  fi
+}
+
+kafka_libs_ok() {
+  [[ -f "${KAFKA_LIBS}/kafka_2.13-${KAFKA_VERSION}.jar" ]] &&
+    compgen -G "${KAFKA_LIBS}/log4j-slf4j*-impl-*.jar" >/dev/null
+}
+
+KAFKA_TMP=""
+cleanup_kafka_tmp() {
+  if [[ -n "${KAFKA_TMP}" && -d "${KAFKA_TMP}" ]]; then
+    rm -rf -- "${KAFKA_TMP}"
+  fi
+}
+
+install_kafka_libs() {
+  if kafka_libs_ok; then
+    return 0
+  fi
+  command -v mvn >/dev/null 2>&1 || die "mvn not found (needed to fetch the Kafka jars)"
+  local parent
+  parent="$(dirname -- "${KAFKA_LIBS}")"
+  mkdir -p -- "${parent}"
+  # Leftovers of runs killed hard (the trap below handles normal interruption).
+  find "${parent}" -maxdepth 1 -name '.libs.tmp.*' -mmin +60 -exec rm -rf -- {} + 2>/dev/null || true
+  KAFKA_TMP="$(mktemp -d "${parent}/.libs.tmp.XXXXXX")"
+  trap cleanup_kafka_tmp EXIT
+  trap 'cleanup_kafka_tmp; exit 130' INT TERM
+  log "fetching Kafka ${KAFKA_VERSION} jars from Maven Central into ${KAFKA_LIBS}"
+  local mvn_log="${KAFKA_TMP}/mvn.log"
+  # Output is kept quiet unless mvn fails (Debian's Maven 3.8 prints stray
+  # ANSI resets even with -B -q; they are stripped from the error output).
+  if ! mvn -B -q -f "${SCRIPT_DIR}/kafka/pom.xml" \
+      -Dkafka.version="${KAFKA_VERSION}" \
+      dependency:copy-dependencies \
+      -DincludeScope=runtime \
+      -DoutputDirectory="${KAFKA_TMP}/libs" >"${mvn_log}" 2>&1; then
+    sed 's/\x1b\[[0-9;]*m//g' -- "${mvn_log}" | grep -v '^\[ERROR\] *$' | tail -n 40 >&2 || true
+    cleanup_kafka_tmp
+    rmdir -- "${parent}" 2>/dev/null || true
+    die "mvn could not resolve org.apache.kafka:kafka_2.13:${KAFKA_VERSION} from scripts/kafka/pom.xml (see output above; is Maven Central reachable, does that version exist?)"
+  fi
+  local tmp_libs="${KAFKA_TMP}/libs"
+  [[ -f "${tmp_libs}/kafka_2.13-${KAFKA_VERSION}.jar" ]] ||
+    die "mvn succeeded but kafka_2.13-${KAFKA_VERSION}.jar is missing from its output"
+  compgen -G "${tmp_libs}/log4j-slf4j*-impl-*.jar" >/dev/null ||
+    die "mvn succeeded but no log4j SLF4J binding was resolved (check scripts/kafka/pom.xml)"
+  # rename(2) within one directory: the cache is either absent or complete.
+  if ! mv -T -- "${tmp_libs}" "${KAFKA_LIBS}" 2>/dev/null; then
+    kafka_libs_ok || die "could not move the Kafka jars into ${KAFKA_LIBS}"
+    # Another run finished first; its copy is as good as ours.
+  fi
+  cleanup_kafka_tmp
+  KAFKA_TMP=""
+  trap - EXIT INT TERM
+  log "Kafka jars ready ($(find "${KAFKA_LIBS}" -name '*.jar' | wc -l) jars)"
+}
+
+cmd_install() {
+  install_packages
+  install_kafka_libs
+}
+
+# ---------------------------------------------------------------------------
+# process helpers
+# ---------------------------------------------------------------------------
+
+# Prints the pid from PIDFILE if that process is alive and its command line
+# contains every given marker (guards against stale pid files / pid reuse).
+our_pid() {
+  local pidfile="$1"; shift
+  local pid cmdline marker
+  [[ -f "${pidfile}" ]] || return 1
+  pid="$(tr -dc '0-9' <"${pidfile}")"
+  [[ -n "${pid}" ]] || return 1
+  kill -0 "${pid}" 2>/dev/null || return 1
+  cmdline="$(tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null)" || return 1
+  for marker in "$@"; do
+    [[ "${cmdline}" == *"${marker}"* ]] || return 1
+  done
+  printf '%s\n' "${pid}"
+}
+
+redis_pid() { our_pid "${REDIS_PID}" redis-server; }
+kafka_pid() { our_pid "${KAFKA_PID}" kafka.Kafka "${KAFKA_PROPS}"; }
+
+port_in_use() {
+  local port="$1"
+  if command -v ss >/dev/null 2>&1; then
+    [[ -n "$(ss -Htln "sport = :${port}" 2>/dev/null)" ]] && return 0
+  fi
+  # Fallback / belt and braces: can we connect on loopback?
+  timeout 2 bash -c "exec 3<>/dev/tcp/${HOST}/${port}" 2>/dev/null
+}
+
+require_free_port() {
+  local svc="$1" port="$2" what="$3"
+  if port_in_use "${port}"; then
+    local who=""
+    if command -v ss >/dev/null 2>&1; then
+      who="$(ss -Htlnp "sport = :${port}" 2>/dev/null | head -n 1 | sed -n 's/.*users:(\(.*\))/\1/p')"
+    fi
+    die "${svc}: port ${port} (${what}) is already in use by something not started by this script${who:+ (${who})}; stop it or choose another port (see --help)"
+  fi
+}
+
+# stop_pid NAME PID: SIGTERM, bounded wait, SIGKILL.
+stop_pid() {
+  local name="$1" pid="$2" i
+  log "${name}: stopping (pid ${pid})"
+  kill -TERM "${pid}" 2>/dev/null || return 0
+  for ((i = 0; i < R1_STOP_TIMEOUT * 10; i++)); do
+    kill -0 "${pid}" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  log "${name}: still running after ${R1_STOP_TIMEOUT}s, sending SIGKILL"
+  kill -KILL "${pid}" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "${pid}" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  die "${name}: pid ${pid} survived SIGKILL"
+}
+
+# ---------------------------------------------------------------------------
+# Redis
+# ---------------------------------------------------------------------------
+
+redis_probe() {
+  [[ "$(timeout 3 redis-cli -h "${HOST}" -p "${R1_REDIS_PORT}" ping 2>/dev/null)" == "PONG" ]]
+}
+
+redis_up() {
+  local pid
+  if pid="$(redis_pid)"; then
+    if redis_probe; then
+      log "redis: already running (pid ${pid}, ${HOST}:${R1_REDIS_PORT})"
+      return 0
+    fi
+  else
+    require_free_port redis "${R1_REDIS_PORT}" "Redis"
+    rm -f -- "${REDIS_PID}"
+    mkdir -p -- "${REDIS_DATA}"
+    log "redis: starting on ${HOST}:${R1_REDIS_PORT}"
+    redis-server --bind "${HOST}" --port "${R1_REDIS_PORT}" \
+      --save '' --appendonly no --daemonize yes \
+      --pidfile "${REDIS_PID}" --logfile "${REDIS_LOG}" --dir "${REDIS_DATA}" \
+      </dev/null 9>&- || die "redis: redis-server failed to start; see ${REDIS_LOG}"
+  fi
+  local deadline=$((SECONDS + R1_REDIS_START_TIMEOUT))
+  until redis_probe; do
+    if ((SECONDS >= deadline)); then
+      tail -n 20 -- "${REDIS_LOG}" >&2 2>/dev/null || true
+      die "redis: no PONG on ${HOST}:${R1_REDIS_PORT} after ${R1_REDIS_START_TIMEOUT}s; see ${REDIS_LOG}"
+    fi
+    if [[ -f "${REDIS_PID}" ]] && ! redis_pid >/dev/null; then
+      tail -n 20 -- "${REDIS_LOG}" >&2 2>/dev/null || true
+      die "redis: redis-server exited during startup; see ${REDIS_LOG}"
+    fi
+    sleep 0.1
+  done
+  log "redis: ready (pid $(redis_pid || echo '?'), ${HOST}:${R1_REDIS_PORT})"
+}
+
+redis_down() {
+  local pid
+  if pid="$(redis_pid)"; then
+    stop_pid redis "${pid}"
+  else
+    log "redis: not running"
+  fi
+  rm -f -- "${REDIS_PID}"
+  rm -rf -- "${REDIS_DATA}"
+}
+
+# ---------------------------------------------------------------------------
+# Kafka
+# ---------------------------------------------------------------------------
+
+check_java() {
+  local java out ver major
+  java="$(java_bin)"
+  command -v "${java}" >/dev/null 2>&1 || die "kafka: java not found (run '${PROG} install' or set JAVA_HOME)"
+  out="$("${java}" -version 2>&1)" || die "kafka: '${java} -version' failed: ${out}"
+  ver="$(sed -n 's/.*version "\([^"]*\)".*/\1/p' <<<"${out}" | head -n 1)"
+  if [[ "${ver}" == 1.* ]]; then
+    major="$(cut -d. -f2 <<<"${ver}")"
+  else
+    major="${ver%%[.+-]*}"
+  fi
+  [[ "${major}" =~ ^[0-9]+$ ]] || die "kafka: cannot parse the Java version from: ${out}"
+  ((major >= 17)) ||
+    die "kafka: Kafka ${KAFKA_VERSION} needs Java 17 or newer, but '${java}' is Java ${ver}; install openjdk-17-jre-headless or set JAVA_HOME"
+}
+
+kafka_probe() {
+  local md
+  md="$(timeout 10 kcat -b "${HOST}:${R1_KAFKA_PORT}" -L -m 2 2>/dev/null)" || return 1
+  grep -q "broker 1 at ${HOST}:${R1_KAFKA_PORT}" <<<"${md}"
+}
+
+write_kafka_config() {
+  cat >"${KAFKA_PROPS}" <<EOF
+# Written by ${PROG}; regenerated on every 'up'.  Single-node KRaft test broker.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=${HOST}:${R1_KAFKA_CONTROLLER_PORT}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT}
+advertised.listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=${KAFKA_DATA}
+
+num.partitions=3
+default.replication.factor=1
+auto.create.topics.enable=true
+delete.topic.enable=true
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=5
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=5
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+EOF
+  cat >"${KAFKA_LOG4J}" <<EOF
+# Written by ${PROG}: broker logs go to ${KAFKA_LOG}, not the terminal.
+status = warn
+name = r1-test-kafka
+# Kafka logs while it shuts down; keep the file appender alive until the JVM
+# exits instead of log4j's hook stopping it (which falls back to stderr).
+shutdownHook = disable
+appender.file.type = File
+appender.file.name = FILE
+appender.file.fileName = ${KAFKA_LOG}
+appender.file.append = true
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = FILE
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.apache.name = org.apache.kafka
+logger.apache.level = INFO
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.authorizer.name = kafka.authorizer.logger
+logger.authorizer.level = WARN
+EOF
+}
+
+kafka_java_opts() {
+  local -a opts
+  # shellcheck disable=SC2206 # word splitting of the heap flags is intended
+  opts=(${R1_KAFKA_HEAP_OPTS})
+  opts+=(
+    -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35
+    -XX:+ExplicitGCInvokesConcurrent -XX:MaxInlineLevel=15
+    -XX:+ExitOnOutOfMemoryError
+    -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="file:${KAFKA_LOG4J}"
+    -Dkafka.logs.dir="${KAFKA_LOGDIR}"
+  )
+  printf '%s\n' "${opts[@]}"
+}
+
+# Runs a Kafka tool class; its output goes to KAFKA_OUT and, on failure, the
+# tail of it to stderr before dying with MESSAGE.  Stdout is kept in TOOL_OUT.
+TOOL_OUT=""
+kafka_tool() {
+  local message="$1"; shift
+  local java rc=0
+  java="$(java_bin)"
+  local -a opts
+  mapfile -t opts < <(kafka_java_opts)
+  TOOL_OUT="$("${java}" "${opts[@]}" -cp "${KAFKA_LIBS}/*" "$@" 2>&1)" || rc=$?
+  printf '%s\n' "${TOOL_OUT}" >>"${KAFKA_OUT}"
+  if ((rc != 0)); then
+    printf '%s\n' "${TOOL_OUT}" | tail -n 20 >&2
+    die "kafka: ${message} (exit ${rc}); see ${KAFKA_OUT}"
+  fi
+}
+
+kafka_format_if_needed() {
+  [[ -f "${KAFKA_DATA}/meta.properties" ]] && return 0
+  local cluster_id
+  kafka_tool "'StorageTool random-uuid' failed" kafka.tools.StorageTool random-uuid
+  cluster_id="$(tail -n 1 <<<"${TOOL_OUT}" | tr -d '[:space:]')"
+  [[ "${cluster_id}" =~ ^[A-Za-z0-9_-]{22}$ ]] ||
+    die "kafka: StorageTool random-uuid printed no cluster id (got '${cluster_id}'); see ${KAFKA_OUT}"
+  log "kafka: formatting storage (cluster id ${cluster_id})"
+  rm -rf -- "${KAFKA_DATA}"
+  mkdir -p -- "${KAFKA_DATA}"
+  # --standalone: this node is the whole (dynamic) controller quorum, as
+  # controller.quorum.bootstrap.servers requires in KRaft.
+  kafka_tool "storage format failed" kafka.tools.StorageTool \
+    format --standalone -t "${cluster_id}" -c "${KAFKA_PROPS}"
+}
+
+# Prints what was appended to FILE since byte offset OFFSET.
+new_since() {
+  tail -c "+$(($2 + 1))" -- "$1" 2>/dev/null || true
+}
+
+file_size() {
+  if [[ -f "$1" ]]; then stat -c %s -- "$1"; else echo 0; fi
+}
+
+kafka_up() {
+  local pid log_offset=0 out_offset=0
+  if pid="$(kafka_pid)"; then
+    if kafka_probe; then
+      log "kafka: already running (pid ${pid}, ${HOST}:${R1_KAFKA_PORT})"
+      return 0
+    fi
+  else
+    check_java
+    require_free_port kafka "${R1_KAFKA_PORT}" "Kafka broker"
+    require_free_port kafka "${R1_KAFKA_CONTROLLER_PORT}" "Kafka controller"
+    rm -f -- "${KAFKA_PID}"
+    mkdir -p -- "${KAFKA_DIR}" "${KAFKA_LOGDIR}"
+    write_kafka_config
+    log_offset="$(file_size "${KAFKA_LOG}")"
+    printf '\n=== %s: starting Kafka %s ===\n' "$(date -u +%FT%TZ)" "${KAFKA_VERSION}" >>"${KAFKA_OUT}"
+    kafka_format_if_needed
+    local java
+    java="$(java_bin)"
+    local -a opts
+    mapfile -t opts < <(kafka_java_opts)
+    out_offset="$(file_size "${KAFKA_OUT}")"
+    log "kafka: starting on ${HOST}:${R1_KAFKA_PORT} (controller ${HOST}:${R1_KAFKA_CONTROLLER_PORT})"
+    # The inner shell writes its own pid and then execs java, so the pid file
+    # holds the JVM's pid; setsid detaches it from our terminal / process group.
+    # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
+    setsid nohup bash -c 'echo "$$" >"$1"; shift; exec "$@"' r1-kafka \
+      "${KAFKA_PID}" "${java}" "${opts[@]}" -cp "${KAFKA_LIBS}/*" kafka.Kafka "${KAFKA_PROPS}" \
+      </dev/null >>"${KAFKA_OUT}" 2>&1 9>&- &
+    disown 2>/dev/null || true
+  fi
+  local deadline=$((SECONDS + R1_KAFKA_START_TIMEOUT)) started=${SECONDS}
+  until kafka_probe; do
+    if ((SECONDS >= deadline)); then
+      new_since "${KAFKA_LOG}" "${log_offset}" | tail -n 30 >&2
+      die "kafka: no metadata answer from ${HOST}:${R1_KAFKA_PORT} after ${R1_KAFKA_START_TIMEOUT}s; see ${KAFKA_LOG} and ${KAFKA_OUT} ('${PROG} logs kafka')"
+    fi
+    # Give the wrapper a moment to write the pid file before judging.
+    if ((SECONDS - started >= 2)) && ! kafka_pid >/dev/null; then
+      new_since "${KAFKA_OUT}" "${out_offset}" | tail -n 10 >&2
+      new_since "${KAFKA_LOG}" "${log_offset}" | grep -E -A 3 '^\[[^]]*\] (ERROR|FATAL) ' | tail -n 20 >&2 || true
+      die "kafka: the broker exited during startup; see ${KAFKA_OUT} and ${KAFKA_LOG}"
+    fi
+    sleep 0.5
+  done
+  log "kafka: ready (pid $(kafka_pid || echo '?'), ${HOST}:${R1_KAFKA_PORT}) after $((SECONDS - started))s"
+}
+
+kafka_down() {
+  local pid
+  if pid="$(kafka_pid)"; then
+    stop_pid kafka "${pid}"
+  else
+    log "kafka: not running"
+  fi
+  rm -f -- "${KAFKA_PID}"
+  rm -rf -- "${KAFKA_DATA}"
+}
+
+# ---------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------
+
+# Sets SVCS from the optional service argument (in this shell, so that an
+# unknown name really aborts the script).
+SVCS=()
+parse_services() {
+  case "${1:-all}" in
+    all) SVCS=(redis kafka) ;;
+    redis | kafka) SVCS=("$1") ;;
+    *) die "unknown service '$1' (expected redis or kafka)" ;;
+  esac
+}
+
+# Serializes up/down on one state dir (e.g. parallel test jobs calling 'up').
+# The daemons are started with fd 9 closed so they do not inherit the lock.
+take_lock() {
+  mkdir -p -- "${R1_STATE_DIR}"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec 9>"${R1_STATE_DIR}/.lock"
+  flock -w 300 9 || die "another ${PROG} is still working on ${R1_STATE_DIR} after 300s"
+}
+
+cmd_up() {
+  local svc
+  parse_services "${1:-all}"
+  take_lock
+  install_packages
+  for svc in "${SVCS[@]}"; do
+    if [[ "${svc}" == kafka ]]; then install_kafka_libs; fi
+  done
+  for svc in "${SVCS[@]}"; do
+    "${svc}_up"
+  done
+}
+
+cmd_down() {
+  local svc
+  parse_services "${1:-all}"
+  take_lock
+  for svc in "${SVCS[@]}"; do
+    "${svc}_down"
+  done
+}
+
+cmd_status() {
+  local rc=0 pid state probe
+  if pid="$(redis_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; fi
+  if command -v redis-cli >/dev/null 2>&1 && redis_probe; then probe="PONG"; else probe="no-answer"; rc=1; fi
+  [[ "${state}" == running* ]] || rc=1
+  printf 'redis  %-20s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_REDIS_PORT}" "${probe}"
+  if pid="$(kafka_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; fi
+  if command -v kcat >/dev/null 2>&1 && kafka_probe; then probe="metadata-ok"; else probe="no-answer"; rc=1; fi
+  [[ "${state}" == running* ]] || rc=1
+  printf 'kafka  %-20s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_KAFKA_PORT}" "${probe}"
+  return "${rc}"
+}
+
+cmd_env() {
+  printf 'export R1_TEST_REDIS_URL=redis://%s:%s\n' "${HOST}" "${R1_REDIS_PORT}"
+  printf 'export R1_TEST_KAFKA_BROKERS=%s:%s\n' "${HOST}" "${R1_KAFKA_PORT}"
+}
+
+cmd_logs() {
+  local svc f
+  parse_services "${1:-all}"
+  for svc in "${SVCS[@]}"; do
+    local -a files
+    if [[ "${svc}" == redis ]]; then files=("${REDIS_LOG}"); else files=("${KAFKA_OUT}" "${KAFKA_LOG}"); fi
+    for f in "${files[@]}"; do
+      printf '==> %s (last %s lines) <==\n' "${f}" "${R1_LOG_LINES}"
+      if [[ -f "${f}" ]]; then tail -n "${R1_LOG_LINES}" -- "${f}"; else echo "(no such file)"; fi
+    done
+  done
+}
+
+validate_seconds() {
+  local name="$1" value="$2"
+  [[ "${value}" =~ ^[0-9]+$ ]] || die "${name}='${value}' is not a whole number of seconds"
+}
+
+main() {
+  validate_seconds R1_REDIS_START_TIMEOUT "${R1_REDIS_START_TIMEOUT}"
+  validate_seconds R1_KAFKA_START_TIMEOUT "${R1_KAFKA_START_TIMEOUT}"
+  validate_seconds R1_STOP_TIMEOUT "${R1_STOP_TIMEOUT}"
+  validate_port R1_REDIS_PORT "${R1_REDIS_PORT}"
+  validate_port R1_KAFKA_PORT "${R1_KAFKA_PORT}"
+  validate_port R1_KAFKA_CONTROLLER_PORT "${R1_KAFKA_CONTROLLER_PORT}"
+  [[ "${R1_KAFKA_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" ]] ||
+    die "R1_KAFKA_PORT and R1_KAFKA_CONTROLLER_PORT must differ"
+  local cmd="${1:-}"
+  if (($# > 0)); then shift; fi
+  (($# <= 1)) || die "too many arguments (see --help)"
+  case "${cmd}" in
+    install) (($# == 0)) || die "install takes no argument"; cmd_install ;;
+    up) cmd_up "$@" ;;
+    down) cmd_down "$@" ;;
+    status) (($# == 0)) || die "status takes no argument"; cmd_status ;;
+    env) (($# == 0)) || die "env takes no argument"; cmd_env ;;
+    logs) cmd_logs "$@" ;;
+    "" | -h | --help | help) usage ;;
+    *) usage >&2; die "unknown command '${cmd}'" ;;
+  esac
+}
+
+main "$@"
