@@ -37,6 +37,7 @@ step "config examples"
 for f in deploy/config/*.toml; do
   case "$(basename "$f")" in
     center*) cargo run --quiet --locked -p r1-center -- --config "$f" --check-config ;;
+    edge*) cargo run --quiet --locked -p r1-edge -- --config "$f" --model models/r1-edge-mini --check ;;
     *) cargo run --quiet --locked -p r1-gateway -- --config "$f" --check-config ;;
   esac
 done

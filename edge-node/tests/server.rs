@@ -1,0 +1,405 @@
+//! r1-edge's HTTP server in process, on a real socket (port 0), with the shipped model: batching,
+//! stop sequences, limits, streaming, disconnects, errors.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use r1_edge::config::EdgeConfig;
+use r1_edge::runtime::LibrarySearch;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const MODEL: &str = "r1-edge-mini";
+
+struct TestServer {
+    base: String,
+    client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestServer {
+    async fn start(model: &str, tweak: impl FnOnce(&mut EdgeConfig)) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(model);
+        let mut config = EdgeConfig::default();
+        config.onnxruntime.intra_threads = 1;
+        tweak(&mut config);
+        let loaded = r1_edge::model::load(&LibrarySearch::from_env(), &dir, &config.onnxruntime).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            r1_edge::server::run(listener, loaded, MODEL.to_owned(), &config, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    async fn post(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn chat(&self, body: Value) -> Value {
+        let response = self.post(body).await;
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.shutdown.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+fn greedy(question: &str, max_tokens: u32) -> Value {
+    json!({"model": MODEL, "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": max_tokens})
+}
+
+fn text(response: &Value) -> &str {
+    response["choices"][0]["message"]["content"].as_str().unwrap()
+}
+
+const QUESTIONS: [&str; 10] = [
+    "Hi",
+    "What is the capital of France?",
+    "What is 7 plus 5?",
+    "你好",
+    "Translate 'apple' into Chinese.",
+    "Is this sentence positive or negative: I love this sunny day, it makes me so happy.",
+    "What day comes after Monday?",
+    "法国的首都是哪里？",
+    "Tell me a fact about cats.",
+    "What colour is the sky on a clear day? Please answer in one short sentence.",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batched_greedy_equals_one_at_a_time() {
+    let server = TestServer::start(MODEL, |_| {}).await;
+    // Alone: one request at a time, so every decode step has one row.
+    let mut alone = Vec::new();
+    for q in QUESTIONS {
+        alone.push(server.chat(greedy(q, 24)).await);
+    }
+    assert_eq!(
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await
+    );
+
+    // Together: all at once (ignore_eos keeps rows alive so they overlap for many steps).
+    let before = (
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await,
+    );
+    let together = futures::future::join_all(QUESTIONS.iter().map(|q| server.chat(greedy(q, 24)))).await;
+    let after = (
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await,
+    );
+    let mean_rows = (after.0 - before.0) / (after.1 - before.1);
+    assert!(
+        mean_rows > 2.0,
+        "requests must have shared decode steps, mean batch {mean_rows}"
+    );
+
+    let lengths: std::collections::HashSet<u64> = alone
+        .iter()
+        .map(|r| r["usage"]["prompt_tokens"].as_u64().unwrap())
+        .collect();
+    assert!(lengths.len() >= 8, "prompts of different lengths: {lengths:?}");
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(text(a), text(t), "prompt {i} {:?}", QUESTIONS[i]);
+        assert_eq!(a["usage"], t["usage"], "prompt {i}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sequences_and_max_tokens() {
+    let server = TestServer::start(MODEL, |_| {}).await;
+    let mut body = greedy("What is the capital of France?", 40);
+    body["ignore_eos"] = json!(true);
+    let full = server.chat(body.clone()).await;
+    let full_text = text(&full).to_owned();
+    assert_eq!(full["choices"][0]["finish_reason"], "length");
+    assert_eq!(full["usage"]["completion_tokens"], 40);
+
+    // A stop sequence taken from the middle of the greedy text: the answer ends right before it.
+    let chars: Vec<char> = full_text.chars().collect();
+    let stop: String = chars[chars.len() / 3..chars.len() / 3 + 3].iter().collect();
+    let cut = full_text.find(&stop).unwrap();
+    body["stop"] = json!(["never-appears", stop]);
+    let stopped = server.chat(body.clone()).await;
+    assert_eq!(text(&stopped), &full_text[..cut], "stop {stop:?}");
+    assert_eq!(stopped["choices"][0]["finish_reason"], "stop");
+
+    // max_tokens: exactly that many tokens, finish_reason length.
+    body.as_object_mut().unwrap().remove("stop");
+    body["max_tokens"] = json!(3);
+    let short = server.chat(body).await;
+    assert_eq!(short["usage"]["completion_tokens"], 3);
+    assert_eq!(short["choices"][0]["finish_reason"], "length");
+    assert!(
+        full_text.starts_with(text(&short)),
+        "{:?} is the start of {full_text:?}",
+        text(&short)
+    );
+    server.stop().await;
+}
+
+/// Reads an SSE body into its `data:` payloads.
+async fn sse_events(response: reqwest::Response) -> Vec<String> {
+    let body = response.text().await.unwrap();
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
+    let server = TestServer::start(MODEL, |_| {}).await;
+    for q in ["What is 7 plus 5?", "法国的首都是哪里？"] {
+        let plain = server.chat(greedy(q, 30)).await;
+        let mut body = greedy(q, 30);
+        body["stream"] = json!(true);
+        body["stream_options"] = json!({"include_usage": true});
+        let response = server.post(body).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["x-accel-buffering"], "no");
+        let events = sse_events(response).await;
+        assert_eq!(events.last().unwrap(), "[DONE]");
+        let chunks: Vec<Value> = events[..events.len() - 1]
+            .iter()
+            .map(|e| serde_json::from_str(e).unwrap())
+            .collect();
+        assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+        let streamed: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+            .collect();
+        assert_eq!(streamed, text(&plain));
+        let finish = &chunks[chunks.len() - 2];
+        assert_eq!(
+            finish["choices"][0]["finish_reason"],
+            plain["choices"][0]["finish_reason"]
+        );
+        let usage = chunks.last().unwrap();
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(usage["usage"], plain["usage"]);
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disconnected_client_frees_its_slot() {
+    // One slot: while a generation holds it, nothing else runs.
+    let server = TestServer::start(MODEL, |c| c.batching.max_batch_size = 1).await;
+    let mut long = greedy("Tell me a fact about cats.", 450);
+    long["ignore_eos"] = json!(true);
+    long["stream"] = json!(true);
+    let response = server.post(long).await;
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap(); // the generation is running
+    drop(stream); // the client goes away
+
+    // The next request gets the slot and completes; the first one was cancelled, not finished.
+    let next = tokio::time::timeout(Duration::from_secs(60), server.chat(greedy("Hi", 8)))
+        .await
+        .unwrap();
+    assert!(!text(&next).is_empty() || next["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert_eq!(
+        server.metric("r1_edge_requests_total{outcome=\"cancelled\"}").await,
+        1.0
+    );
+    let generated = server.metric("r1_edge_generated_tokens_total").await;
+    assert!(
+        generated < 450.0,
+        "the abandoned generation stopped early ({generated} tokens in all)"
+    );
+    assert_eq!(server.metric("r1_edge_running_sequences").await, 0.0);
+    server.stop().await;
+}
+
+async fn error_of(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_openai_errors() {
+    let server = TestServer::start(MODEL, |c| c.server.max_body_bytes = 4096).await;
+    let url = format!("{}/v1/chat/completions", server.base);
+
+    let malformed = server.client.post(&url).body("{\"model\": ").send().await.unwrap();
+    let body = error_of(malformed, 400).await;
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let mut unknown = greedy("Hi", 5);
+    unknown["model"] = json!("gpt-9");
+    let body = error_of(server.post(unknown).await, 404).await;
+    assert_eq!(body["error"]["code"], "model_not_found");
+
+    let body = error_of(server.post(greedy("Hi", 5000)).await, 400).await;
+    assert_eq!(body["error"]["param"], "max_tokens");
+
+    let mut role = greedy("Hi", 5);
+    role["messages"][0]["role"] = json!("wizard");
+    let body = error_of(server.post(role).await, 400).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("wizard"));
+
+    let huge = greedy(&"a".repeat(10_000), 5);
+    error_of(server.post(huge).await, 413).await;
+
+    assert_eq!(
+        server
+            .metric("r1_edge_rejected_requests_total{kind=\"invalid_request\"}")
+            .await,
+        3.0
+    );
+    assert_eq!(
+        server.metric("r1_edge_generated_tokens_total").await,
+        0.0,
+        "no refused request reached the model"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_queue_answers_429_with_retry_after() {
+    let server = TestServer::start(MODEL, |c| {
+        c.batching.max_batch_size = 1;
+        c.server.max_queue = 1;
+    })
+    .await;
+    // A holds the only slot...
+    let mut long = greedy("Tell me a fact about cats.", 450);
+    long["ignore_eos"] = json!(true);
+    long["stream"] = json!(true);
+    let mut a = server.post(long).await.bytes_stream();
+    a.next().await.unwrap().unwrap();
+    // ... B takes the only queue place ...
+    let b = tokio::spawn({
+        let (client, url) = (server.client.clone(), format!("{}/v1/chat/completions", server.base));
+        async move { client.post(url).json(&greedy("Hi", 4)).send().await.unwrap().status() }
+    });
+    for _ in 0..500 {
+        if server.metric("r1_edge_queue_depth").await == 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.metric("r1_edge_queue_depth").await, 1.0, "B is queued");
+    // ... so C is refused at once.
+    let c = server.post(greedy("Hello", 4)).await;
+    assert_eq!(c.headers()["retry-after"], "1");
+    let body = error_of(c, 429).await;
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    drop(a);
+    assert_eq!(b.await.unwrap(), 200, "B runs once A's client is gone");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_int8_model_serves_through_the_same_path() {
+    let server = TestServer::start("r1-edge-mini-int8", |_| {}).await;
+    let answer = server.chat(greedy("What is the capital of France?", 20)).await;
+    assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    assert!(text(&answer).chars().any(char::is_alphabetic), "{answer}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_models() {
+    let server = TestServer::start(MODEL, |_| {}).await;
+    let get = |path: &str| server.client.get(format!("{}{path}", server.base)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    assert_eq!(get("/readyz").await.unwrap().status(), 200);
+    let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
+    assert_eq!(models["data"][0]["id"], MODEL);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_running_generations_finish_within_the_grace_period() {
+    let server = TestServer::start(MODEL, |c| c.server.shutdown_grace = Duration::from_secs(60)).await;
+    let mut body = greedy("Tell me a fact about cats.", 200);
+    body["ignore_eos"] = json!(true);
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let response = server.post(body).await;
+    let TestServer { shutdown, task, .. } = server;
+    let _ = shutdown.unwrap().send(()); // SIGTERM while the generation runs
+    let events = sse_events(response).await;
+    assert_eq!(
+        events.last().unwrap(),
+        "[DONE]",
+        "the running generation finished normally"
+    );
+    let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(usage["usage"]["completion_tokens"], 200, "every token was generated");
+    task.unwrap().await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_grace_period_streams_end_with_an_error_event_not_done() {
+    let server = TestServer::start(MODEL, |c| c.server.shutdown_grace = Duration::from_millis(1)).await;
+    let mut body = greedy("Tell me a fact about cats.", 450);
+    body["ignore_eos"] = json!(true);
+    body["stream"] = json!(true);
+    body["temperature"] = json!(0);
+    let response = server.post(body).await;
+    let mut stream = response.bytes_stream();
+    stream.next().await.unwrap().unwrap(); // running
+    let TestServer { shutdown, task, .. } = server;
+    let _ = shutdown.unwrap().send(());
+    let mut rest = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        rest.extend_from_slice(&chunk.unwrap());
+    }
+    let rest = String::from_utf8(rest).unwrap();
+    assert!(!rest.contains("[DONE]"), "no [DONE] after a cut generation");
+    let last = rest.trim_end().rsplit("\n\n").next().unwrap();
+    let error: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("shutting down"),
+        "{error}"
+    );
+    task.unwrap().await.unwrap().unwrap();
+}
