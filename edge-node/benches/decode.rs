@@ -98,14 +98,18 @@ fn main() {
             let rows: Vec<&[u32]> = (0..batch).map(|i| prompts[i % prompts.len()].as_slice()).collect();
             let mut rates = Vec::new();
             let mut step_ms = Vec::new();
+            let mut model_share = Vec::new();
             for _ in 0..args.repeats {
                 let (mut kv, logits) = model.engine.prefill(&rows).unwrap();
                 let mut sampler = Sampler::new(SamplingParams::GREEDY);
                 let mut tokens: Vec<u32> = (0..batch).map(|r| sampler.sample(logits.row(r)).token).collect();
                 let mut positions: Vec<i64> = rows.iter().map(|p| p.len() as i64).collect();
                 let started = Instant::now();
+                let mut in_model = std::time::Duration::ZERO;
                 for _ in 0..args.steps {
+                    let t0 = Instant::now();
                     let logits = model.engine.decode(&mut kv, &tokens, &positions).unwrap();
+                    in_model += t0.elapsed();
                     for (r, t) in tokens.iter_mut().enumerate() {
                         *t = sampler.sample(logits.row(r)).token;
                     }
@@ -114,13 +118,15 @@ fn main() {
                     }
                 }
                 let secs = started.elapsed().as_secs_f64();
+                model_share.push(in_model.as_secs_f64() / secs);
                 rates.push((batch * args.steps) as f64 / secs);
                 step_ms.push(secs * 1000.0 / args.steps as f64);
             }
             println!(
-                "| {name} | engine | {batch} | {:.0} | {:.2} |",
+                "| {name} | engine | {batch} | {:.0} | {:.2} ({:.0} % in Engine::decode) |",
                 median(rates),
-                median(step_ms)
+                median(step_ms),
+                100.0 * median(model_share)
             );
         }
 

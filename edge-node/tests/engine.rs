@@ -141,3 +141,17 @@ fn batched_rows_match_unbatched_token_for_token() {
         assert_eq!(out, expected[i], "prompt {i} ({:?}) batched vs alone", QUESTIONS[i]);
     }
 }
+
+#[test]
+fn an_execution_provider_the_library_lacks_is_a_clear_error() {
+    use r1_edge::config::Provider;
+    let options = OrtSection {
+        execution_providers: vec![Provider::Cuda, Provider::Cpu],
+        ..OrtSection::default()
+    };
+    let err = model::load(&LibrarySearch::from_env(), &model_dir("r1-edge-mini"), &options)
+        .unwrap_err()
+        .to_string();
+    // The PyPI wheel is a CPU build: asking for CUDA must fail loudly, never fall back silently.
+    assert!(err.contains("execution providers") && err.contains("CUDA"), "{err}");
+}
