@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Builds models/r1-edge-mini/ (FP32) and models/r1-edge-mini-int8/ (INT8) from
-# scratch: corpus -> tokenizer -> JAX training -> ONNX export -> verification.
+# Builds models/r1-edge-mini/ (FP32), models/r1-edge-mini-int8/ (INT8) and
+# models/r1-edge-mini-fp16/ (FP16) from scratch: corpus -> tokenizer -> JAX
+# training -> ONNX export -> quantization / FP16 conversion -> verification.
 # Creates the Python venv if missing (outside the repo).  Deterministic: a rerun
 # with the same pinned packages on the same CPU type produces byte-identical files.
 #
 #   bash models/build/make.sh                # full build (~15 min on 2 cores)
 #   bash models/build/make.sh --steps 0      # untrained weights, same interface (~15 s)
+#   bash models/build/make.sh --fp16-only    # only r1-edge-mini-fp16/ from the committed FP32 file
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${R1_MODEL_VENV:-${HOME}/.cache/r1-hybrid/model-venv}"

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Builds r1-edge-mini end to end: corpus -> tokenizer -> JAX training ->
 hand-built ONNX export (Optimum Qwen2 with-past layout) -> verification ->
-INT8 dynamic quantization -> verification.
+INT8 dynamic quantization -> verification -> FP16 conversion -> verification.
 
     python make_model.py                 # full build (what make.sh runs)
     python make_model.py --steps 0       # untrained (random weights), same interface
+    python make_model.py --fp16-only     # only r1-edge-mini-fp16/, converted from the
+                                         # committed r1-edge-mini/model.onnx (no training)
 
 Fails loudly (non-zero exit) if any check fails.  Deterministic for a given
 set of pinned packages: fixed seeds, fixed step count, no time-based logic.
@@ -31,6 +33,9 @@ import tokenizer_build as tb  # noqa: E402
 MODELS = HERE.parent
 OUT_FP32 = MODELS / "r1-edge-mini"
 OUT_INT8 = MODELS / "r1-edge-mini-int8"
+OUT_FP16 = MODELS / "r1-edge-mini-fp16"
+SIDE_FILE_NAMES = ("config.json", "generation_config.json", "tokenizer.json",
+                   "tokenizer_config.json")
 REPORT = HERE / "report.json"
 
 SEED = 20240607
@@ -253,10 +258,16 @@ def ort_session(path: Path):
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def empty_past(cfg, B):
+def empty_past(cfg, B, dtype=np.float32):
     return {f"past_key_values.{i}.{kv}": np.zeros((B, cfg["num_key_value_heads"], 0,
-                                                    cfg["head_dim"]), np.float32)
+                                                    cfg["head_dim"]), dtype)
             for i in range(cfg["num_hidden_layers"]) for kv in ("key", "value")}
+
+
+def kv_dtype(sess):
+    """numpy dtype of the session's past_key_values inputs (float32 or float16)."""
+    t = next(i.type for i in sess.get_inputs() if i.name == "past_key_values.0.key")
+    return {"tensor(float)": np.float32, "tensor(float16)": np.float16}[t]
 
 
 def ort_step(sess, cfg, ids, am, pos, past):
@@ -280,7 +291,7 @@ def greedy_batch(sess, cfg, prompts, max_new, eos_ids, pad_id):
         ids[r, S - len(p):] = p
         am[r, S - len(p):] = 1
     pos = np.clip(np.cumsum(am, axis=1) - 1, 0, None)
-    logits, past = ort_step(sess, cfg, ids, am, pos, empty_past(cfg, B))
+    logits, past = ort_step(sess, cfg, ids, am, pos, empty_past(cfg, B, kv_dtype(sess)))
     prefill = logits
     out = [[] for _ in range(B)]
     done = [False] * B
@@ -478,6 +489,319 @@ def verify(cfg, params, tok, fp32_path: Path, int8_path: Path | None, report: di
 
 
 # --------------------------------------------------------------------------
+# FP16 variant (converted from the FP32 file, no retraining)
+# --------------------------------------------------------------------------
+
+# Limits for FP16 vs FP32 / FP16 vs itself.  float16 has an 11-bit significand:
+# one ulp is 0.0156 for logits between 16 and 32, which is where the top logits
+# of this model are.
+FP16_LOGITS_TOL = 0.06      # |FP16 - FP32| on logits (measured ~0.01)
+FP16_PRESENT_TOL = 0.02     # |FP16 - FP32| on present key/values
+FP16_SELF_TOL = 0.06        # FP16 incremental vs FP16 full, padded row vs alone
+FP16_MIN_AGREEMENT = 0.9    # greedy sample token agreement with FP32 (trained model)
+
+
+class FiniteCheck:
+    """Wraps an InferenceSession; every run() fails the build if any output
+    holds a NaN or an infinity, and counts what it checked."""
+
+    def __init__(self, sess, tag):
+        self.sess, self.tag, self.runs, self.values = sess, tag, 0, 0
+
+    def get_inputs(self):
+        return self.sess.get_inputs()
+
+    def get_outputs(self):
+        return self.sess.get_outputs()
+
+    def run(self, names, feeds):
+        outs = self.sess.run(names, feeds)
+        for n, o in zip(names or [x.name for x in self.sess.get_outputs()], outs):
+            if np.issubdtype(o.dtype, np.floating) and not np.isfinite(o).all():
+                fail(f"{self.tag}: output {n} has {int((~np.isfinite(o)).sum())} non-finite "
+                     f"values (shape {o.shape})")
+            self.values += o.size
+        self.runs += 1
+        return outs
+
+
+def f32(x):
+    return np.asarray(x, np.float32)
+
+
+def verify_fp16(cfg, tok, fp32_path: Path, fp16_path: Path, R: dict, heldout,
+                trained: bool):
+    import onnx
+    import onnxruntime as ort
+
+    eos_ids = {tok.token_to_id(tb.IM_END), tok.token_to_id(tb.ENDOFTEXT)}
+    pad_id = tok.token_to_id(tb.ENDOFTEXT)
+    V = cfg["vocab_size"]
+    L = cfg["num_hidden_layers"]
+    f16 = np.float16
+
+    def enc(msgs):
+        return tok.encode(tb.render_chat(msgs, True), add_special_tokens=False).ids
+
+    # 1. checker, load, names and order as FP32, dtypes as an Optimum FP16 export
+    onnx.checker.check_model(str(fp16_path), full_check=True)
+    raw32, raw16 = ort_session(fp32_path), ort_session(fp16_path)
+    s32, s16 = FiniteCheck(raw32, "fp32"), FiniteCheck(raw16, "fp16")
+    for what in ("get_inputs", "get_outputs"):
+        n32 = [x.name for x in getattr(raw32, what)()]
+        n16 = [x.name for x in getattr(raw16, what)()]
+        if n16 != n32:
+            fail(f"FP16 {what[4:]} {n16} differ from FP32 {n32}")
+    types = {x.name: x.type for x in raw16.get_inputs() + raw16.get_outputs()}
+    for name, t in types.items():
+        want = ("tensor(int64)" if name in ("input_ids", "attention_mask", "position_ids")
+                else "tensor(float16)")
+        if t != want:
+            fail(f"FP16 {name} is {t}, expected {want}")
+    R["check_model_and_ort_load"] = "ok"
+    R["io_types"] = {"input_ids/attention_mask/position_ids": "int64",
+                     "past_key_values.*/present.*/logits": "float16"}
+    log("[fp16] 1. onnx.checker + ORT load: ok; names/order as FP32; "
+        "past/present/logits float16, ids/mask/positions int64")
+
+    # 2. prefill vs FP32
+    prompt = enc(SAMPLE_PROMPTS[1])
+    S = len(prompt)
+    ids, am, pos = np.array([prompt], np.int64), np.ones((1, S), np.int64), np.arange(S)[None]
+    l32, p32 = ort_step(s32, cfg, ids, am, pos, empty_past(cfg, 1))
+    l16, p16 = ort_step(s16, cfg, ids, am, pos, empty_past(cfg, 1, f16))
+    if l16.dtype != f16 or l16.shape != (1, S, V):
+        fail(f"FP16 logits {l16.dtype} {l16.shape}")
+    d = float(np.abs(f32(l16) - l32).max())
+    dk = max(float(np.abs(f32(p16[k]) - p32[k]).max()) for k in p32)
+    am_agree = float((l16.argmax(-1) == l32.argmax(-1)).mean())
+    R["prefill_vs_fp32"] = {"tokens": S, "logits_max_abs_diff": d,
+                            "fp32_logits_max_abs": float(np.abs(l32).max()),
+                            "present_max_abs_diff": dk, "argmax_agreement": am_agree}
+    log(f"[fp16] 2. prefill (S={S}) vs FP32: logits max|diff| = {d:.3e} (FP32 max|logit| "
+        f"{np.abs(l32).max():.1f}), present max|diff| = {dk:.3e}, argmax agreement {am_agree:.3f}")
+    if d > FP16_LOGITS_TOL or dk > FP16_PRESENT_TOL or am_agree < 1.0:
+        fail(f"FP16 prefill differs from FP32: logits {d}, present {dk}, argmax {am_agree}")
+
+    # 3. incremental decoding (5-token prefill + single steps) vs one full forward
+    gen, _ = greedy_fixed(s16, cfg, [prompt], 16, pad_id)
+    full = prompt + gen[0]
+    T = len(full)
+    lf, pf = ort_step(s16, cfg, np.array([full]), np.ones((1, T), np.int64), np.arange(T)[None],
+                      empty_past(cfg, 1, f16))
+    k0 = 5
+    li, past = ort_step(s16, cfg, np.array([full[:k0]]), np.ones((1, k0), np.int64),
+                        np.arange(k0)[None], empty_past(cfg, 1, f16))
+    chunks = [li]
+    for t in range(k0, T):
+        l1, past = ort_step(s16, cfg, np.array([[full[t]]]), np.ones((1, t + 1), np.int64),
+                            np.array([[t]]), past)
+        chunks.append(l1)
+    linc = f32(np.concatenate(chunks, axis=1))
+    d_inc = float(np.abs(linc - f32(lf)).max())
+    d_kv = max(float(np.abs(f32(past[k]) - f32(pf[k])).max()) for k in pf)
+    lf32, _ = ort_step(s32, cfg, np.array([full]), np.ones((1, T), np.int64), np.arange(T)[None],
+                       empty_past(cfg, 1))
+    d_inc32 = float(np.abs(linc - lf32).max())
+    pshape, pdt = past["past_key_values.0.key"].shape, past["past_key_values.0.key"].dtype
+    R["incremental_vs_full"] = {"prefill": k0, "steps": T - k0,
+                                "logits_max_abs_diff": d_inc, "present_max_abs_diff": d_kv,
+                                "vs_fp32_full_logits_max_abs_diff": d_inc32,
+                                "final_present": f"{list(pshape)} {pdt}"}
+    log(f"[fp16] 3. incremental ({k0}-token prefill + {T - k0} single steps, float16 past) vs "
+        f"full forward: logits max|diff| = {d_inc:.3e}, present max|diff| = {d_kv:.3e} "
+        f"(vs FP32 full {d_inc32:.3e}); present {list(pshape)} {pdt}")
+    if (d_inc > FP16_SELF_TOL or d_kv > FP16_PRESENT_TOL or d_inc32 > FP16_LOGITS_TOL
+            or pshape != (1, cfg["num_key_value_heads"], T, cfg["head_dim"]) or pdt != f16):
+        fail(f"FP16 incremental decoding mismatch {d_inc} / {d_kv} / {d_inc32} {pshape} {pdt}")
+
+    # 4. left-padded batch of 3 prompts vs each alone (20 greedy tokens)
+    prompts = [enc(SAMPLE_PROMPTS[0]), enc(SAMPLE_PROMPTS[6]), enc(SAMPLE_PROMPTS[8])]
+    lens = [len(p) for p in prompts]
+    if len(set(lens)) != 3:
+        fail(f"padded-batch prompts should have different lengths: {lens}")
+    bgen, bpre = greedy_fixed(s16, cfg, prompts, 20, pad_id)
+    Smax = max(lens)
+    worst, same, pad_rows = 0.0, True, 0
+    for r, p in enumerate(prompts):
+        sgen, spre = greedy_fixed(s16, cfg, [p], 20, pad_id)
+        worst = max(worst, float(np.abs(f32(bpre[r, Smax - len(p):]) - f32(spre[0])).max()))
+        same &= (sgen[0] == bgen[r])
+        pad_rows += Smax - len(p)
+    R["left_padded_batch"] = {"prompt_lengths": lens, "padding_query_rows": pad_rows,
+                              "max_abs_diff_logits": worst, "greedy20_identical": bool(same)}
+    log(f"[fp16] 4. left-padded batch lengths {lens} ({pad_rows} fully masked padding query "
+        f"rows, finite): per-row prefill logits max|diff| = {worst:.3e}; 20-token greedy "
+        f"identical: {same}")
+    if worst > FP16_SELF_TOL or not same:
+        fail("FP16 left-padded batch differs from single-row runs")
+
+    # 5. greedy samples FP16 vs FP32
+    samples, agree_tok, total_tok, exact = [], 0, 0, 0
+    for msgs in SAMPLE_PROMPTS:
+        p = enc(msgs)
+        g32, _ = greedy_batch(s32, cfg, [p], 40, eos_ids, pad_id)
+        g16, _ = greedy_batch(s16, cfg, [p], 40, eos_ids, pad_id)
+        agree_tok += sum(1 for x, y in zip(g32[0], g16[0]) if x == y)
+        total_tok += max(len(g32[0]), len(g16[0]))
+        exact += int(g32[0] == g16[0])
+        ent = {"messages": msgs, "fp32": tok.decode(g32[0], skip_special_tokens=True),
+               "fp16": tok.decode(g16[0], skip_special_tokens=True), "fp16_ids": g16[0],
+               "identical": g32[0] == g16[0]}
+        samples.append(ent)
+        log(f"[fp16 sample] {msgs[-1]['content']!r}\n   fp32: {ent['fp32']!r}\n   "
+            f"fp16: {ent['fp16']!r}")
+    agreement = agree_tok / max(total_tok, 1)
+    R["samples"] = samples
+    R["samples_vs_fp32"] = {"token_agreement": agreement,
+                            "identical_generations": f"{exact}/{len(SAMPLE_PROMPTS)}"}
+    log(f"[fp16] 5. greedy samples vs FP32: token agreement {agreement:.3f}, identical "
+        f"{exact}/{len(SAMPLE_PROMPTS)}")
+    if trained and agreement < FP16_MIN_AGREEMENT:
+        fail(f"FP16 greedy samples agree with FP32 on only {agreement:.3f} of tokens")
+
+    # 6. the same FP16 file with ONNX Runtime's graph optimizations off (r1-edge
+    #    lets the operator choose the level): same prefill, no NaN
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    s16n = FiniteCheck(ort.InferenceSession(str(fp16_path), so,
+                                            providers=["CPUExecutionProvider"]), "fp16-noopt")
+    l16n, _ = ort_step(s16n, cfg, ids, am, pos, empty_past(cfg, 1, f16))
+    bgen_n, _ = greedy_fixed(s16n, cfg, prompts, 20, pad_id)
+    d_noopt = float(np.abs(f32(l16n) - f32(l16)).max())
+    R["graph_optimizations_disabled"] = {"prefill_logits_max_abs_diff_vs_enabled": d_noopt,
+                                         "padded_batch_greedy20_identical": bgen_n == bgen}
+    log(f"[fp16] 6. ORT_DISABLE_ALL vs default optimizations: prefill logits max|diff| = "
+        f"{d_noopt:.3e}; padded-batch greedy identical: {bgen_n == bgen}")
+    if d_noopt > FP16_SELF_TOL or bgen_n != bgen:
+        fail("FP16 model differs with graph optimizations disabled")
+
+    # 7. full context: 2 rows of max_position_embeddings seeded random tokens, the
+    #    second left-padded by a third (prefill, no generation): finite, close to FP32
+    T = cfg["max_position_embeddings"]
+    rids = np.random.default_rng(SEED).integers(3, V, (2, T))
+    ram = np.ones((2, T), np.int64)
+    ram[1, :T // 3] = 0
+    rpos = np.clip(np.cumsum(ram, axis=1) - 1, 0, None)
+    r32, rp32 = ort_step(s32, cfg, rids, ram, rpos, empty_past(cfg, 2))
+    r16, rp16 = ort_step(s16, cfg, rids, ram, rpos, empty_past(cfg, 2, f16))
+    d_long = float(np.abs(f32(r16) - r32).max())
+    dk_long = max(float(np.abs(f32(rp16[k]) - rp32[k]).max()) for k in rp32)
+    R["full_context_random_tokens"] = {
+        "shape": [2, T], "left_padding_row1": T // 3, "logits_max_abs_diff": d_long,
+        "present_max_abs_diff": dk_long,
+        "argmax_agreement": float((r16.argmax(-1) == r32.argmax(-1)).mean())}
+    log(f"[fp16] 7. {T}-token random-token prefill (batch 2, row 1 left-padded by {T // 3}) "
+        f"vs FP32: logits max|diff| = {d_long:.3e}, present max|diff| = {dk_long:.3e}, "
+        f"argmax agreement {R['full_context_random_tokens']['argmax_agreement']:.4f}")
+    if d_long > FP16_LOGITS_TOL or dk_long > FP16_LOGITS_TOL:
+        fail(f"FP16 full-context prefill differs from FP32: {d_long} / {dk_long}")
+
+    # 8. (quality figure) held-out greedy answer exact match, FP16 and FP32
+    held = [c for c in heldout if len(c) <= 3][:HELDOUT_EVAL]
+    em, outs_by = {}, {}
+    for tag, ss in (("fp32", s32), ("fp16", s16)):
+        hits, outs_all = 0, []
+        for k in range(0, len(held), 16):
+            grp = held[k:k + 16]
+            outs, _ = greedy_batch(ss, cfg, [enc(c[:-1]) for c in grp], 48, eos_ids, pad_id)
+            outs_all += outs
+            hits += sum(int(tok.decode(o, skip_special_tokens=True) == c[-1]["content"])
+                        for o, c in zip(outs, grp))
+        em[tag] = hits / len(held)
+        outs_by[tag] = outs_all
+    same_out = sum(int(a == b) for a, b in zip(outs_by["fp32"], outs_by["fp16"]))
+    R["heldout_answer_exact_match"] = {"n": len(held), **em,
+                                       "fp16_identical_to_fp32": f"{same_out}/{len(held)}"}
+    log(f"[fp16] 8. held-out greedy answer exact match (n={len(held)}): {em}; FP16 generation "
+        f"identical to FP32 for {same_out}/{len(held)}")
+    R["finite_check"] = {"fp16_runs": s16.runs + s16n.runs,
+                         "fp16_values": s16.values + s16n.values,
+                         "fp32_runs": s32.runs, "non_finite": 0}
+    log(f"[fp16] no NaN/inf in {s16.runs + s16n.runs} FP16 runs "
+        f"({s16.values + s16n.values:,} values) and {s32.runs} FP32 runs")
+
+
+def build_fp16(cfg, tok, heldout, trained: bool, report: dict) -> None:
+    """Converts OUT_FP32/model.onnx to OUT_FP16/model.onnx, copies the four JSON
+    files (config.json with torch_dtype float16), verifies, fills report["fp16"]."""
+    import onnx
+
+    import fp16_convert
+
+    t0 = time.time()
+    src = OUT_FP32 / "model.onnx"
+    m16, info = fp16_convert.convert(onnx.load(str(src)))
+    data = m16.SerializeToString()
+    again, _ = fp16_convert.convert(onnx.load(str(src)))
+    if again.SerializeToString() != data:
+        fail("FP16 conversion is not deterministic")
+    # Verified under a temporary name; model.onnx and the JSON files are only
+    # replaced once every check has passed.
+    tmp = OUT_FP16 / f".model.onnx.unverified-{os.getpid()}"
+    write_atomic(tmp, data)
+    R = report["fp16"] = {"source": f"{OUT_FP32.name}/model.onnx",
+                          "source_sha256": sha256(src), "conversion": info}
+    log(f"[fp16] converted ({len(data):,} bytes; {info['nodes']} nodes, "
+        f"{info['casts']} Casts; tidy: {info['round_trips_removed']} fp32->fp16->fp32 round "
+        f"trips and {info['duplicate_casts_merged']} duplicate Casts removed)")
+    try:
+        verify_fp16(cfg, tok, src, tmp, R.setdefault("verification", {}), heldout, trained)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, OUT_FP16 / "model.onnx")
+    for name in SIDE_FILE_NAMES:
+        b = (OUT_FP32 / name).read_bytes()
+        if name == "config.json":
+            cj = json.loads(b)
+            cj["torch_dtype"] = "float16"
+            b = json_bytes(cj)
+        write_atomic(OUT_FP16 / name, b)
+    log(f"[fp16] wrote {OUT_FP16}")
+    R["seconds"] = round(time.time() - t0, 1)
+
+
+def file_entries(dirs) -> dict:
+    files = {}
+    for d in dirs:
+        for f in sorted(d.iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                files[f"{d.name}/{f.name}"] = {"bytes": f.stat().st_size, "sha256": sha256(f)}
+    return files
+
+
+def fp16_only(args) -> None:
+    """--fp16-only: no training; the committed FP32 model and its JSON files are the
+    input.  Updates report.json in place (its "fp16" entry and the fp16 files)."""
+    from tokenizers import Tokenizer
+
+    t_start = time.time()
+    cj = json.loads((OUT_FP32 / "config.json").read_text("utf-8"))
+    cfg = dict(ARCH)
+    cfg["vocab_size"] = cj["vocab_size"]
+    for k in ("hidden_size", "num_hidden_layers", "num_key_value_heads", "head_dim"):
+        if cj[k] != cfg[k]:
+            fail(f"config.json {k}={cj[k]} differs from ARCH {cfg[k]}")
+    tok = Tokenizer.from_file(str(OUT_FP32 / "tokenizer.json"))
+    report = json.loads(REPORT.read_text("utf-8")) if REPORT.exists() else {}
+    trained = (report.get("args") or {}).get("steps", 1) > 0
+    heldout = corpus_mod.make_corpus(N_TRAIN + N_HELDOUT, SEED)[N_TRAIN:]
+    build_fp16(cfg, tok, heldout, trained, report)
+    files = report.get("files", {})
+    files = {k: v for k, v in files.items() if not k.startswith(OUT_FP16.name + "/")}
+    files.update(file_entries([OUT_FP16]))
+    report["files"] = files
+    report["fp16"]["made_by"] = "make_model.py --fp16-only"
+    write_atomic(REPORT, json_bytes(report))
+    for k, v in file_entries([OUT_FP16]).items():
+        log(f"  {v['bytes']:>9}  {v['sha256'][:16]}  {k}")
+    log(f"[done] fp16 only, {time.time() - t_start:.1f}s")
+
+
+# --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
 
@@ -487,15 +811,23 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--no-int8", action="store_true")
+    ap.add_argument("--no-fp16", action="store_true")
+    ap.add_argument("--fp16-only", action="store_true",
+                    help="no training: convert the existing r1-edge-mini/model.onnx to "
+                         "r1-edge-mini-fp16/, verify it, update report.json")
     ap.add_argument("--out-root", default=None,
-                    help="write r1-edge-mini{,-int8}/ and report.json under this directory "
-                         "instead of models/ (used for reproducibility checks)")
+                    help="write r1-edge-mini{,-int8,-fp16}/ and report.json under this "
+                         "directory instead of models/ (used for reproducibility checks)")
     args = ap.parse_args()
     if args.out_root:
-        global OUT_FP32, OUT_INT8, REPORT
+        global OUT_FP32, OUT_INT8, OUT_FP16, REPORT
         root = Path(args.out_root).resolve()
-        OUT_FP32, OUT_INT8, REPORT = (root / "r1-edge-mini", root / "r1-edge-mini-int8",
-                                      root / "report.json")
+        OUT_FP32, OUT_INT8, OUT_FP16, REPORT = (
+            root / "r1-edge-mini", root / "r1-edge-mini-int8", root / "r1-edge-mini-fp16",
+            root / "report.json")
+    if args.fp16_only:
+        fp16_only(args)
+        return
 
     import jax
 
@@ -636,12 +968,11 @@ def main():
     verify(cfg, params, tok, OUT_FP32 / "model.onnx", int8_path, report)
     del report["_heldout"]
 
-    files = {}
-    for d in (OUT_FP32, OUT_INT8) if int8_path else (OUT_FP32,):
-        for f in sorted(d.iterdir()):
-            if f.is_file() and not f.name.startswith("."):
-                files[f"{d.name}/{f.name}"] = {"bytes": f.stat().st_size,
-                                                     "sha256": sha256(f)}
+    if not args.no_fp16:
+        build_fp16(cfg, tok, held_c, args.steps > 0, report)
+
+    files = file_entries([OUT_FP32] + ([OUT_INT8] if int8_path else [])
+                         + ([] if args.no_fp16 else [OUT_FP16]))
     report["files"] = files
     report["total_seconds"] = round(time.time() - t_start, 1)
     write_atomic(REPORT, json_bytes(report))
