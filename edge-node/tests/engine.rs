@@ -85,7 +85,10 @@ fn fp16_model_uses_a_float16_cache_and_batches_the_same() {
     let (mut fp32, mut fp16) = (load("r1-edge-mini"), load("r1-edge-mini-fp16"));
     let mut same = 0;
     for prompt in prompts(&fp32.text) {
-        let (a, b) = (alone(&mut fp32.engine, &prompt, 12), alone(&mut fp16.engine, &prompt, 12));
+        let (a, b) = (
+            alone(&mut fp32.engine, &prompt, 12),
+            alone(&mut fp16.engine, &prompt, 12),
+        );
         eprintln!("fp32 {:?}\nfp16 {:?}", fp32.text.decode(&a), fp16.text.decode(&b));
         same += usize::from(a == b);
     }

@@ -1,12 +1,15 @@
 //! The gateway's configuration file: a typed TOML tree, validated with every problem reported at once.
 //!
-//! This is the part of the schema that exists so far (listeners and routing weights); the gateway
-//! issue extends it. Unknown keys are refused, so a typo never silently falls back to a default.
+//! `deploy/config/gateway.toml` is the reference. Unknown keys are refused, so a typo never silently
+//! falls back to a default. Weights, thresholds, rules and pool members may change in a live reload;
+//! listeners may not (they need a restart, and a reload that changes them is refused).
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use r1_config::{ConfigError, Validate};
+use r1_proto::Route;
 use serde::Deserialize;
 
 /// The whole file.
@@ -16,19 +19,31 @@ pub struct GatewayConfig {
     /// Where the gateway listens.
     #[serde(default)]
     pub listen: ListenSection,
+    /// Model names clients may send.
+    #[serde(default)]
+    pub models: ModelsSection,
     /// How requests are split between edge and center.
     #[serde(default)]
     pub routing: RoutingSection,
+    /// The edge pool (r1-edge members over HTTP).
+    #[serde(default)]
+    pub edge: EdgeSection,
+    /// The center (OpenAI-compatible servers in front of the full model).
+    #[serde(default)]
+    pub center: CenterSection,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
 }
 
 /// `[listen]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenSection {
     /// Public listener: the OpenAI-compatible client API.
     #[serde(default = "default_public")]
     pub public: SocketAddr,
-    /// Admin listener: metrics and route explain. Never the same as `public`.
+    /// Admin listener: `/metrics`, `/admin/route/explain`, `/admin/pools`. Never the same as `public`.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
 }
@@ -47,6 +62,32 @@ fn default_public() -> SocketAddr {
 }
 fn default_admin() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9090))
+}
+
+/// `[models]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelsSection {
+    /// Names that mean "route it for me" (scored and split). The edge and center model names
+    /// themselves pin a request to that pool; any other name is a 404.
+    #[serde(default = "default_public_models")]
+    pub routed: Vec<String>,
+}
+
+impl Default for ModelsSection {
+    fn default() -> Self {
+        Self {
+            routed: default_public_models(),
+        }
+    }
+}
+
+fn default_public_models() -> Vec<String> {
+    vec![
+        "deepseek-r1".to_owned(),
+        "deepseek-reasoner".to_owned(),
+        "r1-hybrid".to_owned(),
+    ]
 }
 
 /// How the route decision is applied.
@@ -71,13 +112,26 @@ pub struct RoutingSection {
     pub mode: RoutingMode,
     /// Complexity scores at or below this go to the edge.
     #[serde(default = "default_edge_max")]
-    pub edge_max: f64,
+    pub edge_max: f32,
     /// Complexity scores at or above this go to the center.
     #[serde(default = "default_center_min")]
-    pub center_min: f64,
+    pub center_min: f32,
     /// Split of the middle band (and of everything when `mode = "off"`).
     #[serde(default)]
     pub weights: Weights,
+    /// Request header naming the conversation (sticky routing); without it, a hash of the
+    /// conversation's first messages is the key.
+    #[serde(default = "default_session_header")]
+    pub session_header: String,
+    /// How long a conversation's tier is remembered.
+    #[serde(default = "default_sticky_ttl", with = "humantime_serde")]
+    pub sticky_ttl: Duration,
+    /// Most conversations remembered (least recently used ones are forgotten first).
+    #[serde(default = "default_sticky_capacity")]
+    pub sticky_capacity: u64,
+    /// Explicit rules, checked in order before scoring; the first match decides.
+    #[serde(default)]
+    pub rules: Vec<Rule>,
 }
 
 impl Default for RoutingSection {
@@ -87,19 +141,32 @@ impl Default for RoutingSection {
             edge_max: default_edge_max(),
             center_min: default_center_min(),
             weights: Weights::default(),
+            session_header: default_session_header(),
+            sticky_ttl: default_sticky_ttl(),
+            sticky_capacity: default_sticky_capacity(),
+            rules: Vec::new(),
         }
     }
 }
 
-fn default_edge_max() -> f64 {
+fn default_edge_max() -> f32 {
     0.35
 }
-fn default_center_min() -> f64 {
+fn default_center_min() -> f32 {
     0.65
+}
+fn default_session_header() -> String {
+    "x-session-id".to_owned()
+}
+fn default_sticky_ttl() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_sticky_capacity() -> u64 {
+    100_000
 }
 
 /// `[routing.weights]`: relative shares, each 0..=100.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Weights {
     /// Share sent to the edge pool.
@@ -114,6 +181,215 @@ impl Default for Weights {
     }
 }
 
+/// `[[routing.rules]]`: when every condition in `match` holds, send to `route`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Shown in `x-r1-route-reason` details, logs and `explain`.
+    pub name: String,
+    /// `edge` or `center`.
+    pub route: Route,
+    /// The conditions (all must hold; at least one must be given).
+    #[serde(rename = "match")]
+    pub when: RuleMatch,
+}
+
+/// The conditions of a rule.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleMatch {
+    /// The request's `model` is one of these.
+    #[serde(default)]
+    pub model: Vec<String>,
+    /// A request header has this exact value.
+    pub header: Option<NameValue>,
+    /// A JWT claim has this exact value (once authentication is configured).
+    pub claim: Option<NameValue>,
+}
+
+/// A name and the value it must have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NameValue {
+    /// Header or claim name (headers match case-insensitively).
+    pub name: String,
+    /// Exact value.
+    pub value: String,
+}
+
+/// `[edge]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeSection {
+    /// The model name the edge members serve; requests routed there are rewritten to it.
+    #[serde(default = "default_edge_model")]
+    pub model: String,
+    /// r1-edge members, `host:port`.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// In-flight requests beyond which the pool counts as saturated (and fails over).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+impl Default for EdgeSection {
+    fn default() -> Self {
+        Self {
+            model: default_edge_model(),
+            members: Vec::new(),
+            max_in_flight: default_max_in_flight(),
+            health: HealthSection::default(),
+        }
+    }
+}
+
+fn default_edge_model() -> String {
+    "r1-edge-mini".to_owned()
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+
+/// How the center is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CenterTransport {
+    /// Plain HTTP to OpenAI-compatible members.
+    #[default]
+    Http,
+}
+
+/// `[center]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterSection {
+    /// How tasks reach the center.
+    #[serde(default)]
+    pub transport: CenterTransport,
+    /// The model name the center serves; requests routed there are rewritten to it.
+    #[serde(default = "default_center_model")]
+    pub model: String,
+    /// OpenAI-compatible members, `host:port`.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// In-flight requests beyond which the center counts as saturated.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Active health checks.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+impl Default for CenterSection {
+    fn default() -> Self {
+        Self {
+            transport: CenterTransport::default(),
+            model: default_center_model(),
+            members: Vec::new(),
+            max_in_flight: default_max_in_flight(),
+            health: HealthSection::default(),
+        }
+    }
+}
+
+fn default_center_model() -> String {
+    "deepseek-ai/DeepSeek-R1".to_owned()
+}
+
+/// Active health checks of a pool's members.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// Path probed with GET; 200 is healthy.
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// Time between probes.
+    #[serde(default = "default_health_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Consecutive successes before a down member is back (more than 1, so state does not flap).
+    #[serde(default = "default_healthy_threshold")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures before a member is down (probes or live requests).
+    #[serde(default = "default_unhealthy_threshold")]
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        Self {
+            path: default_health_path(),
+            interval: default_health_interval(),
+            healthy_threshold: default_healthy_threshold(),
+            unhealthy_threshold: default_unhealthy_threshold(),
+        }
+    }
+}
+
+fn default_health_path() -> String {
+    "/readyz".to_owned()
+}
+fn default_health_interval() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_healthy_threshold() -> u32 {
+    2
+}
+fn default_unhealthy_threshold() -> u32 {
+    3
+}
+
+/// `[timeouts]`: each phase of an upstream exchange has its own limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    /// TCP (and TLS) connect.
+    #[serde(default = "default_connect", with = "humantime_serde")]
+    pub connect: Duration,
+    /// From sending the request to the first byte of the answer.
+    #[serde(default = "default_first_token", with = "humantime_serde")]
+    pub first_token: Duration,
+    /// Longest silence between two chunks of a streamed answer.
+    #[serde(default = "default_idle", with = "humantime_serde")]
+    pub idle: Duration,
+    /// The whole exchange.
+    #[serde(default = "default_total", with = "humantime_serde")]
+    pub total: Duration,
+    /// Interval of SSE keep-alive comments while the model is silent (R1 thinks for minutes).
+    #[serde(default = "default_keepalive", with = "humantime_serde")]
+    pub sse_keepalive: Duration,
+}
+
+impl Default for TimeoutsSection {
+    fn default() -> Self {
+        Self {
+            connect: default_connect(),
+            first_token: default_first_token(),
+            idle: default_idle(),
+            total: default_total(),
+            sse_keepalive: default_keepalive(),
+        }
+    }
+}
+
+fn default_connect() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_first_token() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_idle() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_total() -> Duration {
+    Duration::from_secs(1800)
+}
+fn default_keepalive() -> Duration {
+    Duration::from_secs(15)
+}
+
 impl GatewayConfig {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
@@ -124,6 +400,41 @@ impl GatewayConfig {
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
         r1_config::parse(text, "<config>")
     }
+
+    /// Whether a request for `model` is known: routed, or pinned to a pool.
+    pub fn knows_model(&self, model: &str) -> bool {
+        model == self.edge.model || model == self.center.model || self.models.routed.iter().any(|m| m == model)
+    }
+}
+
+fn check_members(problems: &mut Vec<String>, key: &str, members: &[String]) {
+    for (i, member) in members.iter().enumerate() {
+        let ok = member
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !ok {
+            problems.push(format!("{key}.members[{i}]: `{member}` must be host:port"));
+        }
+    }
+}
+
+fn check_health(problems: &mut Vec<String>, key: &str, h: &HealthSection) {
+    if h.healthy_threshold < 2 {
+        problems.push(format!(
+            "{key}.health.healthy_threshold: must be at least 2 so state does not flap"
+        ));
+    }
+    if h.unhealthy_threshold < 2 {
+        problems.push(format!(
+            "{key}.health.unhealthy_threshold: must be at least 2 so state does not flap"
+        ));
+    }
+    if !h.path.starts_with('/') {
+        problems.push(format!("{key}.health.path: `{}` must start with /", h.path));
+    }
+    if h.interval < Duration::from_millis(100) {
+        problems.push(format!("{key}.health.interval: must be at least 100ms"));
+    }
 }
 
 impl Validate for GatewayConfig {
@@ -131,6 +442,17 @@ impl Validate for GatewayConfig {
         let mut problems = Vec::new();
         if self.listen.public == self.listen.admin {
             problems.push("listen.admin: must differ from listen.public (metrics are never public)".to_owned());
+        }
+        if self
+            .models
+            .routed
+            .iter()
+            .any(|m| m == &self.edge.model || m == &self.center.model)
+        {
+            problems.push("models.routed: must not contain edge.model or center.model (those pin a pool)".to_owned());
+        }
+        if self.edge.model == self.center.model {
+            problems.push("center.model: must differ from edge.model".to_owned());
         }
         let r = &self.routing;
         for (key, value) in [("routing.edge_max", r.edge_max), ("routing.center_min", r.center_min)] {
@@ -155,6 +477,52 @@ impl Validate for GatewayConfig {
         if r.weights.edge == 0 && r.weights.center == 0 {
             problems.push("routing.weights: edge and center cannot both be 0".to_owned());
         }
+        if r.session_header.is_empty() || !r.session_header.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            problems.push(format!(
+                "routing.session_header: `{}` is not a header name",
+                r.session_header
+            ));
+        }
+        for (i, rule) in r.rules.iter().enumerate() {
+            let key = format!("routing.rules[{i}]");
+            if rule.name.trim().is_empty() {
+                problems.push(format!("{key}.name: must not be empty"));
+            }
+            if rule.route == Route::Cache {
+                problems.push(format!("{key}.route: must be edge or center"));
+            }
+            let w = &rule.when;
+            if w.model.is_empty() && w.header.is_none() && w.claim.is_none() {
+                problems.push(format!("{key}.match: give at least one of model, header, claim"));
+            }
+        }
+        check_members(&mut problems, "edge", &self.edge.members);
+        check_members(&mut problems, "center", &self.center.members);
+        check_health(&mut problems, "edge", &self.edge.health);
+        check_health(&mut problems, "center", &self.center.health);
+        for (key, value) in [
+            ("edge.max_in_flight", self.edge.max_in_flight),
+            ("center.max_in_flight", self.center.max_in_flight),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key}: must be at least 1"));
+            }
+        }
+        let t = &self.timeouts;
+        for (key, value) in [
+            ("timeouts.connect", t.connect),
+            ("timeouts.first_token", t.first_token),
+            ("timeouts.idle", t.idle),
+            ("timeouts.total", t.total),
+            ("timeouts.sse_keepalive", t.sse_keepalive),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key}: must be more than 0"));
+            }
+        }
+        if t.total < t.first_token {
+            problems.push("timeouts.total: must not be shorter than timeouts.first_token".to_owned());
+        }
         problems
     }
 }
@@ -167,14 +535,19 @@ mod tests {
     fn empty_file_is_the_defaults() {
         let c = GatewayConfig::parse("").unwrap();
         assert_eq!(c.routing.mode, RoutingMode::Enforce);
-        assert_eq!((c.routing.weights.edge, c.routing.weights.center), (70, 30));
+        assert_eq!(c.routing.weights, Weights { edge: 70, center: 30 });
         assert_eq!(c.listen.admin.port(), 9090);
+        assert!(c.knows_model("deepseek-r1") && c.knows_model("r1-edge-mini") && !c.knows_model("gpt-4"));
     }
 
     #[test]
-    fn the_reference_config_is_valid() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/config/gateway.toml");
-        GatewayConfig::load(&path).unwrap();
+    fn the_reference_configs_are_valid() {
+        for name in ["gateway.toml", "gateway-demo.toml"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/config")
+                .join(name);
+            GatewayConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
     }
 
     #[test]
@@ -195,11 +568,31 @@ mod tests {
             edge_max = 0.9
             center_min = 1.5
             weights = { edge = 101, center = 0 }
+            [[routing.rules]]
+            name = "empty"
+            route = "center"
+            match = {}
+            [edge]
+            members = ["nohost", "127.0.0.1:8081"]
+            health = { healthy_threshold = 1 }
+            [timeouts]
+            idle = "0s"
         "#;
         let ConfigError::Invalid { problems, .. } = GatewayConfig::parse(text).unwrap_err() else {
             panic!("expected Invalid");
         };
         let keys: Vec<&str> = problems.iter().map(|p| p.split(':').next().unwrap()).collect();
-        assert_eq!(keys, ["listen.admin", "routing.center_min", "routing.weights.edge"]);
+        assert_eq!(
+            keys,
+            [
+                "listen.admin",
+                "routing.center_min",
+                "routing.weights.edge",
+                "routing.rules[0].match",
+                "edge.members[0]",
+                "edge.health.healthy_threshold",
+                "timeouts.idle"
+            ]
+        );
     }
 }

@@ -1,6 +1,23 @@
-//! r1-gateway: r1-hybrid's front door.
+//! r1-gateway: r1-hybrid's front door, on Pingora.
 //!
-//! What exists today is the configuration file's typed tree and validation ([`config`]). The Pingora
-//! proxy, routing, edge pool, Kafka hand-off and admin API arrive with the gateway issue.
+//! - [`config`]: the configuration file's typed tree and validation;
+//! - [`score`]: the complexity scorer;
+//! - [`route`]: the route decision (rules → score → thresholds → weights → sticky → failover);
+//! - [`explain`]: decisions for JSON lines of requests, with no network (`r1-gateway explain`);
+//! - [`proxy`]: the request path (Pingora hooks), [`error`]: errors and their OpenAI bodies;
+//! - [`pools`]: the edge and center pools, [`state`]: shared state and live reload;
+//! - [`admin`]: the admin listener, [`metrics`]: metric families, [`server`]: assembly;
+//! - [`demo`]: the embedded stack (`r1-gateway demo`).
 
+pub mod admin;
 pub mod config;
+pub mod demo;
+pub mod error;
+pub mod explain;
+pub mod metrics;
+pub mod pools;
+pub mod proxy;
+pub mod route;
+pub mod score;
+pub mod server;
+pub mod state;

@@ -9,10 +9,15 @@ use r1_gateway::config::GatewayConfig;
 
 /// r1-gateway — the OpenAI-compatible front door of r1-hybrid.
 ///
-/// STATUS: skeleton. Today it parses its flags and validates its configuration file
-/// (`--check-config` prints every problem with its key path). Serving, `explain` and the full
-/// embedded `demo` stack arrive with the gateway issue; until then `demo` reports what exists
-/// (ONNX Runtime, the shipped models) and exits, and `explain` refuses with a clear message.
+/// Serves the public OpenAI-compatible API and the admin listener from one TOML file
+/// (deploy/config/gateway.toml), which reloads live on change or SIGHUP. SIGTERM drains.
+/// `--check-config` validates a file; `explain` prints routing decisions for JSON lines of chat
+/// requests with no network.
+///
+/// `demo` runs the embedded stack on loopback (gateway + r1-edge + a local center).
+///
+/// STATUS: the center is reached over plain HTTP (the Kafka hand-off arrives with its issue);
+/// authentication, limits and the cache arrive with the guard issue.
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -28,9 +33,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Read chat requests as JSON lines on stdin and print one routing decision per line (not yet implemented).
+    /// Read chat requests as JSON lines on stdin; print one decision {"route","score","tier","reason"}
+    /// per line on stdout. No network, no running services.
     Explain,
-    /// Run the embedded stack on loopback: gateway + edge + center, in-process queue and cache.
+    /// Run the embedded stack on loopback: gateway + r1-edge + a local "center", sample prompts, until Ctrl-C.
     Demo {
         /// Public listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -46,10 +52,10 @@ enum Command {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
-    let cli = Cli::parse();
-    match run(cli) {
+    match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -60,10 +66,26 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Some(Command::Demo { listen, admin, models }) => demo(listen, admin, &models),
         Some(Command::Explain) => {
-            load(cli.config.as_deref())?;
-            anyhow::bail!("`explain` is not implemented yet: the complexity scorer arrives with the gateway issue")
+            let config = load(cli.config.as_deref())?;
+            let summary = r1_gateway::explain::run(&config, std::io::stdin().lock(), std::io::stdout().lock())?;
+            tracing::info!(decided = summary.decided, errors = summary.errors, "explain done");
+            Ok(if summary.errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
+        }
+        Some(Command::Demo { listen, admin, models }) => {
+            let path = cli
+                .config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("deploy/config/gateway-demo.toml"));
+            let mut config = GatewayConfig::load(&path)?;
+            config.listen.public = listen;
+            config.listen.admin = admin;
+            r1_gateway::demo::run(config, path, &models)?;
+            Ok(ExitCode::SUCCESS)
         }
         None => {
             let config = load(cli.config.as_deref())?;
@@ -71,11 +93,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 tracing::info!("configuration is valid");
                 return Ok(ExitCode::SUCCESS);
             }
-            tracing::warn!(
-                public = %config.listen.public,
-                admin = %config.listen.admin,
-                "r1-gateway is a skeleton: configuration is valid, but serving is not implemented yet; exiting"
-            );
+            tracing::info!(public = %config.listen.public, admin = %config.listen.admin, "r1-gateway starting");
+            let built = r1_gateway::server::build(
+                config,
+                cli.config.clone(),
+                r1_gateway::server::DEFAULT_GRACE,
+                r1_gateway::server::DEFAULT_DRAIN,
+            )?;
+            r1_gateway::server::run_until_signal(built);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -86,26 +111,4 @@ fn load(path: Option<&Path>) -> anyhow::Result<GatewayConfig> {
         anyhow::bail!("--config FILE is required (deploy/config/gateway.toml is the reference)");
     };
     Ok(GatewayConfig::load(path)?)
-}
-
-/// The embedded stack, as far as it exists: checks the pieces the full demo is built from.
-fn demo(listen: SocketAddr, admin: SocketAddr, models: &Path) -> anyhow::Result<ExitCode> {
-    let runtime = r1_edge::runtime::load(&r1_edge::runtime::LibrarySearch::from_env())?;
-    tracing::info!(path = %runtime.location.path.display(), source = %runtime.location.source, "ONNX Runtime ready");
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(models)? {
-        let dir = entry?.path();
-        if dir.join("model.onnx").is_file() {
-            ort::session::Session::builder(&runtime.environment)?.commit_from_file(dir.join("model.onnx"))?;
-            found.push(dir.display().to_string());
-        }
-    }
-    tracing::info!(models = ?found, "shipped models load");
-    tracing::warn!(
-        %listen,
-        %admin,
-        "the embedded stack (gateway + r1-edge + center) is not implemented yet: it arrives with the r1-edge \
-         and gateway issues; nothing is served"
-    );
-    Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,134 @@
+//! `r1-gateway demo`: the embedded stack on loopback — the gateway, one r1-edge serving the shipped
+//! model, and a "center" (the same local ONNX engine under the center's model name, until r1-center
+//! and the Kafka hand-off exist) — then a few sample prompts, each printed with the route it took.
+
+// The demo talks to a person on a terminal: printing is its job.
+#![allow(clippy::print_stdout)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use r1_edge::config::EdgeConfig;
+use r1_edge::runtime::LibrarySearch;
+
+use crate::config::GatewayConfig;
+
+/// Sample prompts: simple and complex, English and Chinese.
+const SAMPLES: [&str; 6] = [
+    "Hello!",
+    "What is the capital of France?",
+    "你好",
+    "Prove that the square root of 2 is irrational, step by step.",
+    "设计一个支持高并发的分布式限流系统，并分析它的一致性和可用性取舍。",
+    "Debug this: my Rust service deadlocks when two tasks lock the same two mutexes in different orders.",
+];
+
+/// Runs the demo until Ctrl-C. `config` must list one edge and one center member on loopback.
+pub fn run(config: GatewayConfig, config_path: PathBuf, models: &Path) -> anyhow::Result<()> {
+    let edge_addr = single_member(&config.edge.members, "edge")?;
+    let center_addr = single_member(&config.center.members, "center")?;
+    let model_dir = models.join("r1-edge-mini");
+
+    // The two model servers run on their own runtime thread; the gateway (Pingora) owns the main thread.
+    let (edge_name, center_name) = (config.edge.model.clone(), config.center.model.clone());
+    let servers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    for (addr, name) in [(edge_addr, edge_name), (center_addr, center_name)] {
+        let mut edge_config = EdgeConfig::default();
+        edge_config.onnxruntime.intra_threads = 1;
+        let model = r1_edge::model::load(&LibrarySearch::from_env(), &model_dir, &edge_config.onnxruntime)
+            .with_context(|| format!("loading {}", model_dir.display()))?;
+        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+        listener.set_nonblocking(true)?;
+        servers.spawn(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => {
+                    if let Err(e) =
+                        r1_edge::server::run(listener, model, name, &edge_config, std::future::pending()).await
+                    {
+                        tracing::error!(error = %e, "demo model server stopped");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "demo model server could not start"),
+            }
+        });
+    }
+
+    let public = config.listen.public;
+    let admin = config.listen.admin;
+    let built = crate::server::build(config, Some(config_path), Duration::ZERO, Duration::from_secs(5))?;
+    let samples = std::thread::spawn(move || {
+        if let Err(e) = send_samples(public, admin) {
+            println!("demo: sample prompts failed: {e:#}");
+        }
+    });
+    crate::server::run_until_signal(built);
+    let _ = samples.join();
+    servers.shutdown_timeout(Duration::from_secs(2));
+    Ok(())
+}
+
+fn single_member(members: &[String], pool: &str) -> anyhow::Result<SocketAddr> {
+    let [member] = members else {
+        anyhow::bail!("the demo config needs exactly one {pool} member on loopback");
+    };
+    member
+        .parse()
+        .with_context(|| format!("{pool} member `{member}` must be an IP:port on loopback"))
+}
+
+fn send_samples(public: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        // Ready when both pools report a ready member.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pools: serde_json::Value = match client.get(format!("http://{admin}/admin/pools")).send().await {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            let ready = pools["pools"]
+                .as_array()
+                .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["members"][0]["ready"] == true));
+            if ready {
+                break;
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the stack did not become ready within 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        println!(
+            "\nr1-hybrid demo is up.\n  API:     http://{public}/v1  (OpenAI-compatible; model \"deepseek-r1\" is routed for you)\n  \
+             admin:   http://{admin}/metrics  http://{admin}/admin/pools  POST http://{admin}/admin/route/explain\n\nSample prompts:"
+        );
+        for prompt in SAMPLES {
+            let body = serde_json::json!({
+                "model": "deepseek-r1",
+                "messages": [{"role": "user", "content": prompt}],
+                "temperature": 0,
+                "max_tokens": 32,
+            });
+            let response = client.post(format!("http://{public}/v1/chat/completions")).json(&body).send().await?;
+            let header = |name: &str| {
+                response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
+            };
+            let (route, reason) = (header("x-r1-route"), header("x-r1-route-reason"));
+            let answer: serde_json::Value = response.json().await?;
+            let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or("(no answer)");
+            println!("  Q: {prompt}\n     route: {route} ({reason})\n  A: {text}\n");
+        }
+        println!(
+            "Try it yourself:\n  curl http://{public}/v1/chat/completions -H 'content-type: application/json' \\\n    \
+             -d '{{\"model\":\"deepseek-r1\",\"messages\":[{{\"role\":\"user\",\"content\":\"What day comes after Monday?\"}}],\"stream\":true}}' -i\n\n  \
+             python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{public}/v1\", api_key=\"demo\"); \
+             print(c.chat.completions.create(model=\"deepseek-r1\", messages=[{{\"role\":\"user\",\"content\":\"Hi\"}}]).choices[0].message.content)'\n\n\
+             The \"center\" here is the same small model under the center's name: the Kafka hand-off and r1-center arrive with their issue. \
+             Ctrl-C stops everything."
+        );
+        Ok(())
+    })
+}

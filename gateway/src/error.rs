@@ -1,0 +1,91 @@
+//! Every error the gateway answers with: where it came from, whether another upstream may be tried,
+//! and — in exactly one place, [`GatewayError::body`] — the OpenAI error body and status it becomes.
+
+use r1_proto::{ErrorBody, ErrorKind};
+
+/// Where an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The client's request (bad JSON, unknown model, too large).
+    Downstream,
+    /// The edge pool.
+    Edge,
+    /// The center.
+    Center,
+    /// The gateway itself.
+    Internal,
+}
+
+/// A request-path error, ready to be answered.
+#[derive(Debug, Clone)]
+pub struct GatewayError {
+    /// What kind of failure (decides status and OpenAI `type`).
+    pub kind: ErrorKind,
+    /// Where it came from.
+    pub source: Source,
+    /// A sentence for the client.
+    pub message: String,
+    /// OpenAI `code` (`model_not_found`, …).
+    pub code: Option<&'static str>,
+    /// OpenAI `param`.
+    pub param: Option<&'static str>,
+    /// Seconds for `Retry-After`, when the client should retry.
+    pub retry_after: Option<u64>,
+}
+
+impl GatewayError {
+    /// A client error of `kind`.
+    pub fn downstream(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            source: Source::Downstream,
+            message: message.into(),
+            code: None,
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    /// An upstream or gateway failure of `kind` from `source`.
+    pub fn upstream(kind: ErrorKind, source: Source, message: impl Into<String>) -> Self {
+        Self {
+            source,
+            ..Self::downstream(kind, message)
+        }
+    }
+
+    /// With an OpenAI `code`.
+    pub fn code(mut self, code: &'static str) -> Self {
+        self.code = Some(code);
+        self
+    }
+
+    /// With an OpenAI `param`.
+    pub fn param(mut self, param: &'static str) -> Self {
+        self.param = Some(param);
+        self
+    }
+
+    /// With `Retry-After`.
+    pub fn retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
+    /// The OpenAI error body.
+    pub fn body(&self) -> ErrorBody {
+        let mut body = ErrorBody::new(self.kind, self.message.clone());
+        if let Some(code) = self.code {
+            body = body.with_code(code);
+        }
+        if let Some(param) = self.param {
+            body = body.with_param(param);
+        }
+        body
+    }
+}

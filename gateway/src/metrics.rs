@@ -1,0 +1,101 @@
+//! The gateway's Prometheus metrics: names and label values in one place, one registry per gateway.
+//! Labels come from bounded sets only (route, reason, status class, phase) — never a model string,
+//! user or request id.
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+
+/// Every metric the gateway exports (on the admin listener only).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Finished requests by route and HTTP status.
+    pub requests: IntCounterVec,
+    /// Request latency (first byte in to last byte out) by route.
+    pub latency: HistogramVec,
+    /// Time from receiving the request to the first body byte from the upstream, by route.
+    pub time_to_first_token: HistogramVec,
+    /// Route decisions by route and reason.
+    pub decisions: IntCounterVec,
+    /// Shadow-mode decisions (what enforce would have done) by route and reason.
+    pub shadow_decisions: IntCounterVec,
+    /// Upstream failures by route and phase (`connect`, `proxy`).
+    pub upstream_errors: IntCounterVec,
+    /// Requests refused by the gateway itself, by error kind.
+    pub rejected: IntCounterVec,
+    /// In-flight upstream requests by pool.
+    pub in_flight: IntGaugeVec,
+    /// Configuration reloads applied.
+    pub reloads: IntCounter,
+    /// Configuration reloads refused (the old configuration stays).
+    pub reload_failures: IntCounter,
+}
+
+impl Metrics {
+    /// Fresh metrics in their own registry.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let buckets = prometheus::exponential_buckets(0.0005, 2.0, 20)?;
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("r1_requests_total", "Finished requests."),
+                &["route", "status"],
+            )?,
+            latency: HistogramVec::new(
+                HistogramOpts::new("r1_request_duration_seconds", "Request latency.").buckets(buckets.clone()),
+                &["route"],
+            )?,
+            time_to_first_token: HistogramVec::new(
+                HistogramOpts::new(
+                    "r1_time_to_first_token_seconds",
+                    "Request in to first upstream body byte.",
+                )
+                .buckets(buckets),
+                &["route"],
+            )?,
+            decisions: IntCounterVec::new(
+                Opts::new("r1_route_decisions_total", "Route decisions."),
+                &["route", "reason"],
+            )?,
+            shadow_decisions: IntCounterVec::new(
+                Opts::new(
+                    "r1_route_shadow_decisions_total",
+                    "Shadow-mode decisions (not applied).",
+                ),
+                &["route", "reason"],
+            )?,
+            upstream_errors: IntCounterVec::new(
+                Opts::new("r1_upstream_errors_total", "Upstream failures by phase."),
+                &["route", "phase"],
+            )?,
+            rejected: IntCounterVec::new(
+                Opts::new("r1_rejected_requests_total", "Requests refused by the gateway."),
+                &["kind"],
+            )?,
+            in_flight: IntGaugeVec::new(
+                Opts::new("r1_pool_in_flight", "In-flight upstream requests."),
+                &["pool"],
+            )?,
+            reloads: IntCounter::new("r1_config_reloads_total", "Configuration reloads applied.")?,
+            reload_failures: IntCounter::new("r1_config_reload_failures_total", "Configuration reloads refused.")?,
+            registry: Registry::new(),
+        };
+        m.registry.register(Box::new(m.requests.clone()))?;
+        m.registry.register(Box::new(m.latency.clone()))?;
+        m.registry.register(Box::new(m.time_to_first_token.clone()))?;
+        m.registry.register(Box::new(m.decisions.clone()))?;
+        m.registry.register(Box::new(m.shadow_decisions.clone()))?;
+        m.registry.register(Box::new(m.upstream_errors.clone()))?;
+        m.registry.register(Box::new(m.rejected.clone()))?;
+        m.registry.register(Box::new(m.in_flight.clone()))?;
+        m.registry.register(Box::new(m.reloads.clone()))?;
+        m.registry.register(Box::new(m.reload_failures.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Encoding our own well-formed families cannot fail; an empty scrape would show it if it did.
+        let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}

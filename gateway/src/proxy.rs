@@ -1,0 +1,551 @@
+//! The request path: the Pingora hooks r1-gateway implements, in the order Pingora calls them.
+//! Each hook is a few lines that call named modules; see `docs/request-lifecycle.md` for the picture.
+//!
+//! | hook | when it runs | what we do (and Pingora's default) |
+//! |---|---|---|
+//! | `request_filter` | request header read | local endpoints; for the chat API: read the body (bounded), parse, validate, decide the route, rewrite the body for the chosen pool (default: nothing) |
+//! | `upstream_peer` | before each connect attempt | a ready member of the chosen pool, skipping members already tried (default: required) |
+//! | `upstream_request_filter` | before the header goes upstream | path, `content-length` of the rewritten body, `x-request-id`; the client's credentials never go upstream (default: nothing) |
+//! | `request_body_filter` | body chunks to upstream | the rewritten body replaces the client's (default: pass through) |
+//! | `response_filter` | response header to the client | `x-request-id`, `x-r1-route`, `x-r1-route-reason`; SSE gets `x-accel-buffering: no` (default: nothing) |
+//! | `response_body_filter` | response chunks to the client | time to first token (default: nothing) |
+//! | `fail_to_connect` | a connect failed | retry on another member: nothing was sent yet (default: no retry) |
+//! | `error_while_proxy` | failure after connecting | not overridden: Pingora never retries a POST, and the body may have reached the upstream |
+//! | `fail_to_proxy` | fatal error | the OpenAI error body — or, if the stream already started, an in-band SSE `error` event and no `[DONE]` (default: bare status) |
+//! | `logging` | always, last | metrics, outlier accounting (default: nothing) |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::Peer;
+use r1_proto::{ChatCompletionRequest, ErrorKind, InferenceRequest, ModelCard, ModelList, Route, RouteDecision};
+
+use crate::error::{GatewayError, Source};
+use crate::pools::InFlight;
+use crate::route::RequestFacts;
+use crate::state::Gateway;
+
+/// Largest request body the gateway accepts.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+/// Largest body that can be proxied over HTTP (Pingora replays the request body from its 64 KiB
+/// retry buffer after we have read it for routing). Larger requests are refused with a 413 until the
+/// Kafka hand-off carries center traffic.
+pub const MAX_PROXIED_BODY_BYTES: usize = 64 * 1024;
+/// Connect attempts per request (each on another member).
+const MAX_CONNECT_TRIES: usize = 3;
+
+/// Per-request state, created by `new_ctx` and dropped when the request is done.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    /// `x-request-id`: the client's, or one we generate.
+    pub request_id: String,
+    /// When the request arrived.
+    pub started: Option<Instant>,
+    /// The route decision (chat API requests only).
+    pub decision: Option<RouteDecision>,
+    /// The body sent upstream: the client's request with `model` set to the pool's model.
+    pub upstream_body: Bytes,
+    /// The parsed request, kept to re-target it if its pool fails before anything was sent.
+    pub request: Option<ChatCompletionRequest>,
+    /// The request named a pool's own model: it never fails over to the other pool.
+    pub pinned: bool,
+    /// Whether the client asked for a stream.
+    pub stream: bool,
+    /// Members tried for this request (resolved addresses).
+    pub tried: Vec<String>,
+    /// The member of the current attempt.
+    pub peer: Option<String>,
+    /// Holds the pool's in-flight count while the request is upstream.
+    pub in_flight: Option<InFlight>,
+    /// When the first response body byte arrived.
+    pub first_byte: Option<Instant>,
+    /// An error decided by our own logic, answered by `fail_to_proxy`.
+    pub error: Option<GatewayError>,
+}
+
+/// The Pingora proxy application.
+#[derive(Debug, Clone)]
+pub struct GatewayProxy {
+    gateway: Arc<Gateway>,
+}
+
+impl GatewayProxy {
+    /// The proxy over shared gateway state.
+    pub fn new(gateway: Arc<Gateway>) -> Self {
+        Self { gateway }
+    }
+}
+
+/// Headers of the client request, for routing rules.
+struct HeaderFacts<'a>(&'a RequestHeader);
+
+impl RequestFacts for HeaderFacts<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn claim(&self, _: &str) -> Option<&str> {
+        None // JWT claims arrive with authentication.
+    }
+}
+
+/// Writes a complete response from the gateway itself.
+async fn respond(session: &mut Session, ctx: &Ctx, status: u16, content_type: &str, body: Bytes) -> Result<()> {
+    let mut header = ResponseHeader::build(status, Some(4))?;
+    header.insert_header("content-type", content_type)?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(d) = &ctx.decision {
+        header.insert_header("x-r1-route", d.route.as_str())?;
+        header.insert_header("x-r1-route-reason", d.reason.as_str())?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+async fn respond_error(gateway: &Gateway, session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
+    gateway.metrics.rejected.with_label_values(&[error.kind.as_str()]).inc();
+    tracing::info!(request_id = %ctx.request_id, kind = error.kind.as_str(), message = %error.message, "refused");
+    let mut header = ResponseHeader::build(error.status(), Some(4))?;
+    let body = Bytes::from(error.body().to_json());
+    header.insert_header("content-type", "application/json")?;
+    header.insert_header("content-length", body.len().to_string())?;
+    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(seconds) = error.retry_after {
+        header.insert_header("retry-after", seconds.to_string())?;
+    }
+    session.write_response_header(Box::new(header), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+impl GatewayProxy {
+    /// Reads and checks a chat API request, decides its route and prepares the upstream body.
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        inference_api: bool,
+    ) -> std::result::Result<(), GatewayError> {
+        let body = read_body(session).await?;
+        let config = self.gateway.config();
+        let request: ChatCompletionRequest = if inference_api {
+            let simple: InferenceRequest = serde_json::from_slice(&body).map_err(|e| {
+                GatewayError::downstream(
+                    ErrorKind::InvalidRequest,
+                    format!("not a valid /v1/r1/inference request: {e}"),
+                )
+            })?;
+            let model = config
+                .models
+                .routed
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "r1-hybrid".to_owned());
+            simple.into_chat_request(model)
+        } else {
+            serde_json::from_slice(&body).map_err(|e| {
+                GatewayError::downstream(
+                    ErrorKind::InvalidRequest,
+                    format!("not a valid chat completion request: {e}"),
+                )
+            })?
+        };
+        if !config.knows_model(&request.model) {
+            return Err(GatewayError::downstream(
+                ErrorKind::NotFound,
+                format!("the model `{}` does not exist", request.model),
+            )
+            .code("model_not_found")
+            .param("model"));
+        }
+        if request.messages.is_empty() {
+            return Err(
+                GatewayError::downstream(ErrorKind::InvalidRequest, "`messages` must not be empty").param("messages"),
+            );
+        }
+        if let Some(role) = request.first_unknown_role() {
+            return Err(
+                GatewayError::downstream(ErrorKind::InvalidRequest, format!("unknown message role `{role}`"))
+                    .param("messages"),
+            );
+        }
+
+        let decided = self.gateway.router.decide(
+            &config,
+            &request,
+            &HeaderFacts(session.req_header()),
+            self.gateway.pool_states(),
+        );
+        let decision = decided.decision;
+        self.gateway
+            .metrics
+            .decisions
+            .with_label_values(&[decision.route.as_str(), decision.reason.as_str()])
+            .inc();
+        if let Some(shadow) = &decided.shadow {
+            self.gateway
+                .metrics
+                .shadow_decisions
+                .with_label_values(&[shadow.route.as_str(), shadow.reason.as_str()])
+                .inc();
+        }
+        ctx.pinned = request.model == config.edge.model || request.model == config.center.model;
+        ctx.stream = request.is_stream();
+        ctx.request = Some(request);
+        retarget(ctx, decision, &config)?;
+        if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
+            return Err(GatewayError::downstream(
+                ErrorKind::PayloadTooLarge,
+                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied yet"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Points the request at `decision`'s pool: its model name in the upstream body.
+fn retarget(
+    ctx: &mut Ctx,
+    decision: RouteDecision,
+    config: &crate::config::GatewayConfig,
+) -> std::result::Result<(), GatewayError> {
+    if let Some(request) = ctx.request.as_mut() {
+        request.model = match decision.route {
+            Route::Edge => config.edge.model.clone(),
+            _ => config.center.model.clone(),
+        };
+        ctx.upstream_body = Bytes::from(serde_json::to_vec(request).map_err(|e| {
+            GatewayError::upstream(
+                ErrorKind::Internal,
+                Source::Internal,
+                format!("serializing the upstream request: {e}"),
+            )
+        })?);
+    }
+    ctx.decision = Some(decision);
+    Ok(())
+}
+
+/// Reads the whole request body, refusing more than [`MAX_BODY_BYTES`] before reading it all.
+async fn read_body(session: &mut Session) -> std::result::Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::downstream(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    // Keep a replayable copy: Pingora sends it upstream (through request_body_filter) after routing.
+    session.enable_retry_buffering();
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(MAX_BODY_BYTES));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(GatewayError::downstream(
+                    ErrorKind::InvalidRequest,
+                    format!("reading the request body: {e}"),
+                ));
+            }
+        }
+    }
+}
+
+fn source_of(route: Option<Route>) -> Source {
+    match route {
+        Some(Route::Edge) => Source::Edge,
+        Some(Route::Center) => Source::Center,
+        _ => Source::Internal,
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            started: Some(Instant::now()),
+            ..Ctx::default()
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.request_id = session
+            .req_header()
+            .headers
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty() && v.len() <= 128)
+            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => respond(session, ctx, 200, "text/plain", Bytes::from_static(b"ok")).await?,
+            ("GET", "/readyz") => {
+                let (status, text) = if self.gateway.is_ready() {
+                    (200, "ready")
+                } else {
+                    (503, "draining")
+                };
+                respond(session, ctx, status, "text/plain", Bytes::from_static(text.as_bytes())).await?;
+            }
+            ("GET", "/v1/models") => {
+                let config = self.gateway.config();
+                let names = config
+                    .models
+                    .routed
+                    .iter()
+                    .chain([&config.edge.model, &config.center.model]);
+                let list = ModelList::new(names.map(|n| ModelCard::new(n.clone(), 0, "r1-hybrid")).collect());
+                let body = serde_json::to_vec(&list).unwrap_or_default();
+                respond(session, ctx, 200, "application/json", Bytes::from(body)).await?;
+            }
+            ("POST", "/v1/chat/completions" | "/v1/r1/inference") => {
+                match self.admit(session, ctx, path == "/v1/r1/inference").await {
+                    Ok(()) => return Ok(false),
+                    Err(error) => respond_error(&self.gateway, session, ctx, &error).await?,
+                }
+            }
+            _ => {
+                let error = GatewayError::downstream(ErrorKind::NotFound, format!("no route for {method} {path}"));
+                respond_error(&self.gateway, session, ctx, &error).await?;
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let mut route = ctx.decision.as_ref().map_or(Route::Edge, |d| d.route);
+        let mut selected = self.gateway.pool(route).select(&ctx.tried);
+        if selected.is_none() && !ctx.pinned {
+            // Nothing of this request reached any upstream yet: the other pool may take it.
+            let other = if route == Route::Edge {
+                Route::Center
+            } else {
+                Route::Edge
+            };
+            if let Some(backend) = self.gateway.pool(other).select(&ctx.tried)
+                && let Some(mut decision) = ctx.decision.clone()
+            {
+                decision.route = other;
+                decision.reason = r1_proto::RouteReason::FailoverUnhealthy;
+                self.gateway
+                    .metrics
+                    .decisions
+                    .with_label_values(&[other.as_str(), decision.reason.as_str()])
+                    .inc();
+                let config = self.gateway.config();
+                if retarget(ctx, decision, &config).is_ok() {
+                    ctx.in_flight = None;
+                    route = other;
+                    selected = Some(backend);
+                }
+            }
+        }
+        let pool = self.gateway.pool(route);
+        let Some(backend) = selected else {
+            let error = GatewayError::upstream(
+                ErrorKind::Overloaded,
+                source_of(Some(route)),
+                format!("no healthy {} member is available", route.as_str()),
+            )
+            .retry_after(1);
+            ctx.error = Some(error);
+            return Err(Error::explain(HTTPStatus(503), "no healthy member"));
+        };
+        let address = backend.addr.to_string();
+        ctx.tried.push(address.clone());
+        ctx.peer = Some(address.clone());
+        if ctx.in_flight.is_none() {
+            ctx.in_flight = Some(pool.enter());
+        }
+        let timeouts = &self.gateway.config().timeouts;
+        let mut peer = HttpPeer::new(address.as_str(), false, String::new());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.read_timeout = Some(timeouts.first_token.max(timeouts.idle));
+        peer.options.write_timeout = Some(timeouts.idle);
+        // Pooled connections are closed before a typical upstream keep-alive (r1-edge, uvicorn: 5 s+).
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(4));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream.set_uri(http::Uri::from_static("/v1/chat/completions"));
+        upstream.remove_header("transfer-encoding");
+        upstream.remove_header("authorization");
+        upstream.insert_header("content-type", "application/json")?;
+        upstream.insert_header("content-length", ctx.upstream_body.len().to_string())?;
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // The client's body was read for routing and is replayed from the retry buffer in one piece:
+        // send the rewritten one instead (on every attempt).
+        *body = end_of_stream.then(|| ctx.upstream_body.clone());
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(d) = &ctx.decision {
+            response.insert_header("x-r1-route", d.route.as_str())?;
+            response.insert_header("x-r1-route-reason", d.reason.as_str())?;
+        }
+        let sse = response
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if sse {
+            response.insert_header("x-accel-buffering", "no")?;
+            response.insert_header("cache-control", "no-cache")?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
+            ctx.first_byte = Some(Instant::now());
+            if let (Some(started), Some(d)) = (ctx.started, &ctx.decision) {
+                self.gateway
+                    .metrics
+                    .time_to_first_token
+                    .with_label_values(&[d.route.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        let route = ctx.decision.as_ref().map_or(Route::Edge, |d| d.route);
+        self.gateway
+            .metrics
+            .upstream_errors
+            .with_label_values(&[route.as_str(), "connect"])
+            .inc();
+        self.gateway.pool(route).report(&peer.address().to_string(), false);
+        // Nothing reached the upstream or the client: another member may take it.
+        if ctx.tried.len() < MAX_CONNECT_TRIES {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let route = ctx.decision.as_ref().map(|d| d.route);
+        let error = ctx.error.take().unwrap_or_else(|| {
+            let source = source_of(route);
+            match e.esource() {
+                ErrorSource::Downstream => GatewayError::downstream(ErrorKind::InvalidRequest, e.to_string()),
+                _ => match e.etype() {
+                    ConnectTimedout | ReadTimedout | WriteTimedout => {
+                        GatewayError::upstream(ErrorKind::Timeout, source, "the upstream model timed out")
+                    }
+                    ConnectRefused | ConnectNoRoute | ConnectError => {
+                        GatewayError::upstream(ErrorKind::Upstream, source, "the upstream model is unreachable")
+                    }
+                    _ => GatewayError::upstream(
+                        ErrorKind::Upstream,
+                        source,
+                        format!("upstream failure: {:?}", e.etype()),
+                    ),
+                },
+            }
+        });
+        if let Some(route) = route
+            && !matches!(e.esource(), ErrorSource::Downstream)
+        {
+            self.gateway
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route.as_str(), "proxy"])
+                .inc();
+        }
+        tracing::warn!(request_id = %ctx.request_id, error = %e, kind = error.kind.as_str(), "request failed");
+        let code = if session.response_written().is_some() {
+            // The stream already started: an in-band error event, never a synthesized [DONE].
+            if ctx.stream {
+                let _ = session
+                    .write_response_body(Some(Bytes::from(error.body().to_sse_event())), true)
+                    .await;
+            }
+            0
+        } else if matches!(e.esource(), ErrorSource::Downstream)
+            && matches!(e.etype(), WriteError | ReadError | ConnectionClosed)
+        {
+            0 // the client is gone
+        } else {
+            let _ = respond_error(&self.gateway, session, ctx, &error).await;
+            error.status()
+        };
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let route = ctx.decision.as_ref().map_or("none", |d| d.route.as_str());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        self.gateway
+            .metrics
+            .requests
+            .with_label_values(&[route, &status.to_string()])
+            .inc();
+        if let Some(started) = ctx.started {
+            self.gateway
+                .metrics
+                .latency
+                .with_label_values(&[route])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if let (Some(peer), Some(d)) = (&ctx.peer, &ctx.decision) {
+            let failed = e.is_some_and(|e| !matches!(e.esource(), ErrorSource::Downstream)) || status >= 500;
+            self.gateway.pool(d.route).report(peer, !failed);
+        }
+        ctx.in_flight = None;
+    }
+}

@@ -1,0 +1,169 @@
+//! Assembles the Pingora server: the public proxy, the admin listener, the pools' balancers, the
+//! configuration reloader and the drain watcher.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use pingora::lb::LoadBalancer;
+use pingora::lb::selection::RoundRobin;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{BackgroundService, GenBackgroundService, background_service};
+use pingora::services::listening::Service;
+use r1_proto::Route;
+
+use crate::admin::AdminApp;
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::pools::Pool;
+use crate::proxy::GatewayProxy;
+use crate::state::Gateway;
+
+/// How long, after SIGTERM, the listeners stay open while readiness is false (load balancers notice).
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
+/// How long in-flight requests then get to finish.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+
+/// A built gateway, ready to run.
+pub struct Built {
+    /// The Pingora server with every service added.
+    pub server: Server,
+    /// The shared state (for tests and embedding).
+    pub gateway: Arc<Gateway>,
+}
+
+/// Builds the gateway for `config` (re-read from `path` on reload, if given).
+pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drain: Duration) -> anyhow::Result<Built> {
+    let conf = ServerConf {
+        threads: 2,
+        grace_period_seconds: Some(grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(drain.as_secs()),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let (edge, edge_service) = pool(
+        Route::Edge,
+        &config.edge.members,
+        config.edge.max_in_flight,
+        &config.edge.health,
+    );
+    let (center, center_service) = pool(
+        Route::Center,
+        &config.center.members,
+        config.center.max_in_flight,
+        &config.center.health,
+    );
+
+    let (public, admin) = (config.listen.public, config.listen.admin);
+    let gateway = Arc::new(Gateway::new(config, path, edge, center, Metrics::new()?));
+
+    let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(gateway.clone()));
+    proxy.add_tcp(&public.to_string());
+    let mut admin_service = Service::new("admin".to_owned(), AdminApp::new(gateway.clone()));
+    admin_service.add_tcp(&admin.to_string());
+
+    server.add_service(proxy);
+    server.add_service(admin_service);
+    server.add_service(edge_service);
+    server.add_service(center_service);
+    server.add_service(background_service("config reload", Reloader(gateway.clone())));
+    server.add_service(background_service("drain watch", DrainWatch(gateway.clone())));
+    Ok(Built { server, gateway })
+}
+
+impl std::fmt::Debug for Built {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Built")
+            .field("gateway", &self.gateway)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A pool and the background service that runs its balancer (discovery and health checks).
+fn pool(
+    route: Route,
+    members: &[String],
+    max_in_flight: usize,
+    health: &crate::config::HealthSection,
+) -> (Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>) {
+    let (membership, balancer) = Pool::balancer(members, health);
+    let service = background_service(&format!("{} pool", route.as_str()), balancer);
+    let pool = Pool::new(
+        route,
+        membership,
+        service.task(),
+        max_in_flight,
+        health.unhealthy_threshold,
+    );
+    (pool, service)
+}
+
+/// Runs until SIGTERM (graceful: readiness false, `grace`, then in-flight requests get `drain`) or
+/// SIGINT (fast).
+pub fn run_until_signal(built: Built) {
+    built.server.run(RunArgs::default());
+}
+
+/// Sets readiness to false as soon as shutdown starts.
+struct DrainWatch(Arc<Gateway>);
+
+#[async_trait]
+impl BackgroundService for DrainWatch {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.0.drain();
+        tracing::info!("shutdown started: readiness is false, draining");
+    }
+}
+
+/// Reloads the configuration on SIGHUP and when the file changes (checked every second).
+struct Reloader(Arc<Gateway>);
+
+fn modified(path: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+#[async_trait]
+impl BackgroundService for Reloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(path) = self.0.config_path().map(ToOwned::to_owned) else {
+            return;
+        };
+        let mut last = modified(&path);
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP; reloads happen on file change only");
+                None
+            }
+        };
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let sighup = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = sighup => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    let _ = self.0.reload();
+                    last = modified(&path);
+                }
+                _ = tick.tick() => {
+                    let now = modified(&path);
+                    if now != last {
+                        last = now;
+                        let _ = self.0.reload();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! What every request and the admin API share: the live configuration, the router, the pools and the
+//! metrics — and the one place a configuration reload is applied.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use r1_proto::Route;
+
+use crate::config::GatewayConfig;
+use crate::metrics::Metrics;
+use crate::pools::Pool;
+use crate::route::{Pools, Router};
+
+/// Shared gateway state.
+#[derive(Debug)]
+pub struct Gateway {
+    config: ArcSwap<GatewayConfig>,
+    config_path: Option<PathBuf>,
+    /// Route decisions.
+    pub router: Router,
+    /// The edge pool.
+    pub edge: Arc<Pool>,
+    /// The center pool.
+    pub center: Arc<Pool>,
+    /// Metrics.
+    pub metrics: Metrics,
+    ready: AtomicBool,
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file is invalid.
+    #[error(transparent)]
+    Invalid(#[from] r1_config::ConfigError),
+    /// The new file changes something that needs a restart.
+    #[error("{0} cannot change without a restart")]
+    NeedsRestart(&'static str),
+    /// The gateway was started without a configuration file.
+    #[error("no configuration file to reload")]
+    NoFile,
+}
+
+impl Gateway {
+    /// State for `config` (read from `config_path`, if any, for later reloads).
+    pub fn new(
+        config: GatewayConfig,
+        config_path: Option<PathBuf>,
+        edge: Arc<Pool>,
+        center: Arc<Pool>,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            router: Router::new(&config),
+            config: ArcSwap::from_pointee(config),
+            config_path,
+            edge,
+            center,
+            metrics,
+            ready: AtomicBool::new(true),
+        }
+    }
+
+    /// The file the configuration is reloaded from, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config_path.as_deref()
+    }
+
+    /// The configuration now (cheap: an `Arc`).
+    pub fn config(&self) -> Arc<GatewayConfig> {
+        self.config.load_full()
+    }
+
+    /// The pool for `route`.
+    pub fn pool(&self, route: Route) -> &Arc<Pool> {
+        match route {
+            Route::Edge => &self.edge,
+            _ => &self.center,
+        }
+    }
+
+    /// Both pools' health and capacity.
+    pub fn pool_states(&self) -> Pools {
+        Pools {
+            edge: self.edge.state(),
+            center: self.center.state(),
+        }
+    }
+
+    /// Whether the gateway takes traffic (false while draining).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Marks the gateway as draining: `/readyz` answers 503 from now on.
+    pub fn drain(&self) {
+        self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// Re-reads the configuration file; applies it if valid, keeps the old one otherwise. Requests in
+    /// flight keep the configuration they started with.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let result = self.try_reload();
+        match &result {
+            Ok(()) => {
+                self.metrics.reloads.inc();
+                tracing::info!("configuration reloaded");
+            }
+            Err(e) => {
+                self.metrics.reload_failures.inc();
+                tracing::error!(error = %e, "configuration reload refused; the previous configuration stays");
+            }
+        }
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), ReloadError> {
+        let path = self.config_path.as_ref().ok_or(ReloadError::NoFile)?;
+        let new = GatewayConfig::load(path)?;
+        self.apply(new)
+    }
+
+    /// Applies an already-validated configuration (what a reload does after reading the file).
+    pub fn apply(&self, new: GatewayConfig) -> Result<(), ReloadError> {
+        let old = self.config();
+        if new.listen != old.listen {
+            return Err(ReloadError::NeedsRestart("listen"));
+        }
+        self.edge.reconfigure(
+            &new.edge.members,
+            new.edge.max_in_flight,
+            new.edge.health.unhealthy_threshold,
+        );
+        self.center.reconfigure(
+            &new.center.members,
+            new.center.max_in_flight,
+            new.center.health.unhealthy_threshold,
+        );
+        self.config.store(Arc::new(new));
+        Ok(())
+    }
+}

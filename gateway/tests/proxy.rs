@@ -1,0 +1,430 @@
+//! The gateway on real sockets in front of real r1-edge servers (in process, the shipped model):
+//! routing, streaming, headers, errors, failover, mid-stream failure, live reload, admin API.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use r1_edge::config::EdgeConfig;
+use r1_edge::runtime::LibrarySearch;
+use serde_json::{Value, json};
+
+const EDGE_MODEL: &str = "r1-edge-mini";
+const CENTER_MODEL: &str = "deepseek-ai/DeepSeek-R1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An r1-edge server on its own runtime, so a test can kill it abruptly (dropping the runtime closes
+/// its sockets mid-response, like a crashed process).
+struct Edge {
+    addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Edge {
+    fn start(served_name: &str) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/r1-edge-mini");
+        let mut config = EdgeConfig::default();
+        config.onnxruntime.intra_threads = 1;
+        let model = r1_edge::model::load(&LibrarySearch::from_env(), &dir, &config.onnxruntime).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name = served_name.to_owned();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = r1_edge::server::run(listener, model, name, &config, std::future::pending()).await;
+        });
+        Self {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Shutdown(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Shutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+struct Gateway {
+    public: String,
+    admin: String,
+    config_path: PathBuf,
+    client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway over `edge` and `center` members with extra config appended to the defaults.
+    async fn start(edge: &[SocketAddr], center: &[SocketAddr], routing: &str) -> Self {
+        let (public, admin) = (free_port(), free_port());
+        let members = |m: &[SocketAddr]| m.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\n{routing}\n\
+             [edge]\nmodel = \"{EDGE_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n\
+             [center]\nmodel = \"{CENTER_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n",
+            members(edge),
+            members(center)
+        );
+        let dir = std::env::temp_dir().join(format!("r1-gw-test-{}-{public}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = r1_gateway::config::GatewayConfig::load(&config_path).unwrap();
+        let built = r1_gateway::server::build(
+            config,
+            Some(config_path.clone()),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            built.server.run(RunArgs {
+                shutdown_signal: Box::new(Shutdown(tokio::sync::Mutex::new(Some(rx)))),
+            });
+        });
+        let gateway = Self {
+            public: format!("http://127.0.0.1:{public}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            config_path,
+            client: reqwest::Client::new(),
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        gateway.wait_until_members_ready(edge.len() + center.len()).await;
+        gateway
+    }
+
+    async fn pools(&self) -> Value {
+        match self.client.get(format!("{}/admin/pools", self.admin)).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    async fn wait_until_members_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pools = self.pools().await;
+            let ready = pools["pools"].as_array().map_or(0, |p| {
+                p.iter()
+                    .flat_map(|p| p["members"].as_array().unwrap().iter())
+                    .filter(|m| m["ready"] == true)
+                    .count()
+            });
+            if ready == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "members not ready: {pools}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.public))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(line_prefix))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 16})
+}
+
+fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routes_by_complexity_with_headers_stream_and_json() {
+    let (edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
+    let gw = Gateway::start(&[edge.addr], &[center.addr], "").await;
+
+    let simple = gw.chat(ask("deepseek-r1", "Hello!")).await;
+    assert_eq!(simple.status(), 200);
+    assert_eq!(header(&simple, "x-r1-route"), "edge");
+    assert_eq!(header(&simple, "x-r1-route-reason"), "below_edge_max");
+    assert!(!header(&simple, "x-request-id").is_empty());
+    let body: Value = simple.json().await.unwrap();
+    assert_eq!(body["model"], EDGE_MODEL, "the edge pool's model answered");
+
+    let mut hard = ask(
+        "deepseek-r1",
+        "Prove that there are infinitely many primes, step by step, and analyse the proof.",
+    );
+    hard["stream"] = json!(true);
+    let response = gw.chat(hard).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-r1-route"), "center");
+    assert_eq!(header(&response, "content-type"), "text/event-stream");
+    assert_eq!(header(&response, "x-accel-buffering"), "no");
+    let text = response.text().await.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(text.contains(CENTER_MODEL));
+
+    // The caller's request id is kept.
+    let r = gw
+        .client
+        .post(format!("{}/v1/chat/completions", gw.public))
+        .header("x-request-id", "trace-123")
+        .json(&ask(EDGE_MODEL, "Hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&r, "x-request-id"), "trace-123");
+    assert_eq!(header(&r, "x-r1-route-reason"), "rule");
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_middle_band_splits_by_weights_and_a_live_edit_changes_it_without_failures() {
+    let (edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
+    // Every score is in the middle band.
+    let routing = "[routing]\nedge_max = 0.0\ncenter_min = 1.0\nweights = { edge = 70, center = 30 }\n";
+    let gw = Gateway::start(&[edge.addr], &[center.addr], routing).await;
+
+    // Every request is a new conversation (a conversation that reached the center would stay there).
+    async fn run(gw: &Gateway, n: usize, batch: &str) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for chunk in (0..n).collect::<Vec<_>>().chunks(8) {
+            let answers = futures::future::join_all(chunk.iter().map(|i| {
+                let mut body = ask("deepseek-r1", &format!("Tell me about number {i} of {batch}"));
+                body["max_tokens"] = json!(1);
+                gw.chat(body)
+            }))
+            .await;
+            for r in answers {
+                match (r.status().as_u16(), header(&r, "x-r1-route")) {
+                    (200, "edge") => counts.0 += 1,
+                    (200, "center") => counts.1 += 1,
+                    _ => counts.2 += 1,
+                }
+            }
+        }
+        counts
+    }
+    let (e, c, failed) = run(&gw, 400, "before").await;
+    assert_eq!(failed, 0);
+    let share = e as f64 / (e + c) as f64;
+    assert!((share - 0.70).abs() <= 0.03, "edge share {share} ({e}/{c})");
+
+    // Edit the file while requests run: 30/70 applies within a couple of seconds, nothing fails.
+    let text = std::fs::read_to_string(&gw.config_path)
+        .unwrap()
+        .replace("edge = 70, center = 30", "edge = 30, center = 70");
+    let editing = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        std::fs::write(&gw.config_path, &text).unwrap();
+    };
+    let ((_, _, failed_during), ()) = tokio::join!(run(&gw, 400, "during"), editing);
+    assert_eq!(failed_during, 0, "no request failed across the reload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.metric("r1_config_reloads_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "reload not applied");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (e, c, failed) = run(&gw, 400, "after").await;
+    assert_eq!(failed, 0);
+    let share = e as f64 / (e + c) as f64;
+    assert!((share - 0.30).abs() <= 0.03, "edge share after reload {share}");
+
+    // An invalid edit is refused and the running configuration stays.
+    std::fs::write(&gw.config_path, text.replace("edge = 30", "edge = 300")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.metric("r1_config_reload_failures_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "invalid reload not noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gw.pools().await["weights"], json!({"edge": 30, "center": 70}));
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_errors_are_openai_errors_and_never_reach_a_model() {
+    let (edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
+    let gw = Gateway::start(&[edge.addr], &[center.addr], "").await;
+    let url = format!("{}/v1/chat/completions", gw.public);
+
+    let r = gw.client.post(&url).body("{\"model\":").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+
+    let r = gw.chat(ask("gpt-9", "hi")).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "model_not_found");
+
+    let r = gw.client.post(&url).body(vec![b' '; 2 << 20]).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+
+    let r = gw.client.get(format!("{}/metrics", gw.public)).send().await.unwrap();
+    assert_eq!(r.status(), 404, "metrics are never on the public listener");
+
+    assert_eq!(gw.metric("r1_upstream_errors_total").await, 0.0);
+    assert_eq!(
+        gw.metric("r1_route_decisions_total").await,
+        0.0,
+        "refused before routing"
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_edge_fails_over_before_sending_and_a_broken_stream_ends_with_an_error_event() {
+    let (mut edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
+    let gw = Gateway::start(
+        &[edge.addr],
+        &[center.addr],
+        "[routing]\nedge_max = 1.0\ncenter_min = 1.0\n",
+    )
+    .await;
+
+    // A stream in progress when the edge dies: an in-band error event, no [DONE].
+    let mut long = ask("deepseek-r1", "Hi");
+    long["stream"] = json!(true);
+    long["max_tokens"] = json!(450);
+    long["ignore_eos"] = json!(true);
+    let response = gw.chat(long).await;
+    assert_eq!(header(&response, "x-r1-route"), "edge");
+    let mut stream = response.bytes_stream();
+    use futures::StreamExt;
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: "));
+    edge.kill();
+    let mut rest = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8_lossy(&rest);
+    assert!(
+        !rest.contains("[DONE]"),
+        "no fake [DONE] after an upstream failure: {rest}"
+    );
+    assert!(rest.contains("\"error\""), "an in-band error event: {rest}");
+
+    // New requests for the routed model fail over to the center; the edge's own model gets a 503.
+    // (A fresh client: Pingora closes a connection whose upstream failed mid-response, and a pooled
+    // connection closed under a client's feet is a client-side race, not what this test is about.)
+    let gw = Gateway {
+        client: reqwest::Client::new(),
+        ..gw
+    };
+    let r = gw.chat(ask("deepseek-r1", "Hello!")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-r1-route"), "center");
+    assert_eq!(header(&r, "x-r1-route-reason"), "failover_unhealthy");
+    let r = gw.chat(ask(EDGE_MODEL, "Hello!")).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(header(&r, "retry-after"), "1");
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admin_explain_matches_the_routing_and_models_are_listed() {
+    let (edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
+    let gw = Gateway::start(&[edge.addr], &[center.addr], "").await;
+    let explain: Value = gw
+        .client
+        .post(format!("{}/admin/route/explain", gw.admin))
+        .body(r#"{"messages": [{"role": "user", "content": "你好"}]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(explain["route"], "edge", "{explain}");
+    for key in ["score", "tier", "reason"] {
+        assert!(explain.get(key).is_some(), "{key}");
+    }
+    let r = gw
+        .client
+        .post(format!("{}/admin/route/explain", gw.public))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404, "admin routes are never public");
+    let models: Value = gw
+        .client
+        .get(format!("{}/v1/models", gw.public))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&"deepseek-r1") && ids.contains(&EDGE_MODEL) && ids.contains(&CENTER_MODEL),
+        "{ids:?}"
+    );
+    gw.stop();
+}
