@@ -30,6 +30,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
+step "end-to-end: openai SDK + requests against the real stack"
+cargo build --locked -p r1-gateway
+scripts/e2e.sh
+
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 

@@ -1,0 +1,67 @@
+"""Starts the real stack once per session: `r1-gateway demo` (the gateway on Pingora, one r1-edge with
+the shipped model, a local center) on free loopback ports, and stops it with SIGINT afterwards."""
+
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Stack:
+    def __init__(self, public: str, admin: str):
+        self.public = public
+        self.admin = admin
+        self.base_url = f"http://{public}/v1"
+
+
+@pytest.fixture(scope="session")
+def stack():
+    binary = os.environ.get("R1_GATEWAY_BIN", str(ROOT / "target" / "debug" / "r1-gateway"))
+    public, admin, edge, center = (f"127.0.0.1:{free_port()}" for _ in range(4))
+    config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config.write(
+        f'[listen]\npublic = "{public}"\nadmin = "{admin}"\n'
+        f'[edge]\nmodel = "r1-edge-mini"\nmembers = ["{edge}"]\nhealth = {{ interval = "200ms" }}\n'
+        f'[center]\nmodel = "deepseek-ai/DeepSeek-R1"\nmembers = ["{center}"]\nhealth = {{ interval = "200ms" }}\n'
+    )
+    config.close()
+    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
+    process = subprocess.Popen(
+        [binary, "demo", "--config", config.name, "--listen", public, "--admin", admin, "--models", str(ROOT / "models")],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, f"r1-gateway demo exited:\n{pathlib.Path(log.name).read_text()}"
+        try:
+            pools = requests.get(f"http://{admin}/admin/pools", timeout=1).json()
+            if all(p["members"] and all(m["ready"] for m in p["members"]) for p in pools["pools"]):
+                break
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        assert time.monotonic() < deadline, f"the stack was not ready in 120 s:\n{pathlib.Path(log.name).read_text()}"
+        time.sleep(0.1)
+    yield Stack(public, admin)
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        os.unlink(config.name)
