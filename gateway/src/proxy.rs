@@ -10,7 +10,7 @@
 //! | `response_filter` | response header to the client | `x-request-id`, `x-r1-route`, `x-r1-route-reason`; SSE gets `x-accel-buffering: no` (default: nothing) |
 //! | `response_body_filter` | response chunks to the client | time to first token (default: nothing) |
 //! | `fail_to_connect` | a connect failed | retry on another member: nothing was sent yet (default: no retry) |
-//! | `error_while_proxy` | failure after connecting | not overridden: Pingora never retries a POST, and the body may have reached the upstream |
+//! | `error_while_proxy` | failure after connecting | retry only a stale pooled connection that failed before any answer (the upstream closed it while idle: nothing was processed); anything else is final, the body may have reached a live upstream (default: retry idempotent requests only) |
 //! | `fail_to_proxy` | fatal error | the OpenAI error body — or, if the stream already started, an in-band SSE `error` event and no `[DONE]` (default: bare status) |
 //! | `logging` | always, last | metrics, outlier accounting (default: nothing) |
 
@@ -467,9 +467,34 @@ impl ProxyHttp for GatewayProxy {
             .with_label_values(&[route.as_str(), "connect"])
             .inc();
         self.gateway.pool(route).report(&peer.address().to_string(), false);
+        ctx.peer = None; // counted here; `logging` reports only the member that answered
         // Nothing reached the upstream or the client: another member may take it.
         if ctx.tried.len() < MAX_CONNECT_TRIES {
             e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer {peer}"));
+        // `ReusedOnly` marks an I/O failure on a connection taken from the pool: an upstream that closed
+        // it while idle (or died) never processed the request. Nothing reached the client yet either.
+        let stale = client_reused
+            && matches!(e.retry, pingora::RetryType::ReusedOnly)
+            && session.response_written().is_none()
+            && ctx.tried.len() < MAX_CONNECT_TRIES;
+        e.set_retry(stale);
+        if stale {
+            let route = ctx.decision.as_ref().map_or(Route::Edge, |d| d.route);
+            self.gateway.pool(route).report(&peer.address().to_string(), false);
+            ctx.peer = None;
         }
         e
     }

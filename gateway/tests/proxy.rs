@@ -316,8 +316,26 @@ async fn client_errors_are_openai_errors_and_never_reach_a_model() {
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_found");
 
-    let r = gw.client.post(&url).body(vec![b' '; 2 << 20]).send().await.unwrap();
-    assert_eq!(r.status(), 413);
+    // 413 before reading the body: only the header announcing 2 MiB is sent, and the answer comes back.
+    let status_line = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut tcp = tokio::net::TcpStream::connect(gw.public.trim_start_matches("http://"))
+            .await
+            .unwrap();
+        let head = "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ncontent-length: 2097152\r\n\r\n";
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0; 512];
+        let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(status_line, "HTTP/1.1 413 Payload Too Large");
 
     let r = gw.client.get(format!("{}/metrics", gw.public)).send().await.unwrap();
     assert_eq!(r.status(), 404, "metrics are never on the public listener");
@@ -352,7 +370,14 @@ async fn a_dead_edge_fails_over_before_sending_and_a_broken_stream_ends_with_an_
     use futures::StreamExt;
     let first = stream.next().await.unwrap().unwrap();
     assert!(first.starts_with(b"data: "));
+    let dead = edge.addr;
     edge.kill();
+    // Like a killed process: wait until its port refuses connections (a probe, not a sleep).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(dead).await.is_ok() {
+        assert!(Instant::now() < deadline, "the killed edge still accepts connections");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut rest = Vec::new();
     while let Some(Ok(chunk)) = stream.next().await {
         rest.extend_from_slice(&chunk);
