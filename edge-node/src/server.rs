@@ -91,14 +91,7 @@ impl ApiError {
     }
 
     fn body(&self) -> ErrorBody {
-        let mut body = ErrorBody::new(self.kind, self.message.clone());
-        if let Some(code) = self.code {
-            body = body.with_code(code);
-        }
-        if let Some(param) = self.param {
-            body = body.with_param(param);
-        }
-        body
+        ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param)
     }
 }
 

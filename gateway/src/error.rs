@@ -79,13 +79,6 @@ impl GatewayError {
 
     /// The OpenAI error body.
     pub fn body(&self) -> ErrorBody {
-        let mut body = ErrorBody::new(self.kind, self.message.clone());
-        if let Some(code) = self.code {
-            body = body.with_code(code);
-        }
-        if let Some(param) = self.param {
-            body = body.with_param(param);
-        }
-        body
+        ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param)
     }
 }

@@ -155,6 +155,18 @@ impl ErrorBody {
         Self::new(ErrorKind::Internal, message)
     }
 
+    /// A body of `kind` with the optional `code` and `param` set when given.
+    pub fn detailed(kind: ErrorKind, message: impl Into<String>, code: Option<&str>, param: Option<&str>) -> Self {
+        let mut body = Self::new(kind, message);
+        if let Some(code) = code {
+            body = body.with_code(code);
+        }
+        if let Some(param) = param {
+            body = body.with_param(param);
+        }
+        body
+    }
+
     /// The same body with a string `code`.
     pub fn with_code(mut self, code: impl Into<String>) -> Self {
         self.error.code = Nullable::Value(Value::String(code.into()));
@@ -220,6 +232,15 @@ mod tests {
                 "code": "model_not_found"
             }})
         );
+        let detailed = ErrorBody::detailed(
+            ErrorKind::NotFound,
+            "The model `gpt-9` does not exist",
+            Some("model_not_found"),
+            Some("model"),
+        );
+        assert_eq!(detailed, body);
+        let bare = ErrorBody::detailed(ErrorKind::NotFound, "x", None, None);
+        assert_eq!(bare, ErrorBody::new(ErrorKind::NotFound, "x"));
     }
 
     #[test]
