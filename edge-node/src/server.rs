@@ -189,6 +189,7 @@ pub async fn run(
         .with_graceful_shutdown(draining)
         .await?;
     cutoff.abort();
+    let _ = cutoff.await; // the aborted task drops its handle to the batcher
     // The router (and with it every Submitter) is gone: the batcher ends once its batch is empty.
     if let Ok(batcher) = Arc::try_unwrap(batcher) {
         tokio::task::spawn_blocking(move || batcher.join()).await?;

@@ -107,9 +107,7 @@ async fn respond(session: &mut Session, ctx: &Ctx, status: u16, content_type: &s
     session.write_response_body(Some(body), true).await
 }
 
-async fn respond_error(gateway: &Gateway, session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
-    gateway.metrics.rejected.with_label_values(&[error.kind.as_str()]).inc();
-    tracing::info!(request_id = %ctx.request_id, kind = error.kind.as_str(), message = %error.message, "refused");
+async fn respond_error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
     let mut header = ResponseHeader::build(error.status(), Some(4))?;
     let body = Bytes::from(error.body().to_json());
     header.insert_header("content-type", "application/json")?;
@@ -123,6 +121,17 @@ async fn respond_error(gateway: &Gateway, session: &mut Session, ctx: &Ctx, erro
 }
 
 impl GatewayProxy {
+    /// Answers a request the gateway itself refuses (counted in `r1_rejected_requests_total`).
+    async fn refuse(&self, session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
+        self.gateway
+            .metrics
+            .rejected
+            .with_label_values(&[error.kind.as_str()])
+            .inc();
+        tracing::info!(request_id = %ctx.request_id, kind = error.kind.as_str(), message = %error.message, "refused");
+        respond_error(session, ctx, error).await
+    }
+
     /// Reads and checks a chat API request, decides its route and prepares the upstream body.
     async fn admit(
         &self,
@@ -322,12 +331,12 @@ impl ProxyHttp for GatewayProxy {
             ("POST", "/v1/chat/completions" | "/v1/r1/inference") => {
                 match self.admit(session, ctx, path == "/v1/r1/inference").await {
                     Ok(()) => return Ok(false),
-                    Err(error) => respond_error(&self.gateway, session, ctx, &error).await?,
+                    Err(error) => self.refuse(session, ctx, &error).await?,
                 }
             }
             _ => {
                 let error = GatewayError::downstream(ErrorKind::NotFound, format!("no route for {method} {path}"));
-                respond_error(&self.gateway, session, ctx, &error).await?;
+                self.refuse(session, ctx, &error).await?;
             }
         }
         Ok(true)
@@ -543,7 +552,7 @@ impl ProxyHttp for GatewayProxy {
         {
             0 // the client is gone
         } else {
-            let _ = respond_error(&self.gateway, session, ctx, &error).await;
+            let _ = respond_error(session, ctx, &error).await;
             error.status()
         };
         FailToProxy {
