@@ -5,6 +5,8 @@
 #   - the ONNX Runtime shared library, into the cache (scripts/fetch-onnxruntime.sh)
 # The Rust toolchain is pinned by rust-toolchain.toml and comes with rustup.
 # Idempotent: a second run checks and does nothing.
+#   scripts/bootstrap.sh          everything (what `make test` needs)
+#   scripts/bootstrap.sh build    only what building and running the demo needs (no Redis/Kafka)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
@@ -26,6 +28,8 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-"$root/scripts/services.sh" install
+if [[ "${1:-all}" != build ]]; then
+  "$root/scripts/services.sh" install
+fi
 "$root/scripts/fetch-onnxruntime.sh" >/dev/null
 echo "bootstrap: ready" >&2

@@ -6,6 +6,6 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-scripts/fetch-onnxruntime.sh >/dev/null
+scripts/bootstrap.sh build   # C toolchain, cmake, zlib, python3/pip, the ONNX Runtime library
 cargo build --release --locked -p r1-gateway -p r1-edge -p r1-center
 exec target/release/r1-gateway demo --config deploy/config/gateway-demo.toml --models models "$@"

@@ -59,6 +59,7 @@ print("edge %d  center %d  edge share %.1f %%  failed %d  dropped %d  p50 %.1f m
 echo "# $(date -u +%FT%TZ) r1-gateway demo ($profile), $rate req/s, 2,000 middle-band requests per run, max_tokens 1"
 echo "run 1 (weights 70/30):                $(load a | share)"
 ( sleep "$(python3 -c "print(1000/$rate)")"; sed -i 's/edge = 70, center = 30/edge = 30, center = 70/' "$work/gateway.toml" ) &
+editor=$!
 echo "run 2 (edited to 30/70 halfway):      $(load b | share)"
-wait
+wait "$editor"
 echo "reloads applied: $(curl -fsS "http://$admin/metrics" | awk '/^r1_config_reloads_total/ {print $2}')"

@@ -50,7 +50,17 @@ impl ServeHttp for AdminApp {
         let method = session.req_header().method.as_str().to_owned();
         let path = session.req_header().uri.path().to_owned();
         match (method.as_str(), path.as_str()) {
-            ("GET", "/metrics") => reply(200, "text/plain; version=0.0.4", self.gateway.metrics.render()),
+            ("GET", "/metrics") => {
+                // In-flight counts live in the pools; the gauge is read at scrape time.
+                for (name, pool) in [("edge", &self.gateway.edge), ("center", &self.gateway.center)] {
+                    self.gateway
+                        .metrics
+                        .in_flight
+                        .with_label_values(&[name])
+                        .set(pool.in_flight() as i64);
+                }
+                reply(200, "text/plain; version=0.0.4", self.gateway.metrics.render())
+            }
             ("GET", "/admin/pools") => {
                 let config = self.gateway.config();
                 json_reply(

@@ -140,6 +140,13 @@ impl GatewayProxy {
         inference_api: bool,
     ) -> std::result::Result<(), GatewayError> {
         let body = read_body(session).await?;
+        // Checked before anything else: a request we cannot forward is refused before it is routed.
+        if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
+            return Err(GatewayError::downstream(
+                ErrorKind::PayloadTooLarge,
+                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied yet"),
+            ));
+        }
         let config = self.gateway.config();
         let request: ChatCompletionRequest = if inference_api {
             let simple: InferenceRequest = serde_json::from_slice(&body).map_err(|e| {
@@ -206,12 +213,6 @@ impl GatewayProxy {
         ctx.stream = request.is_stream();
         ctx.request = Some(request);
         retarget(ctx, decision, &config)?;
-        if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
-            return Err(GatewayError::downstream(
-                ErrorKind::PayloadTooLarge,
-                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied yet"),
-            ));
-        }
         Ok(())
     }
 }

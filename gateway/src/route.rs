@@ -124,11 +124,6 @@ impl Router {
         }
     }
 
-    /// The scorer, for callers that only want a score.
-    pub fn scorer(&self) -> &Scorer {
-        &self.scorer
-    }
-
     /// Decides where `request` goes under `config`, given the pools' state.
     pub fn decide(
         &self,

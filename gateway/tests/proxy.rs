@@ -432,6 +432,19 @@ async fn admin_explain_matches_the_routing_and_models_are_listed() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404, "admin routes are never public");
+    let scrape = gw
+        .client
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        scrape.contains("r1_pool_in_flight{pool=\"edge\"} 0"),
+        "in-flight gauges are exported: {scrape}"
+    );
     let models: Value = gw
         .client
         .get(format!("{}/v1/models", gw.public))
