@@ -73,6 +73,10 @@ pub struct ServerSection {
     /// On SIGTERM, how long running generations may take to finish before they are cut.
     #[serde(default = "default_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// While a stream is silent (queued, or a reasoning model thinking), an SSE comment is sent this
+    /// often so proxies and clients keep the connection; the gateway's idle timeout counts on it.
+    #[serde(default = "default_sse_keepalive", with = "humantime_serde")]
+    pub sse_keepalive: Duration,
 }
 
 impl Default for ServerSection {
@@ -84,6 +88,7 @@ impl Default for ServerSection {
             default_max_tokens: default_max_tokens(),
             max_body_bytes: default_max_body_bytes(),
             shutdown_grace: default_grace(),
+            sse_keepalive: default_sse_keepalive(),
         }
     }
 }
@@ -105,6 +110,9 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_grace() -> Duration {
     Duration::from_secs(30)
+}
+fn default_sse_keepalive() -> Duration {
+    Duration::from_secs(15)
 }
 
 /// `[batching]`
@@ -209,6 +217,9 @@ impl Validate for EdgeConfig {
                 "server.default_max_tokens: must be 1..=server.max_tokens_cap ({})",
                 s.max_tokens_cap
             ));
+        }
+        if s.sse_keepalive < Duration::from_millis(100) {
+            problems.push("server.sse_keepalive: must be at least 100ms".to_owned());
         }
         if s.max_body_bytes < 1024 {
             problems.push("server.max_body_bytes: must be at least 1024".to_owned());

@@ -47,6 +47,7 @@ struct AppState {
     ready: AtomicBool,
     limits: Limits,
     defaults: SamplingParams,
+    keepalive: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -159,6 +160,7 @@ pub async fn run(
             context_length,
         },
         defaults,
+        keepalive: config.server.sse_keepalive,
     });
     tracing::info!(addr = %listener.local_addr()?, model = %state.model_name, "r1-edge ready");
 
@@ -281,7 +283,7 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
                 "queueing"
             );
             match state.submitter.try_submit(request) {
-                Ok(()) if stream => stream_response(&state.model_name, id, include_usage, events),
+                Ok(()) if stream => stream_response(&state.model_name, id, include_usage, state.keepalive, events),
                 Ok(()) => json_response(&state, id, events).await,
                 Err(SubmitError::Full) => reject(
                     &state,
@@ -480,7 +482,13 @@ async fn json_response(state: &AppState, id: String, mut events: mpsc::Unbounded
 
 /// Answers as server-sent events: a role chunk, content chunks, a finishing chunk, an optional usage
 /// chunk, `[DONE]` — or, after a failure, an in-band error event and no `[DONE]`.
-fn stream_response(model: &str, id: String, include_usage: bool, events: mpsc::UnboundedReceiver<Event>) -> Response {
+fn stream_response(
+    model: &str,
+    id: String,
+    include_usage: bool,
+    keepalive: std::time::Duration,
+    events: mpsc::UnboundedReceiver<Event>,
+) -> Response {
     let created = unix_now();
     let model = model.to_owned();
     let chunk = move |choice: Option<ChunkChoice>| {
@@ -503,41 +511,49 @@ fn stream_response(model: &str, id: String, include_usage: bool, events: mpsc::U
         )))
         .to_sse_event(),
     );
+    // A comment every `keepalive` of silence (queued, or thinking) so the connection is kept.
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + keepalive, keepalive);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let events = tokio_stream::StreamExt::timeout_repeating(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(events),
+        ticker,
+    );
     let body = futures::stream::once(async move { first })
-        .chain(
-            tokio_stream::wrappers::UnboundedReceiverStream::new(events).flat_map(move |event| {
-                let frames: Vec<Bytes> = match event {
-                    Event::Text(piece) => vec![
-                        chunk(Some(ChunkChoice::new(0, ChunkDelta::content(piece))))
-                            .to_sse_event()
-                            .into(),
-                    ],
-                    Event::Done {
-                        reason,
-                        prompt_tokens,
-                        completion_tokens,
-                        ..
-                    } => {
-                        let mut frames = vec![
-                            chunk(Some(
-                                ChunkChoice::new(0, ChunkDelta::default()).with_finish_reason(finish_reason(reason)),
-                            ))
-                            .to_sse_event()
-                            .into(),
-                        ];
-                        if include_usage {
-                            let mut last = chunk(None);
-                            last.usage = Nullable::Value(Usage::new(prompt_tokens.into(), completion_tokens.into()));
-                            frames.push(last.to_sse_event().into());
-                        }
-                        frames.push(Bytes::from_static(sse::DONE));
-                        frames
+        .chain(events.flat_map(move |event| {
+            let Ok(event) = event else {
+                return futures::stream::iter(vec![Bytes::from_static(sse::KEEP_ALIVE)]);
+            };
+            let frames: Vec<Bytes> = match event {
+                Event::Text(piece) => vec![
+                    chunk(Some(ChunkChoice::new(0, ChunkDelta::content(piece))))
+                        .to_sse_event()
+                        .into(),
+                ],
+                Event::Done {
+                    reason,
+                    prompt_tokens,
+                    completion_tokens,
+                    ..
+                } => {
+                    let mut frames = vec![
+                        chunk(Some(
+                            ChunkChoice::new(0, ChunkDelta::default()).with_finish_reason(finish_reason(reason)),
+                        ))
+                        .to_sse_event()
+                        .into(),
+                    ];
+                    if include_usage {
+                        let mut last = chunk(None);
+                        last.usage = Nullable::Value(Usage::new(prompt_tokens.into(), completion_tokens.into()));
+                        frames.push(last.to_sse_event().into());
                     }
-                    Event::Failed(message) => vec![ErrorBody::new(ErrorKind::Internal, message).to_sse_event().into()],
-                };
-                futures::stream::iter(frames)
-            }),
-        )
+                    frames.push(Bytes::from_static(sse::DONE));
+                    frames
+                }
+                Event::Failed(message) => vec![ErrorBody::new(ErrorKind::Internal, message).to_sse_event().into()],
+            };
+            futures::stream::iter(frames)
+        }))
         .map(Ok::<Bytes, Infallible>);
     (
         [
@@ -552,4 +568,43 @@ fn stream_response(model: &str, id: String, include_usage: bool, events: mpsc::U
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_stream_carries_keep_alive_comments_until_its_events_arrive() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let response = stream_response("m", "id".into(), false, Duration::from_secs(15), rx);
+        let mut body = response.into_body().into_data_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(first.starts_with(b"data: ") && first.windows(9).any(|w| w == b"assistant"));
+        // 40 s of silence (a queued request, a model thinking): two comments, 15 s apart.
+        let started = tokio::time::Instant::now();
+        for expected in [15, 30] {
+            assert_eq!(body.next().await.unwrap().unwrap(), sse::KEEP_ALIVE);
+            assert_eq!(started.elapsed().as_secs(), expected);
+        }
+        tx.send(Event::Text("hello".into())).unwrap();
+        let text = body.next().await.unwrap().unwrap();
+        assert!(text.windows(5).any(|w| w == b"hello"));
+        assert_eq!(started.elapsed().as_secs(), 30, "an event goes out at once");
+        tx.send(Event::Done {
+            reason: FinishReason::Stop,
+            prompt_tokens: 1,
+            completion_tokens: 1,
+            confidence: 1.0,
+        })
+        .unwrap();
+        drop(tx);
+        let rest: Vec<Bytes> = body.map(Result::unwrap).collect().await;
+        assert_eq!(rest.last().unwrap().as_ref(), sse::DONE);
+        assert!(!rest.iter().any(|b| b.as_ref() == sse::KEEP_ALIVE));
+    }
 }

@@ -46,6 +46,9 @@ pub struct ListenSection {
     /// Admin listener: `/metrics`, `/admin/route/explain`, `/admin/pools`. Never the same as `public`.
     #[serde(default = "default_admin")]
     pub admin: SocketAddr,
+    /// HTTPS on the public listener; absent, it speaks plain HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsSection>,
 }
 
 impl Default for ListenSection {
@@ -53,8 +56,22 @@ impl Default for ListenSection {
         Self {
             public: default_public(),
             admin: default_admin(),
+            tls: None,
         }
     }
+}
+
+/// `[listen.tls]`: certificate files, re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed (mTLS).
+    #[serde(default)]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 fn default_public() -> SocketAddr {
@@ -442,6 +459,16 @@ impl Validate for GatewayConfig {
         let mut problems = Vec::new();
         if self.listen.public == self.listen.admin {
             problems.push("listen.admin: must differ from listen.public (metrics are never public)".to_owned());
+        }
+        if let Some(tls) = &self.listen.tls {
+            if let Err(e) = crate::tls::CertStore::load(&tls.cert, &tls.key) {
+                problems.push(format!("listen.tls: {e:#}"));
+            }
+            if let Some(ca) = &tls.client_ca
+                && let Err(e) = crate::tls::client_roots(ca)
+            {
+                problems.push(format!("listen.tls.client_ca: {e:#}"));
+            }
         }
         if self
             .models

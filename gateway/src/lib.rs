@@ -2,15 +2,18 @@
 //!
 //! - [`config`]: the configuration file's typed tree and validation;
 //! - [`score`]: the complexity scorer;
+//! - [`deadline`]: the time-to-first-token, idle and total timeouts of an exchange;
 //! - [`route`]: the route decision (rules → score → thresholds → weights → sticky → failover);
 //! - [`explain`]: decisions for JSON lines of requests, with no network (`r1-gateway explain`);
 //! - [`proxy`]: the request path (Pingora hooks), [`error`]: errors and their OpenAI bodies;
 //! - [`pools`]: the edge and center pools, [`state`]: shared state and live reload;
 //! - [`admin`]: the admin listener, [`metrics`]: metric families, [`server`]: assembly;
+//! - [`tls`]: HTTPS on the public listener (rustls, certificates reloaded on change);
 //! - [`demo`]: the embedded stack (`r1-gateway demo`).
 
 pub mod admin;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod error;
 pub mod explain;
@@ -21,3 +24,4 @@ pub mod route;
 pub mod score;
 pub mod server;
 pub mod state;
+pub mod tls;

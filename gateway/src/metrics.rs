@@ -18,7 +18,7 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Shadow-mode decisions (what enforce would have done) by route and reason.
     pub shadow_decisions: IntCounterVec,
-    /// Upstream failures by route and phase (`connect`, `proxy`).
+    /// Upstream failures by route and phase (`connect`, `proxy`, `first_token`, `idle`, `total`).
     pub upstream_errors: IntCounterVec,
     /// Requests refused by the gateway itself, by error kind.
     pub rejected: IntCounterVec,
@@ -28,6 +28,8 @@ pub struct Metrics {
     pub reloads: IntCounter,
     /// Configuration reloads refused (the old configuration stays).
     pub reload_failures: IntCounter,
+    /// TLS certificate reloads by outcome (`applied`, `refused`).
+    pub tls_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -76,6 +78,10 @@ impl Metrics {
             )?,
             reloads: IntCounter::new("r1_config_reloads_total", "Configuration reloads applied.")?,
             reload_failures: IntCounter::new("r1_config_reload_failures_total", "Configuration reloads refused.")?,
+            tls_reloads: IntCounterVec::new(
+                Opts::new("r1_tls_certificate_reloads_total", "TLS certificate reloads."),
+                &["outcome"],
+            )?,
             registry: Registry::new(),
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -88,6 +94,7 @@ impl Metrics {
         m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.reload_failures.clone()))?;
+        m.registry.register(Box::new(m.tls_reloads.clone()))?;
         Ok(m)
     }
 

@@ -8,7 +8,7 @@
 //! | `upstream_request_filter` | before the header goes upstream | path, `content-length` of the rewritten body, `x-request-id`; the client's credentials never go upstream (default: nothing) |
 //! | `request_body_filter` | body chunks to upstream | the rewritten body replaces the client's (default: pass through) |
 //! | `response_filter` | response header to the client | `x-request-id`, `x-r1-route`, `x-r1-route-reason`; SSE gets `x-accel-buffering: no` (default: nothing) |
-//! | `response_body_filter` | response chunks to the client | time to first token (default: nothing) |
+//! | `response_body_filter` | response chunks to the client | time to first token; first-token / idle / total timeouts of a stream (keep-alive comments are not tokens) (default: nothing) |
 //! | `fail_to_connect` | a connect failed | retry on another member: nothing was sent yet (default: no retry) |
 //! | `error_while_proxy` | failure after connecting | retry only a stale pooled connection that failed before any answer (the upstream closed it while idle: nothing was processed); anything else is final, the body may have reached a live upstream (default: retry idempotent requests only) |
 //! | `fail_to_proxy` | fatal error | the OpenAI error body — or, if the stream already started, an in-band SSE `error` event and no `[DONE]` (default: bare status) |
@@ -25,6 +25,7 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::Peer;
 use r1_proto::{ChatCompletionRequest, ErrorKind, InferenceRequest, ModelCard, ModelList, Route, RouteDecision};
 
+use crate::deadline::{self, PhaseClock};
 use crate::error::{GatewayError, Source};
 use crate::pools::InFlight;
 use crate::route::RequestFacts;
@@ -64,6 +65,10 @@ pub struct Ctx {
     pub in_flight: Option<InFlight>,
     /// When the first response body byte arrived.
     pub first_byte: Option<Instant>,
+    /// First-token, idle and total timeouts of the exchange.
+    pub clock: Option<PhaseClock>,
+    /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
+    pub timed_out: Option<&'static str>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
 }
@@ -388,7 +393,12 @@ impl ProxyHttp for GatewayProxy {
         if ctx.in_flight.is_none() {
             ctx.in_flight = Some(pool.enter());
         }
-        let timeouts = &self.gateway.config().timeouts;
+        let config = self.gateway.config();
+        let timeouts = &config.timeouts;
+        let now = Instant::now();
+        ctx.clock
+            .get_or_insert_with(|| PhaseClock::new(timeouts, ctx.started.unwrap_or(now)))
+            .sent(now);
         let mut peer = HttpPeer::new(address.as_str(), false, String::new());
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.first_token.max(timeouts.idle));
@@ -456,6 +466,23 @@ impl ProxyHttp for GatewayProxy {
         _end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
+        if ctx.stream
+            && let (Some(clock), Some(chunk)) = (ctx.clock.as_mut(), body.as_ref())
+            && let Err(phase) = clock.observe(Instant::now(), deadline::has_sse_data(chunk))
+        {
+            // Keep-alive comments came, tokens did not: cut the exchange (closing the upstream
+            // connection stops the generation) and end the stream with an error event.
+            let route = ctx.decision.as_ref().map_or(Route::Edge, |d| d.route);
+            ctx.timed_out = Some(phase.as_str());
+            let config = self.gateway.config();
+            ctx.error = Some(GatewayError::upstream(
+                ErrorKind::Timeout,
+                source_of(Some(route)),
+                phase.message(&config.timeouts),
+            ));
+            *body = None;
+            return Err(Error::explain(ReadTimedout, phase.as_str()));
+        }
         if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte = Some(Instant::now());
             if let (Some(started), Some(d)) = (ctx.started, &ctx.decision) {
@@ -536,7 +563,7 @@ impl ProxyHttp for GatewayProxy {
             self.gateway
                 .metrics
                 .upstream_errors
-                .with_label_values(&[route.as_str(), "proxy"])
+                .with_label_values(&[route.as_str(), ctx.timed_out.unwrap_or("proxy")])
                 .inc();
         }
         tracing::warn!(request_id = %ctx.request_id, error = %e, kind = error.kind.as_str(), "request failed");

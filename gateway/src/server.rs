@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context;
 use async_trait::async_trait;
 use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
@@ -20,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::pools::Pool;
 use crate::proxy::GatewayProxy;
 use crate::state::Gateway;
+use crate::tls::CertStore;
 
 /// How long, after SIGTERM, the listeners stay open while readiness is false (load balancers notice).
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
@@ -58,11 +60,21 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
         &config.center.health,
     );
 
-    let (public, admin) = (config.listen.public, config.listen.admin);
+    let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
     let gateway = Arc::new(Gateway::new(config, path, edge, center, Metrics::new()?));
 
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(gateway.clone()));
-    proxy.add_tcp(&public.to_string());
+    match &tls {
+        Some(section) => {
+            let store = CertStore::load(&section.cert, &section.key).context("listen.tls")?;
+            proxy.add_tls_with_settings(&public.to_string(), None, crate::tls::settings(section, store.clone())?);
+            server.add_service(background_service(
+                "certificate reload",
+                CertReloader(store, gateway.clone()),
+            ));
+        }
+        None => proxy.add_tcp(&public.to_string()),
+    }
     let mut admin_service = Service::new("admin".to_owned(), AdminApp::new(gateway.clone()));
     admin_service.add_tcp(&admin.to_string());
 
@@ -163,6 +175,32 @@ impl BackgroundService for Reloader {
                         let _ = self.0.reload();
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Re-reads the public certificate when its files change (checked every 5 s).
+struct CertReloader(Arc<CertStore>, Arc<Gateway>);
+
+#[async_trait]
+impl BackgroundService for CertReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => match self.0.reload_if_changed() {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!("TLS certificate reloaded");
+                        self.1.metrics.tls_reloads.with_label_values(&["applied"]).inc();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "TLS certificate reload refused; the old one stays");
+                        self.1.metrics.tls_reloads.with_label_values(&["refused"]).inc();
+                    }
+                },
             }
         }
     }

@@ -1,0 +1,215 @@
+//! The gateway test harness: real r1-edge servers in process (the shipped model) and a real gateway
+//! on its own Pingora server thread, configured through a real file (so live reload is exercised).
+
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test file uses part of it
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pingora::server::{RunArgs, ShutdownSignal, ShutdownSignalWatch};
+use r1_edge::config::EdgeConfig;
+use r1_edge::runtime::LibrarySearch;
+use serde_json::{Value, json};
+
+pub const EDGE_MODEL: &str = "r1-edge-mini";
+pub const CENTER_MODEL: &str = "deepseek-ai/DeepSeek-R1";
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An r1-edge server on its own runtime, so a test can kill it abruptly (dropping the runtime closes
+/// its sockets mid-response, like a crashed process).
+pub struct Edge {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Edge {
+    pub fn start(served_name: &str) -> Self {
+        Self::start_with(served_name, |_| {})
+    }
+
+    /// With edge settings changed by `tweak`.
+    pub fn start_with(served_name: &str, tweak: impl FnOnce(&mut EdgeConfig)) -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/r1-edge-mini");
+        let mut config = EdgeConfig::default();
+        config.onnxruntime.intra_threads = 1;
+        tweak(&mut config);
+        let model = r1_edge::model::load(&LibrarySearch::from_env(), &dir, &config.onnxruntime).unwrap();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name = served_name.to_owned();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let _ = r1_edge::server::run(listener, model, name, &config, std::future::pending()).await;
+        });
+        Self {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Edge {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Shutdown(tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for Shutdown {
+    async fn recv(&self) -> ShutdownSignal {
+        if let Some(rx) = self.0.lock().await.take() {
+            let _ = rx.await;
+        }
+        ShutdownSignal::FastShutdown
+    }
+}
+
+pub struct Gateway {
+    pub public: String,
+    pub admin: String,
+    pub config_path: PathBuf,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Starts a gateway over `edge` and `center` members with extra config appended to the defaults.
+    pub async fn start(edge: &[SocketAddr], center: &[SocketAddr], routing: &str) -> Self {
+        Self::start_with(edge, center, "", routing, reqwest::Client::new()).await
+    }
+
+    /// With extra `[listen]` keys (`listen`), and `client` for the public listener.
+    pub async fn start_with(
+        edge: &[SocketAddr],
+        center: &[SocketAddr],
+        listen: &str,
+        routing: &str,
+        client: reqwest::Client,
+    ) -> Self {
+        let (public, admin) = (free_port(), free_port());
+        let members = |m: &[SocketAddr]| m.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\n{listen}\n{routing}\n\
+             [edge]\nmodel = \"{EDGE_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n\
+             [center]\nmodel = \"{CENTER_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n",
+            members(edge),
+            members(center)
+        );
+        let dir = std::env::temp_dir().join(format!("r1-gw-test-{}-{public}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("gateway.toml");
+        std::fs::write(&config_path, &text).unwrap();
+        let config = r1_gateway::config::GatewayConfig::load(&config_path).unwrap();
+        let built = r1_gateway::server::build(
+            config,
+            Some(config_path.clone()),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        let (stop, rx) = tokio::sync::oneshot::channel();
+        let thread = std::thread::spawn(move || {
+            built.server.run(RunArgs {
+                shutdown_signal: Box::new(Shutdown(tokio::sync::Mutex::new(Some(rx)))),
+            });
+        });
+        let scheme = if listen.contains("tls") { "https" } else { "http" };
+        let gateway = Self {
+            public: format!("{scheme}://127.0.0.1:{public}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            config_path,
+            client,
+            stop: Some(stop),
+            thread: Some(thread),
+        };
+        gateway.wait_until_members_ready(edge.len() + center.len()).await;
+        gateway
+    }
+
+    pub async fn pools(&self) -> Value {
+        match self.client.get(format!("{}/admin/pools", self.admin)).send().await {
+            Ok(r) => r.json().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        }
+    }
+
+    pub async fn wait_until_members_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let pools = self.pools().await;
+            let ready = pools["pools"].as_array().map_or(0, |p| {
+                p.iter()
+                    .flat_map(|p| p["members"].as_array().unwrap().iter())
+                    .filter(|m| m["ready"] == true)
+                    .count()
+            });
+            if ready == n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "members not ready: {pools}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn chat(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}/v1/chat/completions", self.public))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.admin))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(line_prefix))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.thread.take().unwrap().join().unwrap();
+    }
+}
+
+pub fn ask(model: &str, text: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": text}], "temperature": 0, "max_tokens": 16})
+}
+
+pub fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+    r.headers().get(name).map_or("", |v| v.to_str().unwrap())
+}
