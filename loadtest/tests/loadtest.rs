@@ -3,155 +3,36 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
-use axum::response::Response;
-use axum::routing::post;
-use futures::StreamExt;
 use r1_loadtest::{Config, Report};
-use serde_json::{Value, json};
+use r1_mock_upstream::{Handle, Reply, Script};
 
-/// What the upstream does with its `n`-th request (counted from 0 in arrival order).
-#[derive(Clone, Default)]
-struct Plan {
-    status: u16,
-    route: Option<&'static str>,
-    reason: Option<&'static str>,
-    /// Wait this long before answering.
-    delay: Duration,
-    /// Answer one request at a time (a server-wide lock held through `delay`).
-    serialize: bool,
+/// The stand-in upstream (`r1-mock-upstream`) on a port-0 socket, answering per `script`.
+async fn upstream(script: Script) -> Handle {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    r1_mock_upstream::serve(listener, script).await.unwrap()
 }
 
-impl Plan {
-    fn ok(route: &'static str) -> Self {
-        Self {
-            status: 200,
-            route: Some(route),
-            ..Self::default()
-        }
-    }
+/// The default answer, with each request's reply (status, headers, delay) decided by its arrival index.
+fn scripted(decide: impl Fn(u64) -> Reply + Send + Sync + 'static) -> Script {
+    Script::default().per_request(decide)
 }
 
-type Script = dyn Fn(u64) -> Plan + Send + Sync;
-
-/// The stand-in for an OpenAI-compatible upstream: answers `POST /v1/chat/completions` per its
-/// script, with a JSON body or, when the request asks for `stream: true`, scripted SSE chunks.
-struct Upstream {
-    addr: SocketAddr,
-    state: Arc<Shared>,
+/// A 200 carrying the gateway's route header.
+fn ok(route: &str) -> Reply {
+    Reply::ok().header("x-r1-route", route)
 }
 
-struct Shared {
-    script: Box<Script>,
-    received: AtomicU64,
-    in_flight: AtomicU64,
-    max_in_flight: AtomicU64,
-    /// Request bodies and `authorization` headers, in arrival order.
-    seen: Mutex<Vec<(Value, Option<String>)>>,
-    serial: tokio::sync::Mutex<()>,
+fn received(upstream: &Handle) -> u64 {
+    upstream.stats().snapshot().received
 }
 
-impl Upstream {
-    async fn start(script: impl Fn(u64) -> Plan + Send + Sync + 'static) -> Self {
-        let state = Arc::new(Shared {
-            script: Box::new(script),
-            received: AtomicU64::new(0),
-            in_flight: AtomicU64::new(0),
-            max_in_flight: AtomicU64::new(0),
-            seen: Mutex::new(Vec::new()),
-            serial: tokio::sync::Mutex::new(()),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = Router::new()
-            .route("/v1/chat/completions", post(chat))
-            .with_state(Arc::clone(&state));
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        Self { addr, state }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn received(&self) -> u64 {
-        self.state.received.load(Ordering::SeqCst)
-    }
-
-    fn max_in_flight(&self) -> u64 {
-        self.state.max_in_flight.load(Ordering::SeqCst)
-    }
+fn max_in_flight(upstream: &Handle) -> u64 {
+    upstream.stats().snapshot().max_in_flight
 }
 
-async fn chat(State(state): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
-    let n = state.received.fetch_add(1, Ordering::SeqCst);
-    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
-    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
-    let plan = (state.script)(n);
-    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    state.seen.lock().unwrap().push((body.clone(), auth));
-
-    let guard = if plan.serialize {
-        Some(state.serial.lock().await)
-    } else {
-        None
-    };
-    tokio::time::sleep(plan.delay).await;
-    drop(guard);
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-
-    let mut response = Response::builder().status(plan.status);
-    if let Some(route) = plan.route {
-        response = response.header("x-r1-route", route);
-    }
-    if let Some(reason) = plan.reason {
-        response = response.header("x-r1-route-reason", reason);
-    }
-    let body = if body["stream"] == true {
-        response = response.header("content-type", "text/event-stream");
-        Body::from_stream(sse_chunks())
-    } else {
-        response = response.header("content-type", "application/json");
-        let answer = json!({"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": "Paris."}, "finish_reason": "stop"}]});
-        Body::from(answer.to_string())
-    };
-    response.body(body).unwrap()
-}
-
-/// A role-only chunk at once, the first content 60 ms later, more 120 ms after that, then `[DONE]`.
-fn sse_chunks() -> impl futures::Stream<Item = Result<String, Infallible>> {
-    let event = |delta: Value| {
-        format!(
-            "data: {}\n\n",
-            json!({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta}]})
-        )
-    };
-    let chunks = vec![
-        (0, event(json!({"role": "assistant", "content": ""}))),
-        (60, event(json!({"content": "Par"}))),
-        (120, event(json!({"content": "is."}))),
-        (0, "data: [DONE]\n\n".to_owned()),
-    ];
-    futures::stream::iter(chunks).then(|(delay_ms, text)| async move {
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-        Ok(text)
-    })
-}
-
-fn config(upstream: &Upstream, rate: f64) -> Config {
+fn config(upstream: &Handle, rate: f64) -> Config {
     Config {
         url: upstream.url(),
         rate,
@@ -162,7 +43,7 @@ fn config(upstream: &Upstream, rate: f64) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_schedule_holds_the_target_rate() {
-    let upstream = Upstream::start(|_| Plan::ok("edge")).await;
+    let upstream = upstream(scripted(|_| ok("edge"))).await;
     let started = Instant::now();
     let report = r1_loadtest::run(&Config {
         duration: Some(Duration::from_secs(2)),
@@ -173,7 +54,7 @@ async fn the_schedule_holds_the_target_rate() {
     let elapsed = started.elapsed();
 
     assert!((395..=405).contains(&report.sent), "{report:#?}");
-    assert_eq!(upstream.received(), report.sent);
+    assert_eq!(received(&upstream), report.sent);
     assert_eq!(
         (report.scheduled, report.ok, report.dropped),
         (report.sent, report.sent, 0)
@@ -192,14 +73,12 @@ async fn the_schedule_holds_the_target_rate() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_stall_shows_in_p99_because_latency_runs_from_the_schedule() {
-    // One request at a time; the 50th holds the server for 200 ms. Every request scheduled during
-    // the stall waits behind it, so ~20 of 200 samples are slow, not just the one that stalled.
-    let upstream = Upstream::start(|n| Plan {
-        delay: Duration::from_millis(if n == 50 { 200 } else { 0 }),
-        serialize: true,
-        ..Plan::ok("edge")
-    })
-    .await;
+    // One request at a time; the 50th holds the server for 250 ms. Every request scheduled during
+    // the stall waits behind it, so ~25 of 200 samples are slow, not just the one that stalled
+    // (over 10 %, so p90 shows it even though the others are answered in well under 1 ms).
+    let upstream =
+        upstream(scripted(|n| ok("edge").delay(Duration::from_millis(if n == 50 { 250 } else { 0 }))).concurrency(1))
+            .await;
     let report = r1_loadtest::run(&Config {
         requests: Some(200),
         duration: None,
@@ -217,28 +96,22 @@ async fn a_server_stall_shows_in_p99_because_latency_runs_from_the_schedule() {
     );
     assert!(latency.p50 < 50.0, "{latency:?}");
     assert!(
-        upstream.max_in_flight() <= 30,
+        max_in_flight(&upstream) <= 30,
         "only the stalled window is in flight: {}",
-        upstream.max_in_flight()
+        max_in_flight(&upstream)
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_are_counted_with_shares_and_reasons_and_prompts_are_sent_as_configured() {
-    let upstream = Upstream::start(|n| match n % 10 {
-        0..7 => Plan {
-            reason: Some("below_edge_max"),
-            ..Plan::ok("edge")
-        },
-        7 | 8 => Plan {
-            reason: Some("above_center_min"),
-            ..Plan::ok("center")
-        },
-        _ => Plan {
-            status: 200,
-            ..Plan::default()
-        },
-    })
+    let upstream = upstream(
+        scripted(|n| match n % 10 {
+            0..7 => ok("edge").header("x-r1-route-reason", "below_edge_max"),
+            7 | 8 => ok("center").header("x-r1-route-reason", "above_center_min"),
+            _ => Reply::ok(),
+        })
+        .record(100),
+    )
     .await;
     let prompts = r1_loadtest::prompts::parse_jsonl(
         "{\"model\":\"other-model\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}\n\
@@ -271,20 +144,23 @@ async fn routes_are_counted_with_shares_and_reasons_and_prompts_are_sent_as_conf
     assert!(none.reasons.is_empty());
     assert_eq!(edge.latency_ms.unwrap().count, 70);
 
-    let seen = upstream.state.seen.lock().unwrap();
-    let models: Vec<&str> = seen.iter().filter_map(|(body, _)| body["model"].as_str()).collect();
+    let seen = upstream.recorded();
+    assert_eq!(seen.len(), 100);
+    let models: Vec<&str> = seen.iter().filter_map(|r| r.body["model"].as_str()).collect();
     assert_eq!(models.iter().filter(|m| **m == "other-model").count(), 50);
     assert_eq!(models.iter().filter(|m| **m == "deepseek-r1").count(), 50);
-    assert!(
-        seen.iter().all(|(body, auth)| body["max_tokens"] == 8
-            && body["stream"] == false
-            && auth.as_deref() == Some("Bearer k"))
-    );
+    assert!(seen.iter().all(|r| r.body["max_tokens"] == 8
+        && r.body["stream"] == false
+        && r.headers.get("authorization").is_some_and(|v| v == "Bearer k")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_measures_time_to_first_content_token() {
-    let upstream = Upstream::start(|_| Plan::ok("center")).await;
+    // A role-only chunk at once, the first content 60 ms later, the second 120 ms after that, then the end.
+    let script = scripted(|_| ok("center"))
+        .content(2, "Paris ")
+        .delays(Duration::from_millis(60), Duration::from_millis(120));
+    let upstream = upstream(script).await;
     let report = r1_loadtest::run(&Config {
         requests: Some(10),
         duration: None,
@@ -306,21 +182,12 @@ async fn streaming_measures_time_to_first_content_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_counted_by_status_class_and_kind() {
-    let upstream = Upstream::start(|n| match n % 4 {
-        0 => Plan {
-            status: 500,
-            ..Plan::ok("edge")
-        },
-        1 => Plan {
-            status: 429,
-            ..Plan::default()
-        },
-        2 => Plan {
-            delay: Duration::from_secs(3),
-            ..Plan::ok("edge")
-        },
-        _ => Plan::ok("edge"),
-    })
+    let upstream = upstream(scripted(|n| match n % 4 {
+        0 => Reply::status(500).header("x-r1-route", "edge"),
+        1 => Reply::status(429),
+        2 => ok("edge").delay(Duration::from_secs(3)),
+        _ => ok("edge"),
+    }))
     .await;
     let report = r1_loadtest::run(&Config {
         requests: Some(40),
@@ -362,11 +229,7 @@ async fn failures_are_counted_by_status_class_and_kind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_past_max_in_flight_are_dropped_not_queued() {
-    let upstream = Upstream::start(|_| Plan {
-        delay: Duration::from_millis(300),
-        ..Plan::ok("edge")
-    })
-    .await;
+    let upstream = upstream(scripted(|_| ok("edge").delay(Duration::from_millis(300)))).await;
     let report = r1_loadtest::run(&Config {
         duration: Some(Duration::from_secs(1)),
         max_in_flight: 5,
@@ -378,8 +241,8 @@ async fn requests_past_max_in_flight_are_dropped_not_queued() {
     assert_eq!(report.scheduled, 100);
     assert_eq!(report.sent + report.dropped, 100);
     assert!(report.dropped >= 60, "{report:#?}");
-    assert!(upstream.max_in_flight() <= 5, "{}", upstream.max_in_flight());
-    assert_eq!(upstream.received(), report.sent);
+    assert!(max_in_flight(&upstream) <= 5, "{}", max_in_flight(&upstream));
+    assert_eq!(received(&upstream), report.sent);
     // Sent requests left on schedule: none waited for a slot, so none took much over the 300 ms delay.
     assert!(report.latency_ms.unwrap().max < 450.0, "{report:#?}");
     assert!(report.has_failures());
@@ -387,7 +250,7 @@ async fn requests_past_max_in_flight_are_dropped_not_queued() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warmup_requests_are_sent_but_not_reported() {
-    let upstream = Upstream::start(|_| Plan::ok("edge")).await;
+    let upstream = upstream(scripted(|_| ok("edge"))).await;
     let report = r1_loadtest::run(&Config {
         warmup: Duration::from_millis(500),
         requests: Some(50),
@@ -398,22 +261,12 @@ async fn warmup_requests_are_sent_but_not_reported() {
     .unwrap();
 
     assert_eq!(report.sent, 50);
-    assert_eq!(upstream.received(), 100);
+    assert_eq!(received(&upstream), 100);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_binary_prints_json_and_fails_on_error_when_asked() {
-    let upstream = Upstream::start(|n| {
-        if n % 5 == 0 {
-            Plan {
-                status: 503,
-                ..Plan::default()
-            }
-        } else {
-            Plan::ok("edge")
-        }
-    })
-    .await;
+    let upstream = upstream(scripted(|n| if n % 5 == 0 { Reply::status(503) } else { ok("edge") })).await;
     let run = |extra: &'static [&'static str]| {
         let url = upstream.url();
         async move {
