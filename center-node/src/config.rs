@@ -1,6 +1,14 @@
 //! r1-center's configuration file: a typed TOML tree, validated with every problem reported at once.
 //!
 //! ```toml
+//! [node]
+//! max_in_flight = 16
+//!
+//! [backend]
+//! kind = "openai"
+//! base_url = "http://vllm:8000/v1"
+//! model = "deepseek-ai/DeepSeek-R1"
+//!
 //! [kafka]
 //! brokers = "127.0.0.1:19092"
 //! group = "r1-center"
@@ -9,6 +17,8 @@
 //! [redis]
 //! url = "redis://127.0.0.1:16379"
 //! ```
+//!
+//! `deploy/config/center.toml` is the reference.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -23,10 +33,175 @@ use crate::kafka::{KafkaSettings, PROTECTED_PROPERTIES};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CenterConfig {
+    /// This node: concurrency, retries, metrics listener.
+    #[serde(default)]
+    pub node: NodeSection,
+    /// Where tokens come from.
+    pub backend: BackendSection,
     /// Where tasks come from and results go.
     pub kafka: KafkaSection,
+    /// Topic names.
+    #[serde(default)]
+    pub topics: TopicsSection,
     /// Task dedupe and state.
     pub redis: RedisSection,
+}
+
+/// `[node]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// Name in claims and logs; default `<hostname>-<pid>`.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Tasks run at once (the backend's useful concurrency).
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Runs of one task before it goes to the dead-letter topic.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// A dead node's tasks are free again after this (its claims are refreshed every third of it).
+    #[serde(default = "default_claim_ttl", with = "humantime_serde")]
+    pub claim_ttl: Duration,
+    /// Pause before running a failed task again.
+    #[serde(default = "default_retry_backoff", with = "humantime_serde")]
+    pub retry_backoff: Duration,
+    /// On SIGTERM, how long running tasks may take; the rest are redelivered to other nodes.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Metrics listener (`/metrics`, `/healthz`).
+    #[serde(default = "default_metrics")]
+    pub metrics: std::net::SocketAddr,
+}
+
+impl Default for NodeSection {
+    fn default() -> Self {
+        Self {
+            id: None,
+            max_in_flight: default_max_in_flight(),
+            max_attempts: default_max_attempts(),
+            claim_ttl: default_claim_ttl(),
+            retry_backoff: default_retry_backoff(),
+            shutdown_grace: default_shutdown_grace(),
+            metrics: default_metrics(),
+        }
+    }
+}
+
+fn default_max_in_flight() -> usize {
+    16
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_claim_ttl() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_retry_backoff() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_metrics() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9091))
+}
+
+/// `[backend]`: an OpenAI-compatible server (vLLM, SGLang, TensorRT-LLM, the DeepSeek API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendSection {
+    /// `openai`.
+    pub kind: BackendKind,
+    /// Base URL up to and including `/v1`.
+    pub base_url: String,
+    /// Model name the server knows.
+    pub model: String,
+    /// Environment variable holding the API key (never the key itself in this file).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// TCP/TLS connect limit.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// From the request to the first token (R1 may think for minutes).
+    #[serde(default = "default_first_token_timeout", with = "humantime_serde")]
+    pub first_token_timeout: Duration,
+    /// Longest silence between chunks once tokens flow.
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Tries before the first token (connect errors, 429, 5xx).
+    #[serde(default = "default_backend_attempts")]
+    pub attempts: u32,
+    /// First backoff between those tries, doubled each time.
+    #[serde(default = "default_backend_backoff", with = "humantime_serde")]
+    pub backoff: Duration,
+}
+
+/// Backend kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// Any OpenAI-compatible chat completions server.
+    Openai,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_first_token_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+fn default_backend_attempts() -> u32 {
+    3
+}
+fn default_backend_backoff() -> Duration {
+    Duration::from_millis(200)
+}
+
+/// `[topics]`: names, and the model version whose tasks this node takes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsSection {
+    /// Interactive tasks (default `r1.tasks.interactive`).
+    #[serde(default)]
+    pub interactive: Option<String>,
+    /// Batch tasks (default `r1.tasks.batch`).
+    #[serde(default)]
+    pub batch: Option<String>,
+    /// Result chunks (default `r1.results`).
+    #[serde(default)]
+    pub results: Option<String>,
+    /// Cancel records (default `r1.cancel`).
+    #[serde(default)]
+    pub cancel: Option<String>,
+    /// Dead letters (default `r1.tasks.dlq`).
+    #[serde(default)]
+    pub dlq: Option<String>,
+    /// The model version this node serves: its task topics get `.<version>` appended.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+impl TopicsSection {
+    /// The topic names in effect.
+    pub fn topics(&self) -> r1_queue::topics::Topics {
+        let d = r1_queue::topics::Topics::default();
+        let pick = |o: &Option<String>, d: String| o.clone().unwrap_or(d);
+        let topics = r1_queue::topics::Topics {
+            interactive: pick(&self.interactive, d.interactive),
+            batch: pick(&self.batch, d.batch),
+            results: pick(&self.results, d.results),
+            cancel: pick(&self.cancel, d.cancel),
+            dlq: pick(&self.dlq, d.dlq),
+        };
+        match &self.version {
+            Some(v) => topics.for_version(v),
+            None => topics,
+        }
+    }
 }
 
 /// `[kafka]`
@@ -84,6 +259,14 @@ impl CenterConfig {
         r1_config::parse(text, "<config>")
     }
 
+    /// The consumer group: `kafka.group`, with `.<version>` when the node serves a model version.
+    pub fn group(&self) -> String {
+        match &self.topics.version {
+            Some(v) => format!("{}.{v}", self.kafka.group),
+            None => self.kafka.group.clone(),
+        }
+    }
+
     /// The Kafka client settings this file describes.
     pub fn kafka_settings(&self) -> KafkaSettings {
         KafkaSettings {
@@ -99,6 +282,37 @@ impl CenterConfig {
 impl Validate for CenterConfig {
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        let n = &self.node;
+        if n.max_in_flight == 0 {
+            problems.push("node.max_in_flight: must be at least 1".to_owned());
+        }
+        if n.max_attempts == 0 {
+            problems.push("node.max_attempts: must be at least 1".to_owned());
+        }
+        if n.claim_ttl < Duration::from_secs(1) {
+            problems.push("node.claim_ttl: must be at least 1s".to_owned());
+        }
+        if n.id.as_ref().is_some_and(|id| id.trim().is_empty()) {
+            problems.push("node.id: must not be empty".to_owned());
+        }
+        let b = &self.backend;
+        if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
+            problems.push(format!(
+                "backend.base_url: `{}` must start with http:// or https://",
+                b.base_url
+            ));
+        }
+        if b.model.trim().is_empty() {
+            problems.push("backend.model: must not be empty".to_owned());
+        }
+        if b.attempts == 0 {
+            problems.push("backend.attempts: must be at least 1".to_owned());
+        }
+        if let Some(v) = &self.topics.version
+            && (v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            problems.push(format!("topics.version: `{v}` may hold only letters, digits, - and _"));
+        }
         let k = &self.kafka;
         if k.brokers.split(',').any(|b| {
             b.trim()
@@ -140,9 +354,15 @@ impl Validate for CenterConfig {
 mod tests {
     use super::*;
 
+    const BACKEND: &str = "[backend]\nkind = \"openai\"\nbase_url = \"http://b/v1\"\nmodel = \"m\"\n";
+
     #[test]
     fn minimal_file_gets_defaults() {
-        let c = CenterConfig::parse("[kafka]\nbrokers = \"k:9092\"\n[redis]\nurl = \"redis://r:6379\"\n").unwrap();
+        let text = format!("{BACKEND}[kafka]\nbrokers = \"k:9092\"\n[redis]\nurl = \"redis://r:6379\"\n");
+        let c = CenterConfig::parse(&text).unwrap();
+        assert_eq!(c.node.max_attempts, 3);
+        assert_eq!(c.topics.topics().interactive, "r1.tasks.interactive");
+        assert_eq!(c.group(), "r1-center");
         assert_eq!(c.kafka.group, "r1-center");
         assert_eq!(c.kafka.max_poll_interval, Duration::from_secs(600));
         assert_eq!(
@@ -153,15 +373,21 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_refused_with_their_name() {
-        let err = CenterConfig::parse("[kafka]\nbrokers = \"k:9092\"\nbrokerz = 1\n[redis]\nurl = \"redis://r\"\n")
-            .unwrap_err()
-            .to_string();
+        let err = CenterConfig::parse(&format!(
+            "{BACKEND}[kafka]\nbrokers = \"k:9092\"\nbrokerz = 1\n[redis]\nurl = \"redis://r\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("brokerz"), "{err}");
     }
 
     #[test]
     fn every_problem_is_reported_with_its_path() {
         let text = r#"
+            [backend]
+            kind = "openai"
+            base_url = "http://b/v1"
+            model = "m"
             [kafka]
             brokers = "nohost"
             group = " "

@@ -1,9 +1,17 @@
-//! r1-center: the worker in front of the full model, fed through Kafka.
+//! r1-center: the worker in front of the full model, fed through Kafka (or the in-process queue).
 //!
-//! What exists today: the typed configuration ([`config`]) and the Kafka client settings that every
-//! r1-center consumer and producer is built from ([`kafka`]): idempotent producers with `acks=all`,
-//! and consumers whose offsets are stored only after a task is finished (at-least-once). The task
-//! pipeline, backends and dedupe arrive with the Kafka hand-off issue.
+//! - [`config`]: the typed configuration file;
+//! - [`worker`]: the task pipeline (deadline, claim, run, stream results, acknowledge, retry, DLQ);
+//! - [`claims`]: one task, one result — redeliveries recognised by task id (Redis, or in memory);
+//! - [`backend`]: where tokens come from (`openai`: any OpenAI-compatible server);
+//! - [`metrics`]: the node's metric families.
+//!
+//! The Kafka client settings live in [`r1_queue::kafka`] (re-exported as [`kafka`]).
 
+pub mod backend;
+pub mod claims;
 pub mod config;
-pub mod kafka;
+pub mod metrics;
+pub mod worker;
+
+pub use r1_queue::kafka;

@@ -1,16 +1,28 @@
-//! `r1-center --config FILE`: consume tasks and serve them (skeleton until the Kafka hand-off issue lands).
+//! `r1-center --config FILE`: consume tasks and serve them through the configured backend.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use r1_center::config::CenterConfig;
+use r1_center::backend::openai::{OpenAiBackend, OpenAiSettings};
+use r1_center::claims::RedisClaims;
+use r1_center::config::{BackendKind, CenterConfig};
+use r1_center::metrics::CenterMetrics;
+use r1_center::worker::{Worker, WorkerSettings};
+use r1_queue::kafka_transport::{KafkaResultSink, KafkaTaskSource, ensure_topics};
 
-/// r1-center — Kafka-fed worker in front of the full DeepSeek-R1 model.
+/// r1-center — a Kafka-fed worker in front of the full DeepSeek-R1 model.
 ///
-/// STATUS: skeleton. Today it parses and validates its configuration file (every problem is
-/// printed with its key path) and exits. Consuming tasks, the `openai`/`onnx` backends, dedupe and
-/// result streaming arrive with the Kafka hand-off issue.
+/// Joins the consumer group on the task topics, runs each task through the backend (any
+/// OpenAI-compatible server), streams result chunks back to the gateway that waits for them, and
+/// commits a task's offset only once its answer is acknowledged. Redeliveries are recognised by
+/// task id (Redis); a task that keeps failing goes to the dead-letter topic.
+///
+/// SIGTERM/SIGINT: stop taking tasks, let running ones finish within node.shutdown_grace; the rest
+/// are redelivered to other nodes.
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -38,10 +50,121 @@ fn main() -> ExitCode {
         tracing::info!(path = %cli.config.display(), "configuration is valid");
         return ExitCode::SUCCESS;
     }
-    tracing::warn!(
-        brokers = %config.kafka.brokers,
-        group = %config.kafka.group,
-        "r1-center is a skeleton: configuration is valid, but consuming tasks is not implemented yet; exiting"
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: CenterConfig) -> anyhow::Result<()> {
+    let node_id = config.node.id.clone().unwrap_or_else(default_node_id);
+    let metrics = CenterMetrics::new()?;
+    let settings = config.kafka_settings();
+    let topics = config.topics.topics();
+    ensure_topics(&settings, &topics, 12, 16)
+        .await
+        .context("creating the Kafka topics (are the brokers reachable?)")?;
+    let source = KafkaTaskSource::new(&settings, &config.group(), &topics).context("task consumer")?;
+    let sink = KafkaResultSink::new(&settings, topics.clone(), Duration::from_secs(30)).context("result producer")?;
+    let claims = RedisClaims::connect(&config.redis.url, Duration::from_millis(500))
+        .await
+        .context("task claims (Redis)")?;
+    let backend = match config.backend.kind {
+        BackendKind::Openai => {
+            let b = &config.backend;
+            let api_key = match &b.api_key_env {
+                Some(var) => {
+                    Some(std::env::var(var).with_context(|| format!("backend.api_key_env: ${var} is not set"))?)
+                }
+                None => None,
+            };
+            OpenAiBackend::new(OpenAiSettings {
+                base_url: b.base_url.clone(),
+                model: b.model.clone(),
+                api_key,
+                connect_timeout: b.connect_timeout,
+                first_token_timeout: b.first_token_timeout,
+                idle_timeout: b.idle_timeout,
+                attempts: b.attempts,
+                backoff: b.backoff,
+            })?
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(config.node.metrics)
+        .await
+        .with_context(|| format!("node.metrics {}", config.node.metrics))?;
+    let app = {
+        let metrics = metrics.clone();
+        axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let metrics = metrics.clone();
+                    async move { metrics.render() }
+                }),
+            )
+    };
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics listener stopped");
+        }
+    });
+    let worker = Worker::new(
+        Arc::new(source),
+        Arc::new(sink),
+        Arc::new(claims),
+        Arc::new(backend),
+        WorkerSettings {
+            node_id: node_id.clone(),
+            max_in_flight: config.node.max_in_flight,
+            max_attempts: config.node.max_attempts,
+            claim_ttl: config.node.claim_ttl,
+            done_ttl: Duration::from_secs(86_400),
+            result_timeout: Duration::from_secs(30),
+            retry_backoff: config.node.retry_backoff,
+            shutdown_grace: config.node.shutdown_grace,
+        },
+        metrics,
     );
-    ExitCode::SUCCESS
+    tracing::info!(
+        node = %node_id,
+        group = %config.group(),
+        interactive = %topics.interactive,
+        backend = %config.backend.base_url,
+        "r1-center ready"
+    );
+    worker.run(shutdown_signal()).await;
+    tracing::info!("r1-center stopped");
+    Ok(())
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "center".to_owned(), |h| h.trim().to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }

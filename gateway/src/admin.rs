@@ -71,6 +71,14 @@ impl ServeHttp for AdminApp {
                         "edge_max": config.routing.edge_max,
                         "center_min": config.routing.center_min,
                         "pools": [self.gateway.edge.status(), self.gateway.center.status()],
+                        "handoff": self.gateway.handoff().map(|h| json!({
+                            "transport": format!("{:?}", config.center.transport).to_lowercase(),
+                            "ready": h.is_ready(),
+                            "waiting": h.in_flight(),
+                            "results_delivered": h.router().stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+                            "results_orphaned": h.router().stats.orphaned.load(std::sync::atomic::Ordering::Relaxed),
+                            "results_duplicates": h.router().stats.duplicates.load(std::sync::atomic::Ordering::Relaxed),
+                        })),
                     }),
                 )
             }

@@ -274,9 +274,80 @@ fn default_max_in_flight() -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum CenterTransport {
-    /// Plain HTTP to OpenAI-compatible members.
+    /// Plain HTTP to OpenAI-compatible members (proxied like the edge).
     #[default]
     Http,
+    /// Tasks on Kafka to r1-center nodes; results streamed back on this instance's partition.
+    Kafka,
+    /// The same hand-off on an in-process queue, with an in-process worker that calls the first
+    /// center member as an OpenAI-compatible backend (the embedded stack; nothing is durable).
+    Embedded,
+}
+
+/// `[center.kafka]`: the durable hand-off.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterKafkaSection {
+    /// Bootstrap servers, comma-separated `host:port`.
+    pub brokers: String,
+    /// `client.id` reported to the brokers.
+    #[serde(default = "default_gateway_client_id")]
+    pub client_id: String,
+    /// This instance's name (logs, `reply_to`); default `<hostname>-<pid>`.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// This instance's partition of the results topic. Every gateway instance needs its own
+    /// (e.g. the StatefulSet ordinal); the results topic needs at least as many partitions as
+    /// there are instances.
+    pub results_partition: i32,
+    /// A task not acknowledged by the brokers within this is answered with a 503.
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: std::time::Duration,
+    /// Partitions of the topics when the gateway creates them (existing topics are left alone).
+    #[serde(default = "default_result_partitions")]
+    pub result_partitions: i32,
+    /// Topic names (defaults: `r1.tasks.interactive`, `r1.tasks.batch`, `r1.results`, `r1.cancel`,
+    /// `r1.tasks.dlq`).
+    #[serde(default)]
+    pub topics: std::collections::BTreeMap<String, String>,
+    /// Extra librdkafka properties (security, tuning).
+    #[serde(default)]
+    pub librdkafka: std::collections::BTreeMap<String, String>,
+}
+
+fn default_gateway_client_id() -> String {
+    "r1-gateway".to_owned()
+}
+fn default_send_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(3)
+}
+fn default_result_partitions() -> i32 {
+    16
+}
+
+impl CenterKafkaSection {
+    /// The topic names in effect.
+    pub fn topics(&self) -> r1_queue::topics::Topics {
+        let mut t = r1_queue::topics::Topics::default();
+        for (key, value) in &self.topics {
+            match key.as_str() {
+                "interactive" => t.interactive.clone_from(value),
+                "batch" => t.batch.clone_from(value),
+                "results" => t.results.clone_from(value),
+                "cancel" => t.cancel.clone_from(value),
+                "dlq" => t.dlq.clone_from(value),
+                _ => {}
+            }
+        }
+        t
+    }
+
+    /// The Kafka client settings.
+    pub fn settings(&self) -> r1_queue::kafka::KafkaSettings {
+        let mut s = r1_queue::kafka::KafkaSettings::new(self.brokers.clone(), self.client_id.clone());
+        s.extra = self.librdkafka.clone();
+        s
+    }
 }
 
 /// `[center]`
@@ -298,11 +369,15 @@ pub struct CenterSection {
     /// Active health checks.
     #[serde(default)]
     pub health: HealthSection,
+    /// The Kafka hand-off (`transport = "kafka"`).
+    #[serde(default)]
+    pub kafka: Option<CenterKafkaSection>,
 }
 
 impl Default for CenterSection {
     fn default() -> Self {
         Self {
+            kafka: None,
             transport: CenterTransport::default(),
             model: default_center_model(),
             members: Vec::new(),
@@ -525,6 +600,44 @@ impl Validate for GatewayConfig {
         }
         check_members(&mut problems, "edge", &self.edge.members);
         check_members(&mut problems, "center", &self.center.members);
+        match (self.center.transport, &self.center.kafka) {
+            (CenterTransport::Kafka, None) => {
+                problems.push("center.kafka: required with center.transport = \"kafka\"".to_owned());
+            }
+            (CenterTransport::Kafka, Some(k)) => {
+                if k.brokers
+                    .split(',')
+                    .any(|b| b.trim().rsplit_once(':').is_none_or(|(_, p)| p.parse::<u16>().is_err()))
+                {
+                    problems.push(format!(
+                        "center.kafka.brokers: `{}` must be a comma-separated list of host:port",
+                        k.brokers
+                    ));
+                }
+                if k.results_partition < 0 || k.results_partition >= k.result_partitions {
+                    problems.push(format!(
+                        "center.kafka.results_partition: must be 0..{} (center.kafka.result_partitions)",
+                        k.result_partitions
+                    ));
+                }
+                for key in k.topics.keys() {
+                    if !["interactive", "batch", "results", "cancel", "dlq"].contains(&key.as_str()) {
+                        problems.push(format!(
+                            "center.kafka.topics.{key}: unknown (interactive, batch, results, cancel, dlq)"
+                        ));
+                    }
+                }
+                if k.send_timeout < Duration::from_millis(100) {
+                    problems.push("center.kafka.send_timeout: must be at least 100ms".to_owned());
+                }
+            }
+            (CenterTransport::Embedded, _) if self.center.members.is_empty() => {
+                problems.push(
+                    "center.members: the embedded transport calls the first member as its backend; list one".to_owned(),
+                );
+            }
+            _ => {}
+        }
         check_health(&mut problems, "edge", &self.edge.health);
         check_health(&mut problems, "center", &self.center.health);
         for (key, value) in [

@@ -126,7 +126,8 @@ fn send_samples(public: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
              -d '{{\"model\":\"deepseek-r1\",\"messages\":[{{\"role\":\"user\",\"content\":\"What day comes after Monday?\"}}],\"stream\":true}}' -i\n\n  \
              python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{public}/v1\", api_key=\"demo\"); \
              print(c.chat.completions.create(model=\"deepseek-r1\", messages=[{{\"role\":\"user\",\"content\":\"Hi\"}}]).choices[0].message.content)'\n\n\
-             The \"center\" here is the same small model under the center's name: the Kafka hand-off and r1-center arrive with their issue. \
+             Center requests go through the task hand-off (an in-process queue here, Kafka in production) to an in-process r1-center worker; \
+             its backend is the same small model under the center's name (production: the full R1 behind vLLM/SGLang or the DeepSeek API). \
              Ctrl-C stops everything."
         );
         Ok(())

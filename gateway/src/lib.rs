@@ -6,6 +6,7 @@
 //! - [`route`]: the route decision (rules → score → thresholds → weights → sticky → failover);
 //! - [`explain`]: decisions for JSON lines of requests, with no network (`r1-gateway explain`);
 //! - [`proxy`]: the request path (Pingora hooks), [`error`]: errors and their OpenAI bodies;
+//! - [`handoff`]: center traffic through the task queue (Kafka or in-process) and results back;
 //! - [`pools`]: the edge and center pools, [`state`]: shared state and live reload;
 //! - [`admin`]: the admin listener, [`metrics`]: metric families, [`server`]: assembly;
 //! - [`tls`]: HTTPS on the public listener (rustls, certificates reloaded on change);
@@ -17,6 +18,7 @@ pub mod deadline;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod handoff;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub reload_failures: IntCounter,
     /// TLS certificate reloads by outcome (`applied`, `refused`).
     pub tls_reloads: IntCounterVec,
+    /// Tasks the hand-off did not take, by reason (`timeout`, `full`, `error`).
+    pub handoff_produce_errors: IntCounterVec,
 }
 
 impl Metrics {
@@ -82,6 +84,10 @@ impl Metrics {
                 Opts::new("r1_tls_certificate_reloads_total", "TLS certificate reloads."),
                 &["outcome"],
             )?,
+            handoff_produce_errors: IntCounterVec::new(
+                Opts::new("r1_kafka_produce_errors_total", "Tasks the hand-off did not take."),
+                &["reason"],
+            )?,
             registry: Registry::new(),
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -95,6 +101,7 @@ impl Metrics {
         m.registry.register(Box::new(m.reloads.clone()))?;
         m.registry.register(Box::new(m.reload_failures.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
+        m.registry.register(Box::new(m.handoff_produce_errors.clone()))?;
         Ok(m)
     }
 

@@ -67,6 +67,8 @@ pub struct Ctx {
     pub first_byte: Option<Instant>,
     /// First-token, idle and total timeouts of the exchange.
     pub clock: Option<PhaseClock>,
+    /// The task id, when the request went through the hand-off.
+    pub task_id: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
     pub timed_out: Option<&'static str>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.
@@ -145,14 +147,16 @@ impl GatewayProxy {
         inference_api: bool,
     ) -> std::result::Result<(), GatewayError> {
         let body = read_body(session).await?;
-        // Checked before anything else: a request we cannot forward is refused before it is routed.
-        if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
+        let config = self.gateway.config();
+        // A request we cannot forward over HTTP is refused before it is routed — unless the center
+        // takes tasks through the hand-off, which carries any body up to the gateway's limit.
+        let too_big_to_proxy = session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES;
+        if too_big_to_proxy && self.gateway.handoff().is_none() {
             return Err(GatewayError::downstream(
                 ErrorKind::PayloadTooLarge,
-                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied yet"),
+                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied over HTTP"),
             ));
         }
-        let config = self.gateway.config();
         let request: ChatCompletionRequest = if inference_api {
             let simple: InferenceRequest = serde_json::from_slice(&body).map_err(|e| {
                 GatewayError::downstream(
@@ -215,6 +219,12 @@ impl GatewayProxy {
                 .inc();
         }
         ctx.pinned = request.model == config.edge.model || request.model == config.center.model;
+        if too_big_to_proxy && decision.route == Route::Edge {
+            return Err(GatewayError::downstream(
+                ErrorKind::PayloadTooLarge,
+                format!("requests over {MAX_PROXIED_BODY_BYTES} bytes can only be served by the center"),
+            ));
+        }
         ctx.stream = request.is_stream();
         ctx.request = Some(request);
         retarget(ctx, decision, &config)?;
@@ -336,7 +346,15 @@ impl ProxyHttp for GatewayProxy {
             }
             ("POST", "/v1/chat/completions" | "/v1/r1/inference") => {
                 match self.admit(session, ctx, path == "/v1/r1/inference").await {
-                    Ok(()) => return Ok(false),
+                    Ok(()) => {
+                        let to_center = ctx.decision.as_ref().is_some_and(|d| d.route == Route::Center);
+                        match self.gateway.handoff() {
+                            Some(handoff) if to_center => {
+                                crate::handoff::serve(&self.gateway, handoff, session, ctx).await?;
+                            }
+                            _ => return Ok(false),
+                        }
+                    }
                     Err(error) => self.refuse(session, ctx, &error).await?,
                 }
             }

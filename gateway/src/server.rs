@@ -61,7 +61,21 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     );
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
-    let gateway = Arc::new(Gateway::new(config, path, edge, center, Metrics::new()?));
+    let handoff = crate::handoff::Handoff::new(&config)?;
+    let gateway = Arc::new(Gateway::new(
+        config,
+        path,
+        edge,
+        center,
+        Metrics::new()?,
+        handoff.clone(),
+    ));
+    if let Some(handoff) = handoff {
+        server.add_service(background_service(
+            "task hand-off",
+            crate::handoff::HandoffService(handoff),
+        ));
+    }
 
     let mut proxy = pingora::proxy::http_proxy_service(&server.configuration, GatewayProxy::new(gateway.clone()));
     match &tls {

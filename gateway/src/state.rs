@@ -27,6 +27,7 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Metrics,
     ready: AtomicBool,
+    handoff: Option<Arc<crate::handoff::Handoff>>,
 }
 
 /// Why a reload was refused.
@@ -51,8 +52,10 @@ impl Gateway {
         edge: Arc<Pool>,
         center: Arc<Pool>,
         metrics: Metrics,
+        handoff: Option<Arc<crate::handoff::Handoff>>,
     ) -> Self {
         Self {
+            handoff,
             router: Router::new(&config),
             config: ArcSwap::from_pointee(config),
             config_path,
@@ -81,12 +84,29 @@ impl Gateway {
         }
     }
 
-    /// Both pools' health and capacity.
+    /// Both pools' health and capacity. With the hand-off, the center is healthy while tasks can be
+    /// handed over (and, embedded, while its backend member is), and saturated at `center.max_in_flight`
+    /// waiting requests.
     pub fn pool_states(&self) -> Pools {
+        let center = match &self.handoff {
+            None => self.center.state(),
+            Some(handoff) => {
+                let members = self.config().center.transport == crate::config::CenterTransport::Embedded;
+                crate::route::PoolState {
+                    healthy: handoff.is_ready() && (!members || self.center.state().healthy),
+                    saturated: handoff.in_flight() >= self.config().center.max_in_flight,
+                }
+            }
+        };
         Pools {
             edge: self.edge.state(),
-            center: self.center.state(),
+            center,
         }
+    }
+
+    /// The task hand-off, when the center is reached through one.
+    pub fn handoff(&self) -> Option<&Arc<crate::handoff::Handoff>> {
+        self.handoff.as_ref()
     }
 
     /// Whether the gateway takes traffic (false while draining).
@@ -127,6 +147,9 @@ impl Gateway {
         let old = self.config();
         if new.listen != old.listen {
             return Err(ReloadError::NeedsRestart("listen"));
+        }
+        if new.center.transport != old.center.transport || new.center.kafka != old.center.kafka {
+            return Err(ReloadError::NeedsRestart("center.transport and center.kafka"));
         }
         self.edge.reconfigure(
             &new.edge.members,

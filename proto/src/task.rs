@@ -72,8 +72,12 @@ pub struct ResultChunk {
     pub v: u16,
     /// The task this answers.
     pub task_id: String,
-    /// Position in the task's result stream, from 0.
+    /// Position in the task's result stream, from 0 (per attempt).
     pub seq: u64,
+    /// Which run of the task produced this chunk: 0 on first delivery, higher after a redelivery
+    /// (a center node died mid-answer). A reader follows the newest attempt and drops older ones.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
     /// New text, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta: Option<ResultDelta>,
@@ -94,6 +98,7 @@ impl ResultChunk {
             v: WIRE_VERSION,
             task_id: task_id.into(),
             seq,
+            attempt: 0,
             delta: Some(delta),
             done: false,
             usage: None,
@@ -111,6 +116,12 @@ impl ResultChunk {
         }
     }
 
+    /// The same chunk, from run `attempt` of the task.
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
     /// The last chunk of a task that failed.
     pub fn failed(task_id: impl Into<String>, seq: u64, error: TaskError) -> Self {
         Self {
@@ -118,6 +129,10 @@ impl ResultChunk {
             ..Self::finished(task_id, seq, None)
         }
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The text a result chunk adds.

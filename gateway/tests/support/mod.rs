@@ -110,12 +110,24 @@ impl Gateway {
         routing: &str,
         client: reqwest::Client,
     ) -> Self {
+        Self::start_full(edge, center, listen, routing, "", client).await
+    }
+
+    /// With extra `[center]` keys and sub-tables too (`center_extra`, written at the end).
+    pub async fn start_full(
+        edge: &[SocketAddr],
+        center: &[SocketAddr],
+        listen: &str,
+        routing: &str,
+        center_extra: &str,
+        client: reqwest::Client,
+    ) -> Self {
         let (public, admin) = (free_port(), free_port());
         let members = |m: &[SocketAddr]| m.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
         let text = format!(
             "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\n{listen}\n{routing}\n\
              [edge]\nmodel = \"{EDGE_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n\
-             [center]\nmodel = \"{CENTER_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n",
+             [center]\nmodel = \"{CENTER_MODEL}\"\nmembers = [{}]\nhealth = {{ interval = \"200ms\" }}\n{center_extra}\n",
             members(edge),
             members(center)
         );

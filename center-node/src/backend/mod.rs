@@ -1,0 +1,49 @@
+//! Model backends: where a center node gets its tokens.
+//!
+//! - [`openai::OpenAiBackend`]: any OpenAI-compatible server — vLLM, SGLang, TensorRT-LLM, the
+//!   DeepSeek API, or an r1-edge — streamed, with reasoning text kept apart from the answer.
+//!
+//! A backend streams [`ResultDelta`]s and returns the usage; it retries on its own only before the
+//! first token. Dropping the future stops the generation (the HTTP request is closed).
+
+pub mod openai;
+pub mod think;
+
+use async_trait::async_trait;
+use r1_proto::{ChatCompletionRequest, ResultDelta, TaskErrorCode, Usage};
+use tokio::sync::mpsc;
+
+/// Why a generation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct BackendError {
+    /// The kind of failure.
+    pub code: TaskErrorCode,
+    /// What happened.
+    pub message: String,
+    /// Whether running the task again may succeed.
+    pub retryable: bool,
+}
+
+impl BackendError {
+    /// A failure of `code`.
+    pub fn new(code: TaskErrorCode, message: impl Into<String>, retryable: bool) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retryable,
+        }
+    }
+}
+
+/// A source of tokens.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// Runs `request`, sending deltas to `out` as they come; returns the usage (`None` if the
+    /// server did not report it).
+    async fn generate(
+        &self,
+        request: ChatCompletionRequest,
+        out: &mpsc::UnboundedSender<ResultDelta>,
+    ) -> Result<Option<Usage>, BackendError>;
+}

@@ -1,0 +1,277 @@
+//! The `openai` backend: a streaming client for any OpenAI-compatible chat completions server.
+//!
+//! - always streams, with `stream_options.include_usage`, so usage (reasoning tokens included) is
+//!   the server's exact count even when the client asked for one JSON answer;
+//! - `reasoning_content` deltas (DeepSeek API, vLLM/SGLang reasoning parsers) and inline
+//!   `<think>` blocks (servers without one) both come out as reasoning text;
+//! - retries with exponential backoff on connect errors, 429 and 5xx — only before the first token;
+//! - one pooled HTTP client; separate connect, first-token and inter-token limits.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use r1_proto::{ChatCompletionChunk, ChatCompletionRequest, ResultDelta, TaskErrorCode, Usage};
+use tokio::sync::mpsc;
+
+use super::think::ThinkSplitter;
+use super::{Backend, BackendError};
+
+/// Settings of the `openai` backend.
+#[derive(Debug, Clone)]
+pub struct OpenAiSettings {
+    /// Base URL up to and including `/v1` (e.g. `http://vllm:8000/v1`, `https://api.deepseek.com/v1`).
+    pub base_url: String,
+    /// Model name the server knows; the task's `model` is replaced by it.
+    pub model: String,
+    /// Bearer token, if the server wants one.
+    pub api_key: Option<String>,
+    /// TCP/TLS connect limit.
+    pub connect_timeout: Duration,
+    /// Limit from sending the request to the first token.
+    pub first_token_timeout: Duration,
+    /// Longest silence between chunks once tokens flow.
+    pub idle_timeout: Duration,
+    /// Attempts before the first token (1 = no retry).
+    pub attempts: u32,
+    /// First backoff; doubled each retry.
+    pub backoff: Duration,
+}
+
+/// The backend.
+#[derive(Debug, Clone)]
+pub struct OpenAiBackend {
+    settings: OpenAiSettings,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl OpenAiBackend {
+    /// A backend with its own connection pool.
+    pub fn new(settings: OpenAiSettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(settings.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        Ok(Self { settings, client, url })
+    }
+
+    /// Sends the request once; `Ok` once the server answered 200 with a stream.
+    async fn open(&self, body: &ChatCompletionRequest) -> Result<reqwest::Response, BackendError> {
+        let mut request = self.client.post(&self.url).json(body);
+        if let Some(key) = &self.settings.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = tokio::time::timeout(self.settings.first_token_timeout, request.send())
+            .await
+            .map_err(|_| BackendError::new(TaskErrorCode::Timeout, "the backend did not answer in time", true))?
+            .map_err(|e| BackendError::new(TaskErrorCode::Backend, format!("backend unreachable: {e}"), true))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(response);
+        }
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        let message = format!("backend answered {status}: {message}");
+        Err(match status.as_u16() {
+            429 => BackendError::new(TaskErrorCode::Overloaded, message, true),
+            s if s >= 500 => BackendError::new(TaskErrorCode::Backend, message, true),
+            _ => BackendError::new(TaskErrorCode::InvalidRequest, message, false),
+        })
+    }
+}
+
+#[async_trait]
+impl Backend for OpenAiBackend {
+    async fn generate(
+        &self,
+        mut request: ChatCompletionRequest,
+        out: &mpsc::UnboundedSender<ResultDelta>,
+    ) -> Result<Option<Usage>, BackendError> {
+        request.model = self.settings.model.clone();
+        request.stream = Some(true);
+        let mut options = request.stream_options.take().unwrap_or_default();
+        options.include_usage = Some(true);
+        request.stream_options = Some(options);
+        let mut backoff = self.settings.backoff;
+        let mut attempt = 1;
+        let response = loop {
+            match self.open(&request).await {
+                Ok(response) => break response,
+                Err(e) if e.retryable && attempt < self.settings.attempts => {
+                    tracing::warn!(error = %e, attempt, "backend failed before the first token; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        read_stream(
+            response,
+            out,
+            self.settings.first_token_timeout,
+            self.settings.idle_timeout,
+        )
+        .await
+    }
+}
+
+/// Reads an SSE chat completion stream into deltas.
+async fn read_stream(
+    response: reqwest::Response,
+    out: &mpsc::UnboundedSender<ResultDelta>,
+    first_token: Duration,
+    idle: Duration,
+) -> Result<Option<Usage>, BackendError> {
+    let mut body = response.bytes_stream();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut splitter = ThinkSplitter::default();
+    let mut usage = None;
+    let mut started = false;
+    loop {
+        let limit = if started { idle } else { first_token };
+        let piece = match tokio::time::timeout(limit, body.next()).await {
+            Err(_) => {
+                return Err(BackendError::new(
+                    TaskErrorCode::Timeout,
+                    format!("the backend was silent for {limit:?}"),
+                    !started,
+                ));
+            }
+            Ok(None) => {
+                return Err(BackendError::new(
+                    TaskErrorCode::Backend,
+                    "the backend closed the stream before [DONE]",
+                    !started,
+                ));
+            }
+            Ok(Some(Err(e))) => {
+                return Err(BackendError::new(
+                    TaskErrorCode::Backend,
+                    format!("the backend stream broke: {e}"),
+                    !started,
+                ));
+            }
+            Ok(Some(Ok(piece))) => piece,
+        };
+        buffer.extend_from_slice(&piece);
+        while let Some((event, rest)) = next_event(&buffer) {
+            let event = event.to_vec();
+            buffer.drain(..rest);
+            let Some(data) = data_of(&event) else {
+                continue; // a comment (keep-alive) or an event without data
+            };
+            if data == b"[DONE]" {
+                let tail = splitter.finish();
+                send(out, tail.reasoning, tail.content, None);
+                return Ok(usage);
+            }
+            let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
+                BackendError::new(
+                    TaskErrorCode::Backend,
+                    format!("unreadable stream event: {e}"),
+                    !started,
+                )
+            })?;
+            if let Some(message) = value
+                .get("error")
+                .map(|e| e["message"].as_str().unwrap_or("backend error"))
+            {
+                return Err(BackendError::new(
+                    TaskErrorCode::Backend,
+                    format!("the backend failed mid-stream: {message}"),
+                    !started,
+                ));
+            }
+            let chunk: ChatCompletionChunk = serde_json::from_value(value).map_err(|e| {
+                BackendError::new(TaskErrorCode::Backend, format!("unexpected chunk shape: {e}"), !started)
+            })?;
+            if let Some(u) = chunk.usage.into_option() {
+                usage = Some(u);
+            }
+            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+                let mut reasoning = choice.delta.reasoning_content.into_option().unwrap_or_default();
+                let split = splitter.push(&choice.delta.content.into_option().unwrap_or_default());
+                reasoning.push_str(&split.reasoning);
+                let finish = choice.finish_reason.into_option();
+                if !reasoning.is_empty() || !split.content.is_empty() {
+                    started = true;
+                }
+                if finish.is_some() {
+                    let tail = splitter.finish();
+                    reasoning.push_str(&tail.reasoning);
+                    send(out, reasoning, split.content + &tail.content, finish);
+                } else {
+                    send(out, reasoning, split.content, None);
+                }
+            }
+        }
+    }
+}
+
+fn send(
+    out: &mpsc::UnboundedSender<ResultDelta>,
+    reasoning: String,
+    content: String,
+    finish: Option<r1_proto::FinishReason>,
+) {
+    if reasoning.is_empty() && content.is_empty() && finish.is_none() {
+        return;
+    }
+    let _ = out.send(ResultDelta {
+        content: (!content.is_empty()).then_some(content),
+        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+        finish_reason: finish,
+    });
+}
+
+/// The first complete event in `buffer` and the length it used (separator included).
+fn next_event(buffer: &[u8]) -> Option<(&[u8], usize)> {
+    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
+    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
+    let (at, len) = match (lf, crlf) {
+        (Some(a), Some(b)) => {
+            if a.0 <= b.0 {
+                a
+            } else {
+                b
+            }
+        }
+        (a, b) => a.or(b)?,
+    };
+    Some((&buffer[..at], at + len))
+}
+
+/// The `data:` payload of an event (several `data:` lines are joined by newlines).
+fn data_of(event: &[u8]) -> Option<&[u8]> {
+    event
+        .split(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .find_map(|line| line.strip_prefix(b"data:"))
+        .map(|d| d.strip_prefix(b" ").unwrap_or(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_split_on_blank_lines_and_comments_have_no_data() {
+        let buffer = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\ndata: [DONE]\n\npartial";
+        let (e, used) = next_event(buffer).unwrap();
+        assert_eq!(data_of(e), None);
+        let rest = &buffer[used..];
+        let (e, used) = next_event(rest).unwrap();
+        assert_eq!(data_of(e), Some(&b"{\"a\":1}"[..]));
+        let rest = &rest[used..];
+        let (e, used) = next_event(rest).unwrap();
+        assert_eq!(data_of(e), Some(&b"[DONE]"[..]));
+        assert_eq!(next_event(&rest[used..]), None);
+    }
+}

@@ -1,0 +1,394 @@
+//! The task pipeline of a center node.
+//!
+//! For each delivery, in this order:
+//! 1. unreadable envelope → dead-letter topic at once (it can never succeed);
+//! 2. deadline passed → answered with a timeout error, not run;
+//! 3. claim (see [`crate::claims`]): already answered → dropped (duplicate suppressed); running
+//!    elsewhere → wait for it; run `max_attempts` times already → dead-letter topic, and the client
+//!    gets an error;
+//! 4. run: deltas go out as result chunks as they come; the last chunk (usage, or the error) is
+//!    acknowledged by the brokers before the task counts as finished;
+//! 5. a failure before any output is retried here (a new attempt) up to `max_attempts`; a failure
+//!    after output ends the answer with an error (the client already has part of it);
+//! 6. the offset is released to the tracker only then — at-least-once, and a crash anywhere before
+//!    it redelivers the task to another node.
+//!
+//! A cancel record, the deadline, or a lost claim stop a running generation.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use r1_proto::{CancelRecord, ResultChunk, ResultDelta, TaskEnvelope, TaskError, TaskErrorCode};
+use r1_queue::transport::{Delivery, ResultSink, TaskSource};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use crate::backend::{Backend, BackendError};
+use crate::claims::{Claim, Claims};
+use crate::metrics::CenterMetrics;
+
+/// How a node runs tasks.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// This node's name (claims, logs).
+    pub node_id: String,
+    /// Tasks run at once.
+    pub max_in_flight: usize,
+    /// Runs of one task before it goes to the dead-letter topic.
+    pub max_attempts: u32,
+    /// How long a claim lasts without a refresh (a dead node's tasks are free again after it).
+    pub claim_ttl: Duration,
+    /// How long "answered" is remembered, to suppress late duplicates.
+    pub done_ttl: Duration,
+    /// Limit for the brokers to acknowledge a task's last chunk.
+    pub result_timeout: Duration,
+    /// Pause before retrying a failed run.
+    pub retry_backoff: Duration,
+    /// On shutdown, how long running tasks may take to finish.
+    pub shutdown_grace: Duration,
+}
+
+/// The pipeline.
+#[derive(Debug)]
+pub struct Worker {
+    source: Arc<dyn TaskSource>,
+    sink: Arc<dyn ResultSink>,
+    claims: Arc<dyn Claims>,
+    backend: Arc<dyn Backend>,
+    settings: WorkerSettings,
+    metrics: CenterMetrics,
+    running: Mutex<HashMap<String, watch::Sender<bool>>>,
+}
+
+enum RunError {
+    /// Stopped by a cancel record after `sent` chunks.
+    Cancelled { sent: u64 },
+    /// Another node holds the task now.
+    Lost,
+    /// The generation failed after `sent` chunks went out.
+    Failed { error: BackendError, sent: u64 },
+}
+
+impl Worker {
+    /// A worker over its parts.
+    pub fn new(
+        source: Arc<dyn TaskSource>,
+        sink: Arc<dyn ResultSink>,
+        claims: Arc<dyn Claims>,
+        backend: Arc<dyn Backend>,
+        settings: WorkerSettings,
+        metrics: CenterMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            source,
+            sink,
+            claims,
+            backend,
+            settings,
+            metrics,
+            running: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes tasks until `shutdown` resolves, then lets running ones finish within the grace period
+    /// (what does not finish is not acknowledged, and is redelivered to another node).
+    pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
+        let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
+        let cancels = tokio::spawn(self.clone().listen_for_cancels());
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                _ = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let delivery = tokio::select! {
+                _ = &mut shutdown => break,
+                d = self.source.next() => match d {
+                    Some(d) => d,
+                    None => break,
+                },
+            };
+            let worker = self.clone();
+            tokio::spawn(async move {
+                worker.metrics.in_flight.inc();
+                worker.process(delivery).await;
+                worker.metrics.in_flight.dec();
+                drop(permit);
+            });
+        }
+        tracing::info!(grace = ?self.settings.shutdown_grace, "shutting down: no new tasks; waiting for running ones");
+        let all = u32::try_from(self.settings.max_in_flight.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.settings.shutdown_grace, permits.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("grace period over: unfinished tasks will be redelivered to another node");
+        }
+        cancels.abort();
+    }
+
+    async fn listen_for_cancels(self: Arc<Self>) {
+        let mut cancels = self.source.cancels();
+        loop {
+            match cancels.recv().await {
+                Ok(CancelRecord { task_id, reason, .. }) => {
+                    if let Some(stop) = self.running.lock().ok().and_then(|r| r.get(&task_id).cloned()) {
+                        tracing::info!(%task_id, reason = reason.as_str(), "cancel record: stopping the task");
+                        let _ = stop.send(true);
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "cancel records missed (their tasks run to their deadline)");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn process(&self, delivery: Delivery) {
+        let task = match &delivery.task {
+            Ok(task) => task.clone(),
+            Err(e) => {
+                tracing::error!(position = ?delivery.position, error = %e, "unreadable task: dead-lettered");
+                self.dead_letter(&delivery, 0, &e.to_string()).await;
+                return;
+            }
+        };
+        let now = r1_queue::unix_ms();
+        if task.is_expired(now) {
+            tracing::info!(task_id = %task.task_id, late_ms = now - task.deadline, "deadline passed before the task started");
+            let error = TaskError::new(
+                TaskErrorCode::Timeout,
+                "the task's deadline passed before it started",
+                false,
+            );
+            self.answer_error(&task, 0, 0, error).await;
+            self.finish(&task, &delivery, "expired").await;
+            return;
+        }
+        let Some(mut attempt) = self.claim(&task).await else {
+            self.source.finish(&delivery.position);
+            return;
+        };
+        loop {
+            if attempt >= self.settings.max_attempts {
+                let message = format!("the task failed {attempt} times");
+                tracing::error!(task_id = %task.task_id, attempt, "dead-lettered after too many attempts");
+                self.answer_error(
+                    &task,
+                    attempt,
+                    0,
+                    TaskError::new(TaskErrorCode::Backend, &message, false),
+                )
+                .await;
+                self.dead_letter(&delivery, attempt, &message).await;
+                let _ = self.claims.complete(&task.task_id, self.settings.done_ttl).await;
+                return;
+            }
+            if attempt > 0 {
+                self.metrics.redeliveries.inc();
+            }
+            match self.run_once(&task, attempt).await {
+                Ok(()) => {
+                    self.finish(&task, &delivery, "ok").await;
+                    return;
+                }
+                Err(RunError::Cancelled { sent }) => {
+                    // The client is gone (or asked to stop): say so, in case it still listens.
+                    let error = TaskError::new(TaskErrorCode::Cancelled, "the task was cancelled", false);
+                    self.answer_error(&task, attempt, sent, error).await;
+                    self.finish(&task, &delivery, "cancelled").await;
+                    return;
+                }
+                Err(RunError::Lost) => {
+                    tracing::warn!(task_id = %task.task_id, "claim lost: another node runs the task now");
+                    self.source.finish(&delivery.position);
+                    return;
+                }
+                Err(RunError::Failed { error, sent }) => {
+                    let retry = error.retryable && sent == 0 && !task.is_expired(r1_queue::unix_ms());
+                    tracing::warn!(task_id = %task.task_id, attempt, retry, error = %error, "generation failed");
+                    if !retry {
+                        let code = if task.is_expired(r1_queue::unix_ms()) {
+                            TaskErrorCode::Timeout
+                        } else {
+                            error.code
+                        };
+                        self.answer_error(&task, attempt, sent, TaskError::new(code, error.message, false))
+                            .await;
+                        self.finish(&task, &delivery, "error").await;
+                        return;
+                    }
+                    tokio::time::sleep(self.settings.retry_backoff).await;
+                    attempt = match self.claims.bump(&task.task_id).await {
+                        Ok(n) => n,
+                        Err(e) => {
+                            self.metrics.claim_errors.inc();
+                            tracing::warn!(error = %e, "counting the retry");
+                            attempt + 1
+                        }
+                    };
+                }
+            }
+        }
+    }
+
+    /// Claims the task; `None` if it must not run here (answered already, or its deadline passed
+    /// while another node held it).
+    async fn claim(&self, task: &TaskEnvelope) -> Option<u32> {
+        let ttl = self.settings.claim_ttl;
+        loop {
+            match self.claims.claim(&task.task_id, &self.settings.node_id, ttl).await {
+                Ok(Claim::Acquired { attempt }) => return Some(attempt),
+                Ok(Claim::Done) => {
+                    tracing::info!(task_id = %task.task_id, "duplicate delivery of an answered task: dropped");
+                    self.metrics.duplicates.inc();
+                    return None;
+                }
+                Ok(Claim::Busy) => {
+                    tracing::debug!(task_id = %task.task_id, "another node runs the task; waiting for it");
+                }
+                Err(e) => {
+                    self.metrics.claim_errors.inc();
+                    tracing::warn!(task_id = %task.task_id, error = %e, "cannot claim the task; retrying");
+                }
+            }
+            if task.is_expired(r1_queue::unix_ms()) {
+                return None; // whoever holds it answers the timeout
+            }
+            tokio::time::sleep(ttl / 4).await;
+        }
+    }
+
+    /// One run: streams deltas as chunks, then the acknowledged last chunk.
+    async fn run_once(&self, task: &TaskEnvelope, attempt: u32) -> Result<(), RunError> {
+        let (stop_tx, mut stop) = watch::channel(false);
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(task.task_id.clone(), stop_tx);
+        }
+        let _unregister = Unregister(&self.running, &task.task_id);
+        let started = Instant::now();
+        let (tx, mut rx) = mpsc::unbounded_channel::<ResultDelta>();
+        let generation = self.backend.generate(task.request.clone(), &tx);
+        tokio::pin!(generation);
+        let remaining = Duration::from_millis(task.remaining_ms(r1_queue::unix_ms()));
+        let deadline = tokio::time::sleep(remaining);
+        tokio::pin!(deadline);
+        let mut heartbeat = tokio::time::interval(self.settings.claim_ttl / 3);
+        heartbeat.tick().await;
+        let mut seq = 0u64;
+        let usage = loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => return Err(RunError::Cancelled { sent: seq }),
+                _ = &mut deadline => {
+                    return Err(RunError::Failed {
+                        error: BackendError::new(TaskErrorCode::Timeout, "the task's deadline passed", false),
+                        sent: seq,
+                    });
+                }
+                _ = heartbeat.tick() => {
+                    match self.claims.refresh(&task.task_id, &self.settings.node_id, self.settings.claim_ttl).await {
+                        Ok(true) => {}
+                        Ok(false) => return Err(RunError::Lost),
+                        Err(e) => {
+                            self.metrics.claim_errors.inc();
+                            tracing::warn!(error = %e, "refreshing the task claim");
+                        }
+                    }
+                }
+                Some(delta) = rx.recv() => {
+                    self.emit(task, attempt, &mut seq, delta, started)?;
+                }
+                result = &mut generation => {
+                    while let Ok(delta) = rx.try_recv() {
+                        self.emit(task, attempt, &mut seq, delta, started)?;
+                    }
+                    match result {
+                        Ok(usage) => break usage,
+                        Err(error) => return Err(RunError::Failed { error, sent: seq }),
+                    }
+                }
+            }
+        };
+        if let Some(u) = &usage {
+            self.metrics.generated_tokens.inc_by(u.completion_tokens);
+        }
+        let last = ResultChunk::finished(&task.task_id, seq, usage).with_attempt(attempt);
+        self.sink
+            .deliver(&task.reply_to, &last, self.settings.result_timeout)
+            .await
+            .map_err(|e| RunError::Failed {
+                error: BackendError::new(TaskErrorCode::Internal, format!("result not delivered: {e}"), false),
+                sent: seq + 1,
+            })
+    }
+
+    fn emit(
+        &self,
+        task: &TaskEnvelope,
+        attempt: u32,
+        seq: &mut u64,
+        delta: ResultDelta,
+        started: Instant,
+    ) -> Result<(), RunError> {
+        if *seq == 0 {
+            self.metrics
+                .time_to_first_token
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let chunk = ResultChunk::delta(&task.task_id, *seq, delta).with_attempt(attempt);
+        *seq += 1;
+        self.sink.send(&task.reply_to, &chunk).map_err(|e| RunError::Failed {
+            error: BackendError::new(TaskErrorCode::Internal, format!("result not sent: {e}"), false),
+            sent: *seq,
+        })
+    }
+
+    /// Sends a task's last chunk carrying `error`, after the `seq` chunks already sent.
+    async fn answer_error(&self, task: &TaskEnvelope, attempt: u32, seq: u64, error: TaskError) {
+        let chunk = ResultChunk::failed(&task.task_id, seq, error).with_attempt(attempt);
+        if let Err(e) = self
+            .sink
+            .deliver(&task.reply_to, &chunk, self.settings.result_timeout)
+            .await
+        {
+            tracing::warn!(task_id = %task.task_id, error = %e, "error answer not delivered");
+        }
+    }
+
+    async fn finish(&self, task: &TaskEnvelope, delivery: &Delivery, outcome: &str) {
+        if let Err(e) = self.claims.complete(&task.task_id, self.settings.done_ttl).await {
+            self.metrics.claim_errors.inc();
+            tracing::warn!(task_id = %task.task_id, error = %e, "marking the task answered");
+        }
+        self.metrics.tasks.with_label_values(&[outcome]).inc();
+        self.source.finish(&delivery.position);
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, attempts: u32, error: &str) {
+        match self.sink.dead_letter(delivery, attempts, error).await {
+            Ok(()) => {
+                self.metrics.dead_lettered.inc();
+                self.metrics.tasks.with_label_values(&["dead_lettered"]).inc();
+                self.source.finish(&delivery.position);
+            }
+            // Not acknowledged: the task stays uncommitted and comes back after a restart.
+            Err(e) => tracing::error!(position = ?delivery.position, error = %e, "dead-letter produce failed"),
+        }
+    }
+}
+
+struct Unregister<'a>(&'a Mutex<HashMap<String, watch::Sender<bool>>>, &'a str);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.0.lock() {
+            running.remove(self.1);
+        }
+    }
+}

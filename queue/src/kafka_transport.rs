@@ -1,0 +1,607 @@
+//! The Kafka transport (librdkafka through `rdkafka`).
+//!
+//! Gateway: [`KafkaTaskSink`] produces tasks and cancel records (idempotent, `acks=all`, a short
+//! `message.timeout.ms` so a broker outage is a fast 503, never a hung request; a fatal producer
+//! error rebuilds the producer and readiness is false meanwhile); [`spawn_results_reader`] reads the
+//! instance's own partition of the results topic into a [`ResultRouter`].
+//!
+//! Center: [`KafkaTaskSource`] consumes the task topics in a consumer group. A pump task polls all
+//! the time (so a generation that runs for many minutes never trips `max.poll.interval.ms`), hands
+//! tasks out interactive first, and pauses fetching while its local queue is full. Offsets are
+//! stored only when [`TaskSource::finish`] says a task is done, through an [`OffsetTracker`], so an
+//! earlier task still running is never skipped. [`KafkaResultSink`] produces result chunks to the
+//! partition named by each task's `reply_to`, and dead letters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use r1_proto::{CancelRecord, ResultChunk, TaskClass, TaskEnvelope};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{broadcast, mpsc};
+
+use crate::kafka::KafkaSettings;
+use crate::offsets::OffsetTracker;
+use crate::reply::ResultRouter;
+use crate::topics::{ReplyTo, Topics};
+use crate::transport::{ClassQueues, Delivery, ResultSink, SendError, TaskSink, TaskSource};
+
+/// Creates the topics that do not exist yet (an existing topic is left as it is).
+pub async fn ensure_topics(
+    settings: &KafkaSettings,
+    topics: &Topics,
+    task_partitions: i32,
+    result_partitions: i32,
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = settings.producer().create()?;
+    let wanted = [
+        (&topics.interactive, task_partitions),
+        (&topics.batch, task_partitions),
+        (&topics.results, result_partitions),
+        (&topics.cancel, 1),
+        (&topics.dlq, 1),
+    ];
+    let new: Vec<NewTopic<'_>> = wanted
+        .iter()
+        .map(|(name, partitions)| NewTopic::new(name.as_str(), *partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &options).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(KafkaError::AdminOp(code)).inspect_err(|_| tracing::error!(%topic, "create topic"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What the client library told us about the producer's health.
+#[derive(Debug, Default)]
+struct Health {
+    fatal: AtomicBool,
+    brokers_down: AtomicBool,
+}
+
+/// Notices fatal producer errors and brokers going away.
+#[derive(Debug, Default, Clone)]
+struct WatchContext(Arc<Health>);
+
+impl std::ops::Deref for WatchContext {
+    type Target = Health;
+    fn deref(&self) -> &Health {
+        &self.0
+    }
+}
+
+impl ClientContext for WatchContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Fatal) => {
+                tracing::error!(%error, reason, "fatal Kafka producer error: the producer will be rebuilt");
+                self.fatal.store(true, Ordering::Relaxed);
+            }
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::warn!(reason, "all Kafka brokers are down");
+                self.brokers_down.store(true, Ordering::Relaxed);
+            }
+            _ => tracing::warn!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+/// A producer and what its context noticed.
+struct WatchedProducer {
+    producer: FutureProducer<WatchContext>,
+    health: Arc<Health>,
+}
+
+impl WatchedProducer {
+    fn context(&self) -> &Health {
+        &self.health
+    }
+}
+
+impl std::ops::Deref for WatchedProducer {
+    type Target = FutureProducer<WatchContext>;
+    fn deref(&self) -> &Self::Target {
+        &self.producer
+    }
+}
+
+fn producer(settings: &KafkaSettings, message_timeout: Duration) -> Result<WatchedProducer, KafkaError> {
+    let mut config = settings.producer();
+    config.set("message.timeout.ms", message_timeout.as_millis().to_string());
+    let context = WatchContext::default();
+    let health = context.0.clone();
+    Ok(WatchedProducer {
+        producer: config.create_with_context(context)?,
+        health,
+    })
+}
+
+/// The gateway's producer of tasks and cancel records.
+pub struct KafkaTaskSink {
+    settings: KafkaSettings,
+    topics: Topics,
+    send_timeout: Duration,
+    producer: Mutex<Arc<WatchedProducer>>,
+    /// Unix ms until which submissions fail at once (after a timeout: the brokers are unreachable).
+    open_until: AtomicU64,
+    /// Producers rebuilt after a fatal error.
+    pub rebuilds: AtomicU64,
+}
+
+impl std::fmt::Debug for KafkaTaskSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTaskSink")
+            .field("brokers", &self.settings.brokers)
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+/// After a send timed out, how long further sends fail at once instead of waiting again.
+const FAIL_FAST: Duration = Duration::from_secs(2);
+
+impl KafkaTaskSink {
+    /// A sink whose sends are acknowledged within `send_timeout` or fail.
+    pub fn new(settings: KafkaSettings, topics: Topics, send_timeout: Duration) -> Result<Self, KafkaError> {
+        let producer = Arc::new(producer(&settings, send_timeout)?);
+        Ok(Self {
+            settings,
+            topics,
+            send_timeout,
+            producer: Mutex::new(producer),
+            open_until: AtomicU64::new(0),
+            rebuilds: AtomicU64::new(0),
+        })
+    }
+
+    /// The producer, rebuilt first if the current one hit a fatal error.
+    fn producer(&self) -> Result<Arc<WatchedProducer>, SendError> {
+        let mut current = self
+            .producer
+            .lock()
+            .map_err(|_| SendError::Fatal("producer lock poisoned".into()))?;
+        if current.context().fatal.load(Ordering::Relaxed) {
+            let fresh = producer(&self.settings, self.send_timeout).map_err(|e| SendError::Fatal(e.to_string()))?;
+            *current = Arc::new(fresh);
+            self.rebuilds.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("Kafka producer rebuilt after a fatal error");
+        }
+        Ok(current.clone())
+    }
+
+    async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), SendError> {
+        if crate::unix_ms() < self.open_until.load(Ordering::Relaxed) {
+            return Err(SendError::Timeout(self.send_timeout));
+        }
+        let producer = self.producer()?;
+        let record = FutureRecord::to(topic).key(key).payload(payload);
+        // librdkafka fails the message after `message.timeout.ms`; the outer timeout is a backstop.
+        let sent = tokio::time::timeout(
+            self.send_timeout + Duration::from_millis(500),
+            producer.send(record, Timeout::After(self.send_timeout)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => {
+                producer.context().brokers_down.store(false, Ordering::Relaxed);
+                Ok(())
+            }
+            Ok(Err((error, _))) => {
+                let timed_out = matches!(
+                    error.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::MessageTimedOut | RDKafkaErrorCode::QueueFull)
+                );
+                if timed_out {
+                    self.trip();
+                    return Err(SendError::Timeout(self.send_timeout));
+                }
+                if producer.context().fatal.load(Ordering::Relaxed) {
+                    return Err(SendError::Fatal(error.to_string()));
+                }
+                Err(SendError::Other(error.to_string()))
+            }
+            Err(_) => {
+                self.trip();
+                Err(SendError::Timeout(self.send_timeout))
+            }
+        }
+    }
+
+    fn trip(&self) {
+        let until = crate::unix_ms() + u64::try_from(FAIL_FAST.as_millis()).unwrap_or(2000);
+        self.open_until.store(until, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl TaskSink for KafkaTaskSink {
+    async fn submit(&self, class: TaskClass, key: &str, task: &TaskEnvelope) -> Result<(), SendError> {
+        self.produce(self.topics.tasks(class), key, &task.encode()).await
+    }
+
+    async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError> {
+        self.produce(&self.topics.cancel, &record.task_id, &record.encode())
+            .await
+    }
+
+    fn is_ready(&self) -> bool {
+        let producer = self.producer.lock().ok().map(|p| p.clone());
+        producer.is_some_and(|p| !p.context().fatal.load(Ordering::Relaxed))
+            && crate::unix_ms() >= self.open_until.load(Ordering::Relaxed)
+    }
+}
+
+/// A consumer reading whole partitions it was assigned (no group membership, nothing committed),
+/// starting at what is produced from now on.
+fn tail_consumer(settings: &KafkaSettings, topic: &str, partitions: &[i32]) -> Result<StreamConsumer, KafkaError> {
+    let mut config = settings.consumer(&format!("{}-tail-{}", settings.client_id, std::process::id()));
+    config.set("enable.auto.commit", "false");
+    let consumer: StreamConsumer = config.create()?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in partitions {
+        // The high watermark now: everything produced after this call is read, nothing before.
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        assignment.add_partition_offset(topic, p, Offset::Offset(high))?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(consumer)
+}
+
+/// Reads the results addressed to `reply_to` (its partition) into `router`, until the returned
+/// handle is aborted. Fails if the partition does not exist.
+pub fn spawn_results_reader(
+    settings: &KafkaSettings,
+    topics: &Topics,
+    reply_to: &ReplyTo,
+    router: Arc<ResultRouter>,
+) -> Result<tokio::task::JoinHandle<()>, KafkaError> {
+    let consumer = tail_consumer(settings, &topics.results, &[reply_to.partition])?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match consumer.recv().await {
+                Ok(message) => match message.payload().map(ResultChunk::decode) {
+                    Some(Ok(chunk)) => {
+                        router.dispatch(chunk);
+                    }
+                    Some(Err(e)) => tracing::warn!(error = %e, offset = message.offset(), "unreadable result chunk"),
+                    None => {}
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "results reader");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }))
+}
+
+/// Keeps the offset tracker in step with the group's assignment.
+#[derive(Debug)]
+struct GroupContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            let (Ok(mut tracker), Ok(mut revoked)) = (self.tracker.lock(), self.revoked.lock()) else {
+                return;
+            };
+            for e in list.elements() {
+                tracing::info!(topic = e.topic(), partition = e.partition(), "partition revoked");
+                tracker.revoke(e.topic(), e.partition());
+                revoked.push((e.topic().to_owned(), e.partition()));
+            }
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+/// The center node's task consumer.
+pub struct KafkaTaskSource {
+    consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    receivers: ClassQueues,
+    cancels: broadcast::Sender<CancelRecord>,
+    pump: tokio::task::JoinHandle<()>,
+    cancel_pump: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for KafkaTaskSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaTaskSource").finish_non_exhaustive()
+    }
+}
+
+impl Drop for KafkaTaskSource {
+    fn drop(&mut self) {
+        self.pump.abort();
+        self.cancel_pump.abort();
+    }
+}
+
+/// Tasks held locally (fetched, not yet taken by a worker) before fetching pauses.
+const LOCAL_QUEUE: usize = 8;
+
+impl KafkaTaskSource {
+    /// Joins `group` on the task topics of `topics` and starts polling.
+    pub fn new(settings: &KafkaSettings, group: &str, topics: &Topics) -> Result<Self, KafkaError> {
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let revoked = Arc::new(Mutex::new(Vec::new()));
+        let context = GroupContext {
+            tracker: tracker.clone(),
+            revoked: revoked.clone(),
+        };
+        let consumer: GroupConsumer = settings.consumer(group).create_with_context(context)?;
+        consumer.subscribe(&[topics.interactive.as_str(), topics.batch.as_str()])?;
+        let consumer = Arc::new(consumer);
+        let (itx, irx) = mpsc::channel(1);
+        let (btx, brx) = mpsc::channel(1);
+        let pump = tokio::spawn(pump(
+            consumer.clone(),
+            tracker.clone(),
+            revoked,
+            topics.interactive.clone(),
+            itx,
+            btx,
+        ));
+        let (cancels, _) = broadcast::channel(4096);
+        let cancel_consumer = tail_consumer(settings, &topics.cancel, &[0])?;
+        let cancel_pump = tokio::spawn(cancel_pump(cancel_consumer, cancels.clone()));
+        Ok(Self {
+            consumer,
+            tracker,
+            receivers: ClassQueues::new(irx, brx),
+            cancels,
+            pump,
+            cancel_pump,
+        })
+    }
+}
+
+async fn cancel_pump(consumer: StreamConsumer, cancels: broadcast::Sender<CancelRecord>) {
+    loop {
+        match consumer.recv().await {
+            Ok(m) => {
+                if let Some(Ok(record)) = m.payload().map(CancelRecord::decode) {
+                    let _ = cancels.send(record);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cancel reader");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+fn delivery(message: &rdkafka::message::BorrowedMessage<'_>, interactive_topic: &str) -> Delivery {
+    let raw = message.payload().unwrap_or_default().to_vec();
+    let class = if message.topic() == interactive_topic {
+        TaskClass::Interactive
+    } else {
+        TaskClass::Batch
+    };
+    Delivery {
+        task: TaskEnvelope::decode(&raw),
+        raw,
+        key: message.key().map(<[u8]>::to_vec),
+        class,
+        position: (message.topic().to_owned(), message.partition(), message.offset()),
+    }
+}
+
+/// Polls without pause (keeping the group membership alive through long generations), queues
+/// tasks locally by class, and pauses fetching while the local queue is full.
+async fn pump(
+    consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    interactive_topic: String,
+    interactive: mpsc::Sender<Delivery>,
+    batch: mpsc::Sender<Delivery>,
+) {
+    let mut local: [VecDeque<Delivery>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut paused = false;
+    loop {
+        // Forget what was fetched from partitions since revoked: their new owner runs them.
+        if let Ok(mut gone) = revoked.lock()
+            && !gone.is_empty()
+        {
+            for queue in &mut local {
+                queue.retain(|d| !gone.iter().any(|(t, p)| *t == d.position.0 && *p == d.position.1));
+            }
+            gone.clear();
+        }
+        let held = local[0].len() + local[1].len();
+        if held >= LOCAL_QUEUE && !paused {
+            paused = set_paused(&consumer, true);
+        } else if held < LOCAL_QUEUE / 2 && paused {
+            paused = !set_paused(&consumer, false);
+        }
+        tokio::select! {
+            biased;
+            permit = interactive.reserve(), if !local[0].is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(d) = local[0].pop_front() { permit.send(d) }
+            }
+            permit = batch.reserve(), if !local[1].is_empty() && local[0].is_empty() => {
+                let Ok(permit) = permit else { return };
+                if let Some(d) = local[1].pop_front() { permit.send(d) }
+            }
+            message = consumer.recv() => match message {
+                Ok(message) => {
+                    let d = delivery(&message, &interactive_topic);
+                    if let Ok(mut tracker) = tracker.lock() {
+                        tracker.start(&d.position.0, d.position.1, d.position.2);
+                    }
+                    local[usize::from(d.class == TaskClass::Batch)].push_back(d);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "task consumer");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            },
+        }
+    }
+}
+
+fn set_paused(consumer: &GroupConsumer, pause: bool) -> bool {
+    let Ok(assignment) = consumer.assignment() else {
+        return false;
+    };
+    let result = if pause {
+        consumer.pause(&assignment)
+    } else {
+        consumer.resume(&assignment)
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, pause, "pausing/resuming the task consumer");
+            false
+        }
+    }
+}
+
+#[async_trait]
+impl TaskSource for KafkaTaskSource {
+    async fn next(&self) -> Option<Delivery> {
+        self.receivers.next().await
+    }
+
+    fn finish(&self, position: &(String, i32, i64)) {
+        let storable = self
+            .tracker
+            .lock()
+            .ok()
+            .and_then(|mut t| t.finish(&position.0, position.1, position.2));
+        if let Some(offset) = storable
+            && let Err(e) = self.consumer.store_offset(&position.0, position.1, offset)
+        {
+            // Revoked meanwhile: the new owner redelivers it and the dedupe answers.
+            tracing::info!(error = %e, ?position, "offset not stored");
+        }
+    }
+
+    fn cancels(&self) -> broadcast::Receiver<CancelRecord> {
+        self.cancels.subscribe()
+    }
+}
+
+/// The center node's producer of result chunks and dead letters.
+pub struct KafkaResultSink {
+    producer: WatchedProducer,
+    topics: Topics,
+}
+
+impl std::fmt::Debug for KafkaResultSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaResultSink")
+            .field("topics", &self.topics)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaResultSink {
+    /// A result producer; `message_timeout` bounds how long a chunk may wait for the brokers.
+    pub fn new(settings: &KafkaSettings, topics: Topics, message_timeout: Duration) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: producer(settings, message_timeout)?,
+            topics,
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        reply_to: &str,
+        key: &'a str,
+        payload: &'a [u8],
+    ) -> Result<FutureRecord<'a, str, [u8]>, SendError> {
+        let to = ReplyTo::parse(reply_to).ok_or_else(|| SendError::Other(format!("bad reply_to `{reply_to}`")))?;
+        Ok(FutureRecord::to(&self.topics.results)
+            .partition(to.partition)
+            .key(key)
+            .payload(payload))
+    }
+}
+
+#[async_trait]
+impl ResultSink for KafkaResultSink {
+    fn send(&self, reply_to: &str, chunk: &ResultChunk) -> Result<(), SendError> {
+        let payload = chunk.encode();
+        let record = self.record(reply_to, &chunk.task_id, &payload)?;
+        match self.producer.send_result(record) {
+            Ok(_delivery) => Ok(()), // acknowledged (or failed) with the task's last chunk
+            Err((e, _)) => Err(SendError::Other(e.to_string())),
+        }
+    }
+
+    async fn deliver(&self, reply_to: &str, chunk: &ResultChunk, timeout: Duration) -> Result<(), SendError> {
+        let payload = chunk.encode();
+        let record = self.record(reply_to, &chunk.task_id, &payload)?;
+        match tokio::time::timeout(timeout, self.producer.send(record, Timeout::After(timeout))).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(SendError::Other(e.to_string())),
+            Err(_) => Err(SendError::Timeout(timeout)),
+        }
+    }
+
+    async fn dead_letter(&self, delivery: &Delivery, attempts: u32, error: &str) -> Result<(), SendError> {
+        let (topic, partition, offset) = &delivery.position;
+        let (partition, offset, attempts) = (partition.to_string(), offset.to_string(), attempts.to_string());
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "r1-error",
+                value: Some(error),
+            })
+            .insert(Header {
+                key: "r1-attempts",
+                value: Some(&attempts),
+            })
+            .insert(Header {
+                key: "r1-source-topic",
+                value: Some(topic),
+            })
+            .insert(Header {
+                key: "r1-source-partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "r1-source-offset",
+                value: Some(&offset),
+            });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topics.dlq)
+            .payload(&delivery.raw)
+            .headers(headers);
+        if let Some(key) = &delivery.key {
+            record = record.key(key);
+        }
+        match self
+            .producer
+            .send(record, Timeout::After(Duration::from_secs(10)))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(SendError::Other(e.to_string())),
+        }
+    }
+}
