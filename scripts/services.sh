@@ -58,6 +58,9 @@ Commands:
   down [redis|kafka]   Stop what 'up' started (SIGTERM, SIGKILL after
                        \$R1_STOP_TIMEOUT s) and delete its data (logs are kept), so
                        the next 'up' starts fresh. Succeeds when nothing runs.
+  stop [redis|kafka]   Stop the service(s) like 'down' but keep Kafka's data (Redis keeps
+                       none: it runs without persistence), so the next
+                       'up' resumes with the same topics, offsets and keys (outage drills).
   status               One line per service; exits 0 only if both run and answer.
   env                  Print 'export R1_TEST_REDIS_URL=...' and
                        'export R1_TEST_KAFKA_BROKERS=...' for eval:
@@ -303,7 +306,7 @@ redis_up() {
   log "redis: ready (pid $(redis_pid || echo '?'), ${HOST}:${R1_REDIS_PORT})"
 }
 
-redis_down() {
+redis_stop() {
   local pid
   if pid="$(redis_pid)"; then
     stop_pid redis "${pid}"
@@ -311,6 +314,10 @@ redis_down() {
     log "redis: not running"
   fi
   rm -f -- "${REDIS_PID}"
+}
+
+redis_down() {
+  redis_stop
   rm -rf -- "${REDIS_DATA}"
 }
 
@@ -505,7 +512,7 @@ kafka_up() {
   log "kafka: ready (pid $(kafka_pid || echo '?'), ${HOST}:${R1_KAFKA_PORT}) after $((SECONDS - started))s"
 }
 
-kafka_down() {
+kafka_stop() {
   local pid
   if pid="$(kafka_pid)"; then
     stop_pid kafka "${pid}"
@@ -513,6 +520,10 @@ kafka_down() {
     log "kafka: not running"
   fi
   rm -f -- "${KAFKA_PID}"
+}
+
+kafka_down() {
+  kafka_stop
   rm -rf -- "${KAFKA_DATA}"
 }
 
@@ -559,6 +570,15 @@ cmd_down() {
   take_lock
   for svc in "${SVCS[@]}"; do
     "${svc}_down"
+  done
+}
+
+cmd_stop() {
+  local svc
+  parse_services "${1:-all}"
+  take_lock
+  for svc in "${SVCS[@]}"; do
+    "${svc}_stop"
   done
 }
 
@@ -614,6 +634,7 @@ main() {
     install) (($# == 0)) || die "install takes no argument"; cmd_install ;;
     up) cmd_up "$@" ;;
     down) cmd_down "$@" ;;
+    stop) cmd_stop "$@" ;;
     status) (($# == 0)) || die "status takes no argument"; cmd_status ;;
     env) (($# == 0)) || die "env takes no argument"; cmd_env ;;
     logs) cmd_logs "$@" ;;

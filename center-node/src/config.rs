@@ -72,6 +72,10 @@ pub struct NodeSection {
     /// Metrics listener (`/metrics`, `/healthz`).
     #[serde(default = "default_metrics")]
     pub metrics: std::net::SocketAddr,
+    /// How long result chunks may wait for the brokers (a Kafka outage shorter than this is ridden
+    /// through: chunks are buffered and delivered in order once the brokers are back).
+    #[serde(default = "default_result_timeout", with = "humantime_serde")]
+    pub result_timeout: Duration,
 }
 
 impl Default for NodeSection {
@@ -84,6 +88,7 @@ impl Default for NodeSection {
             retry_backoff: default_retry_backoff(),
             shutdown_grace: default_shutdown_grace(),
             metrics: default_metrics(),
+            result_timeout: default_result_timeout(),
         }
     }
 }
@@ -102,6 +107,9 @@ fn default_retry_backoff() -> Duration {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(60)
+}
+fn default_result_timeout() -> Duration {
+    Duration::from_secs(300)
 }
 fn default_metrics() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9091))

@@ -71,11 +71,29 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let metrics = CenterMetrics::new()?;
     let settings = config.kafka_settings();
     let topics = config.topics.topics();
-    ensure_topics(&settings, &topics, 12, 16)
-        .await
-        .context("creating the Kafka topics (are the brokers reachable?)")?;
-    let source = KafkaTaskSource::new(&settings, &config.group(), &topics).context("task consumer")?;
-    let sink = KafkaResultSink::new(&settings, topics.clone(), Duration::from_secs(30)).context("result producer")?;
+    // Kafka may come up after us (or be restarting): wait for it rather than crash-looping.
+    let mut wait = Duration::from_millis(200);
+    let source = loop {
+        let attempt = async {
+            ensure_topics(&settings, &topics, 12, 16)
+                .await
+                .context("creating the Kafka topics")?;
+            let (settings, group, topics) = (settings.clone(), config.group(), topics.clone());
+            tokio::task::spawn_blocking(move || KafkaTaskSource::new(&settings, &group, &topics))
+                .await?
+                .context("task consumer")
+        };
+        match attempt.await {
+            Ok(source) => break source,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "Kafka not ready");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    let sink =
+        KafkaResultSink::new(&settings, topics.clone(), config.node.result_timeout).context("result producer")?;
     let claims = RedisClaims::connect(&config.redis.url, Duration::from_millis(500))
         .await
         .context("task claims (Redis)")?;
@@ -131,7 +149,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
             max_attempts: config.node.max_attempts,
             claim_ttl: config.node.claim_ttl,
             done_ttl: Duration::from_secs(86_400),
-            result_timeout: Duration::from_secs(30),
+            result_timeout: config.node.result_timeout,
             retry_backoff: config.node.retry_backoff,
             shutdown_grace: config.node.shutdown_grace,
         },

@@ -66,6 +66,8 @@ enum RunError {
     Cancelled { sent: u64 },
     /// Another node holds the task now.
     Lost,
+    /// The answer was produced but the brokers never acknowledged it.
+    Undelivered(String),
     /// The generation failed after `sent` chunks went out.
     Failed { error: BackendError, sent: u64 },
 }
@@ -204,6 +206,13 @@ impl Worker {
                     self.finish(&task, &delivery, "cancelled").await;
                     return;
                 }
+                Err(RunError::Undelivered(e)) => {
+                    // Not acknowledged, not finished: the offset stays uncommitted and the claim
+                    // lapses, so the task runs again after a restart or rebalance.
+                    tracing::error!(task_id = %task.task_id, error = %e, "result not delivered; the task stays unacknowledged");
+                    self.metrics.tasks.with_label_values(&["undelivered"]).inc();
+                    return;
+                }
                 Err(RunError::Lost) => {
                     tracing::warn!(task_id = %task.task_id, "claim lost: another node runs the task now");
                     self.source.finish(&delivery.position);
@@ -322,10 +331,7 @@ impl Worker {
         self.sink
             .deliver(&task.reply_to, &last, self.settings.result_timeout)
             .await
-            .map_err(|e| RunError::Failed {
-                error: BackendError::new(TaskErrorCode::Internal, format!("result not delivered: {e}"), false),
-                sent: seq + 1,
-            })
+            .map_err(|e| RunError::Undelivered(e.to_string()))
     }
 
     fn emit(

@@ -9,240 +9,11 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{CENTER_MODEL, Edge, Gateway, free_port, header};
-
-fn brokers() -> String {
-    std::env::var("R1_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
-}
-
-fn redis_url() -> String {
-    std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
-}
-
-/// The `r1-center` binary of this workspace (built by `cargo test --workspace`, or `cargo build -p r1-center`).
-fn center_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/.. = target/<profile>
-    let bin = dir.join("r1-center");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p r1-center` first",
-        bin.display()
-    );
-    bin
-}
-
-/// Topic names and a group unique to one test.
-struct Names {
-    suffix: String,
-}
-
-impl Names {
-    fn new() -> Self {
-        Self {
-            suffix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
-        }
-    }
-    fn topic(&self, name: &str) -> String {
-        format!("test.{}.{name}", self.suffix)
-    }
-    fn gateway_topics(&self) -> String {
-        format!(
-            "topics = {{ interactive = \"{}\", batch = \"{}\", results = \"{}\", cancel = \"{}\", dlq = \"{}\" }}",
-            self.topic("interactive"),
-            self.topic("batch"),
-            self.topic("results"),
-            self.topic("cancel"),
-            self.topic("dlq")
-        )
-    }
-}
-
-/// A real r1-center process.
-struct Center {
-    child: Child,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Center {
-    fn start(names: &Names, id: &str, backend: &str) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("r1-center-test-{}", names.suffix));
-        std::fs::create_dir_all(&dir).unwrap();
-        let config = dir.join(format!("{id}.toml"));
-        let text = format!(
-            r#"
-[node]
-id = "{id}"
-max_in_flight = 8
-max_attempts = 3
-claim_ttl = "3s"
-retry_backoff = "100ms"
-shutdown_grace = "5s"
-metrics = "127.0.0.1:{port}"
-
-[backend]
-kind = "openai"
-base_url = "{backend}/v1"
-model = "{CENTER_MODEL}"
-first_token_timeout = "30s"
-idle_timeout = "30s"
-
-[kafka]
-brokers = "{brokers}"
-client_id = "{id}"
-group = "test.{suffix}"
-session_timeout = "6s"
-max_poll_interval = "60s"
-
-[topics]
-interactive = "{interactive}"
-batch = "{batch}"
-results = "{results}"
-cancel = "{cancel}"
-dlq = "{dlq}"
-
-[redis]
-url = "{redis}"
-"#,
-            brokers = brokers(),
-            suffix = names.suffix,
-            interactive = names.topic("interactive"),
-            batch = names.topic("batch"),
-            results = names.topic("results"),
-            cancel = names.topic("cancel"),
-            dlq = names.topic("dlq"),
-            redis = redis_url(),
-        );
-        std::fs::write(&config, text).unwrap();
-        let log = dir.join(format!("{id}.log"));
-        let child = Command::new(center_binary())
-            .arg("--config")
-            .arg(&config)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self {
-            child,
-            metrics: format!("http://127.0.0.1:{port}/metrics"),
-            log,
-        }
-    }
-
-    /// Waits until the node's log says it joined the group with partitions assigned.
-    async fn wait_until_serving(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            if log.contains("r1-center ready") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "r1-center did not start:\n{log}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let Ok(r) = reqwest::get(&self.metrics).await else {
-            return 0.0;
-        };
-        let text = r.text().await.unwrap_or_default();
-        text.lines()
-            .filter_map(|l| l.strip_prefix(name))
-            .filter_map(|v| v.trim().parse::<f64>().ok())
-            .sum()
-    }
-
-    fn kill(&mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Center {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-async fn kafka_gateway(names: &Names, edge: &[std::net::SocketAddr], partition: i32, routing: &str) -> Gateway {
-    let center = format!(
-        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n",
-        brokers(),
-        names.gateway_topics()
-    );
-    let gw = Gateway::start_full(edge, &[], "", routing, &center, reqwest::Client::new()).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pools = gw.pools().await;
-        if pools["handoff"]["ready"] == true {
-            return gw;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Kafka hand-off did not become ready: {pools}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The backend's own answer to `text`, asked directly (what the hand-off must reproduce).
-async fn direct_answer(backend: &str, text: &str) -> Value {
-    reqwest::Client::new()
-        .post(format!("{backend}/v1/chat/completions"))
-        .json(&ask_center(text, false))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn ask_center(text: &str, stream: bool) -> Value {
-    json!({
-        "model": CENTER_MODEL,
-        "messages": [{"role": "user", "content": text}],
-        "temperature": 0,
-        "max_tokens": 24,
-        "stream": stream,
-        "stream_options": {"include_usage": true},
-    })
-}
-
-/// The content of an SSE answer, and whether it ended with `[DONE]` (or an error event).
-fn read_sse(body: &str) -> (String, Option<Value>, bool, Option<Value>) {
-    let mut text = String::new();
-    let mut usage = None;
-    let mut done = false;
-    let mut error = None;
-    for event in body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
-        if event == "[DONE]" {
-            done = true;
-            continue;
-        }
-        let v: Value = serde_json::from_str(event).unwrap();
-        if v.get("error").is_some() {
-            error = Some(v);
-            continue;
-        }
-        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
-            text.push_str(c);
-        }
-        if v["usage"].is_object() {
-            usage = Some(v["usage"].clone());
-        }
-    }
-    (text, usage, done, error)
-}
+use support::kafka::{Center, Names, ask_center, direct_answer, kafka_gateway, read_sse, read_topic};
+use support::{CENTER_MODEL, Edge, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
@@ -399,6 +170,70 @@ async fn a_center_node_killed_mid_answer_is_replaced_and_the_client_gets_one_com
     assert!(done);
     assert_eq!(text, "word ".repeat(40), "exactly one complete answer, nothing doubled");
     assert_eq!(b.metric("r1_center_redeliveries_total").await, 1.0);
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_poison_task_ends_in_the_dead_letter_topic_after_its_attempts_while_others_keep_flowing() {
+    let names = Names::new();
+    // The model server fails every request carrying the poison prompt, and answers the rest.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .content(4, "ok ")
+        .delays(Duration::from_millis(20), Duration::from_millis(20))
+        .poison("POISON", 500);
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
+    let edge = Edge::start(support::EDGE_MODEL);
+    let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
+    center.wait_until_serving().await;
+
+    let poison = {
+        let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .json(&ask_center("POISON pill", false))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let mut others = Vec::new();
+    for i in 0..10 {
+        let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));
+        others.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&ask_center(&format!("question {i}"), false))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            let v: Value = r.json().await.unwrap();
+            v["choices"][0]["message"]["content"].as_str().unwrap().to_owned()
+        }));
+    }
+    for other in others {
+        assert_eq!(other.await.unwrap(), "ok ok ok ok ");
+    }
+    // The poison task: tried max_attempts (3) times, then dead-lettered; its client gets an error.
+    let r = poison.await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("failed 3 times"),
+        "{body}"
+    );
+    let letters = read_topic(&names.topic("dlq"), 1).await;
+    let (payload, headers) = &letters[0];
+    let task = r1_proto::TaskEnvelope::decode(payload).unwrap();
+    assert!(task.request.messages[0].text().contains("POISON"));
+    assert_eq!(headers["r1-attempts"], "3");
+    assert!(headers["r1-error"].contains("failed 3 times"), "{headers:?}");
+    assert_eq!(center.metric("r1_center_dead_lettered_total").await, 1.0);
+    assert_eq!(center.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 10.0);
     gw.stop();
     upstream.shutdown().await.unwrap();
 }

@@ -188,6 +188,12 @@ impl KafkaTaskSink {
             return Err(SendError::Timeout(self.send_timeout));
         }
         let producer = self.producer()?;
+        // The client library saw every broker go away: refuse at once for a while; the first send
+        // after that window probes whether they are back.
+        if producer.context().brokers_down.swap(false, Ordering::Relaxed) {
+            self.trip();
+            return Err(SendError::Timeout(self.send_timeout));
+        }
         let record = FutureRecord::to(topic).key(key).payload(payload);
         // librdkafka fails the message after `message.timeout.ms`; the outer timeout is a backstop.
         let sent = tokio::time::timeout(
@@ -196,10 +202,7 @@ impl KafkaTaskSink {
         )
         .await;
         match sent {
-            Ok(Ok(_)) => {
-                producer.context().brokers_down.store(false, Ordering::Relaxed);
-                Ok(())
-            }
+            Ok(Ok(_)) => Ok(()),
             Ok(Err((error, _))) => {
                 let timed_out = matches!(
                     error.rdkafka_error_code(),
@@ -254,11 +257,37 @@ fn tail_consumer(settings: &KafkaSettings, topic: &str, partitions: &[i32]) -> R
     let mut assignment = TopicPartitionList::new();
     for &p in partitions {
         // The high watermark now: everything produced after this call is read, nothing before.
-        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        let high = watermark(&consumer, topic, p)?;
         assignment.add_partition_offset(topic, p, Offset::Offset(high))?;
     }
     consumer.assign(&assignment)?;
     Ok(consumer)
+}
+
+/// The high watermark of a partition, retried while a just-created topic has no leader yet.
+fn watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Result<i64, KafkaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(10)) {
+            Ok((_, high)) => return Ok(high),
+            Err(e)
+                if std::time::Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::NotLeaderForPartition
+                                | RDKafkaErrorCode::LeaderNotAvailable
+                                | RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownPartition
+                        )
+                    ) =>
+            {
+                tracing::info!(topic, partition, error = %e, "partition not ready yet; retrying");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Reads the results addressed to `reply_to` (its partition) into `router`, until the returned

@@ -41,6 +41,8 @@ pub struct Script {
     pub record: usize,
     /// Overrides `fail_first` and `drop_after` per request, by arrival index.
     pub per_request: Option<Arc<PerRequest>>,
+    /// Requests whose body contains the text always get the status (a poison prompt).
+    pub poison: Vec<(String, u16)>,
 }
 
 /// `count` requests answered with `status`.
@@ -68,6 +70,7 @@ impl Default for Script {
             concurrency: None,
             record: 0,
             per_request: None,
+            poison: Vec::new(),
         }
     }
 }
@@ -87,6 +90,7 @@ impl fmt::Debug for Script {
             .field("concurrency", &self.concurrency)
             .field("record", &self.record)
             .field("per_request", &self.per_request.as_ref().map(|_| "Fn(u64) -> Reply"))
+            .field("poison", &self.poison)
             .finish()
     }
 }
@@ -148,6 +152,22 @@ impl Script {
     pub fn per_request(mut self, decide: impl Fn(u64) -> Reply + Send + Sync + 'static) -> Self {
         self.per_request = Some(Arc::new(decide));
         self
+    }
+
+    /// Every request whose body contains `text` is answered `status` (a prompt the model server
+    /// always fails on), whatever else the script says.
+    pub fn poison(mut self, text: impl Into<String>, status: u16) -> Self {
+        self.poison.push((text.into(), status));
+        self
+    }
+
+    /// The reply of the `n`-th chat request, whose body is `body`.
+    pub(crate) fn reply_to(&self, n: u64, body: &[u8]) -> Reply {
+        let text = String::from_utf8_lossy(body);
+        match self.poison.iter().find(|(needle, _)| text.contains(needle.as_str())) {
+            Some((_, status)) => Reply::status(*status),
+            None => self.reply(n),
+        }
     }
 
     /// The reply of the `n`-th chat request.
@@ -222,6 +242,18 @@ mod tests {
         let statuses: Vec<u16> = (0..4).map(|n| script.reply(n).status).collect();
         assert_eq!(statuses, [429, 429, 200, 200]);
         assert_eq!(script.reply(3).drop_after, Some(1));
+    }
+
+    #[test]
+    fn poison_prompts_always_fail() {
+        let script = Script::default().poison("POISON", 500);
+        assert_eq!(
+            script
+                .reply_to(0, br#"{"messages":[{"content":"a POISON pill"}]}"#)
+                .status,
+            500
+        );
+        assert_eq!(script.reply_to(1, br#"{"messages":[{"content":"fine"}]}"#).status, 200);
     }
 
     #[test]

@@ -160,7 +160,7 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
             headers: headers.clone(),
         });
     }
-    let reply = shared.script.reply(n);
+    let reply = shared.script.reply_to(n, &body);
     if let Some(slots) = &shared.slots {
         // The semaphore is never closed, so acquiring only fails if it were; then run unbounded.
         in_flight._slot = slots.clone().acquire_owned().await.ok();

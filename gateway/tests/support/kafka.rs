@@ -1,0 +1,275 @@
+//! Kafka hand-off helpers: real `r1-center` processes, per-test topics, a gateway with
+//! `transport = "kafka"`, and readers for answers and topics.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{CENTER_MODEL, Gateway, free_port};
+
+pub fn brokers() -> String {
+    std::env::var("R1_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
+}
+
+/// The `r1-center` binary of this workspace (built by `cargo test --workspace`, or `cargo build -p r1-center`).
+pub fn center_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap(); // target/<profile>/deps/.. = target/<profile>
+    let bin = dir.join("r1-center");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p r1-center` first",
+        bin.display()
+    );
+    bin
+}
+
+/// Topic names and a group unique to one test.
+pub struct Names {
+    suffix: String,
+}
+
+impl Names {
+    pub fn new() -> Self {
+        Self {
+            suffix: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
+        }
+    }
+    pub fn topic(&self, name: &str) -> String {
+        format!("test.{}.{name}", self.suffix)
+    }
+    pub fn gateway_topics(&self) -> String {
+        format!(
+            "topics = {{ interactive = \"{}\", batch = \"{}\", results = \"{}\", cancel = \"{}\", dlq = \"{}\" }}",
+            self.topic("interactive"),
+            self.topic("batch"),
+            self.topic("results"),
+            self.topic("cancel"),
+            self.topic("dlq")
+        )
+    }
+}
+
+/// A real r1-center process.
+pub struct Center {
+    child: Child,
+    pub metrics: String,
+    pub log: PathBuf,
+}
+
+impl Center {
+    pub fn start(names: &Names, id: &str, backend: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("r1-center-test-{}", names.suffix));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join(format!("{id}.toml"));
+        let text = format!(
+            r#"
+[node]
+id = "{id}"
+max_in_flight = 8
+max_attempts = 3
+claim_ttl = "3s"
+retry_backoff = "100ms"
+shutdown_grace = "5s"
+metrics = "127.0.0.1:{port}"
+
+[backend]
+kind = "openai"
+base_url = "{backend}/v1"
+model = "{CENTER_MODEL}"
+first_token_timeout = "30s"
+idle_timeout = "30s"
+
+[kafka]
+brokers = "{brokers}"
+client_id = "{id}"
+group = "test.{suffix}"
+session_timeout = "6s"
+max_poll_interval = "60s"
+
+[topics]
+interactive = "{interactive}"
+batch = "{batch}"
+results = "{results}"
+cancel = "{cancel}"
+dlq = "{dlq}"
+
+[redis]
+url = "{redis}"
+"#,
+            brokers = brokers(),
+            suffix = names.suffix,
+            interactive = names.topic("interactive"),
+            batch = names.topic("batch"),
+            results = names.topic("results"),
+            cancel = names.topic("cancel"),
+            dlq = names.topic("dlq"),
+            redis = redis_url(),
+        );
+        std::fs::write(&config, text).unwrap();
+        let log = dir.join(format!("{id}.log"));
+        let child = Command::new(center_binary())
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            metrics: format!("http://127.0.0.1:{port}/metrics"),
+            log,
+        }
+    }
+
+    /// Waits until the node's log says it joined the group with partitions assigned.
+    pub async fn wait_until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("r1-center ready") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "r1-center did not start:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Ok(r) = reqwest::get(&self.metrics).await else {
+            return 0.0;
+        };
+        let text = r.text().await.unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.strip_prefix(name))
+            .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Center {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub async fn kafka_gateway(names: &Names, edge: &[std::net::SocketAddr], partition: i32, routing: &str) -> Gateway {
+    let center = format!(
+        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n",
+        brokers(),
+        names.gateway_topics()
+    );
+    let gw = Gateway::start_full(edge, &[], "", routing, &center, reqwest::Client::new()).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let pools = gw.pools().await;
+        if pools["handoff"]["ready"] == true {
+            return gw;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Kafka hand-off did not become ready: {pools}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backend's own answer to `text`, asked directly (what the hand-off must reproduce).
+pub async fn direct_answer(backend: &str, text: &str) -> Value {
+    reqwest::Client::new()
+        .post(format!("{backend}/v1/chat/completions"))
+        .json(&ask_center(text, false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+pub fn ask_center(text: &str, stream: bool) -> Value {
+    json!({
+        "model": CENTER_MODEL,
+        "messages": [{"role": "user", "content": text}],
+        "temperature": 0,
+        "max_tokens": 24,
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+    })
+}
+
+/// The content of an SSE answer, and whether it ended with `[DONE]` (or an error event).
+pub fn read_sse(body: &str) -> (String, Option<Value>, bool, Option<Value>) {
+    let mut text = String::new();
+    let mut usage = None;
+    let mut done = false;
+    let mut error = None;
+    for event in body.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        if event == "[DONE]" {
+            done = true;
+            continue;
+        }
+        let v: Value = serde_json::from_str(event).unwrap();
+        if v.get("error").is_some() {
+            error = Some(v);
+            continue;
+        }
+        if let Some(c) = v["choices"][0]["delta"]["content"].as_str() {
+            text.push_str(c);
+        }
+        if v["usage"].is_object() {
+            usage = Some(v["usage"].clone());
+        }
+    }
+    (text, usage, done, error)
+}
+
+/// Every message on `topic` from the start (the test's own dead-letter topic).
+pub async fn read_topic(topic: &str, expect: usize) -> Vec<(Vec<u8>, std::collections::HashMap<String, String>)> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Headers;
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("reader.{}", uuid::Uuid::new_v4().simple()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    while out.len() < expect {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a dead letter within 30 s")
+            .unwrap();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((m.payload().unwrap_or_default().to_vec(), headers));
+    }
+    out
+}
