@@ -372,12 +372,30 @@ pub struct CenterSection {
     /// The Kafka hand-off (`transport = "kafka"`).
     #[serde(default)]
     pub kafka: Option<CenterKafkaSection>,
+    /// Model versions with weights (canary and rollback; `transport = "kafka"` only). Each
+    /// version's tasks go to its own task topics (`<topic>.<name>`), which only that version's
+    /// r1-center nodes consume (`[topics] version = "<name>"` in their config). A conversation
+    /// stays on one version; weight 0 stops new tasks for a version (rollback) while the ones it
+    /// has finish. Live-reloadable.
+    #[serde(default)]
+    pub versions: Vec<CenterVersion>,
+}
+
+/// `[[center.versions]]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CenterVersion {
+    /// The version's name (letters, digits, `-`, `_`): its topics' suffix and its metrics label.
+    pub name: String,
+    /// Share of new conversations.
+    pub weight: u32,
 }
 
 impl Default for CenterSection {
     fn default() -> Self {
         Self {
             kafka: None,
+            versions: Vec::new(),
             transport: CenterTransport::default(),
             model: default_center_model(),
             members: Vec::new(),
@@ -600,6 +618,31 @@ impl Validate for GatewayConfig {
         }
         check_members(&mut problems, "edge", &self.edge.members);
         check_members(&mut problems, "center", &self.center.members);
+        let versions = &self.center.versions;
+        if !versions.is_empty() {
+            if self.center.transport != CenterTransport::Kafka {
+                problems.push("center.versions: model versions need center.transport = \"kafka\"".to_owned());
+            }
+            if versions.iter().all(|v| v.weight == 0) {
+                problems.push("center.versions: at least one version needs a weight above 0".to_owned());
+            }
+            for (i, v) in versions.iter().enumerate() {
+                if v.name.is_empty()
+                    || !v
+                        .name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    problems.push(format!(
+                        "center.versions[{i}].name: `{}` may hold only letters, digits, - and _",
+                        v.name
+                    ));
+                }
+                if versions[..i].iter().any(|w| w.name == v.name) {
+                    problems.push(format!("center.versions[{i}].name: `{}` is listed twice", v.name));
+                }
+            }
+        }
         match (self.center.transport, &self.center.kafka) {
             (CenterTransport::Kafka, None) => {
                 problems.push("center.kafka: required with center.transport = \"kafka\"".to_owned());

@@ -131,9 +131,10 @@ fn default_instance() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-/// Connects the hand-off and keeps its reader (Kafka) or its in-process worker (embedded) running.
+/// Connects the hand-off and keeps its reader (Kafka) or its in-process worker (embedded) running;
+/// with Kafka, it also creates the task topics of model versions as they appear in the config.
 #[derive(Debug)]
-pub struct HandoffService(pub Arc<Handoff>);
+pub struct HandoffService(pub Arc<Handoff>, pub Arc<Gateway>);
 
 #[async_trait]
 impl BackgroundService for HandoffService {
@@ -172,7 +173,26 @@ impl BackgroundService for HandoffService {
                 };
                 handoff.ready.store(true, Ordering::Relaxed);
                 tracing::info!(reply_to = %handoff.reply_to, "Kafka hand-off ready");
-                let _ = shutdown.changed().await;
+                let mut known = std::collections::HashSet::new();
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tick.tick() => {
+                            for version in &self.1.config().center.versions {
+                                if known.contains(&version.name) {
+                                    continue;
+                                }
+                                match ensure_topics(&settings, &topics.for_version(&version.name), 12, k.result_partitions).await {
+                                    Ok(()) => {
+                                        known.insert(version.name.clone());
+                                    }
+                                    Err(e) => tracing::warn!(version = %version.name, error = %e, "creating the version's topics"),
+                                }
+                            }
+                        }
+                    }
+                }
                 handoff.ready.store(false, Ordering::Relaxed);
                 reader.abort();
             }
@@ -294,6 +314,7 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
                 .and_then(|v| v.to_str().ok())
         )
     );
+    let version = pick_version(&config.center.versions, &key).map(str::to_owned);
     let envelope = TaskEnvelope {
         v: WIRE_VERSION,
         task_id: task_id.clone(),
@@ -304,14 +325,22 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
         class: TaskClass::Interactive,
         request,
         attempt: 0,
-        model_version: None,
+        model_version: version.clone(),
         affinity_key: Some(key.clone()),
     };
     ctx.task_id = Some(task_id.clone());
+    ctx.model_version.clone_from(&version);
+    if let Some(v) = &version {
+        gateway.metrics.center_versions.with_label_values(&[v.as_str()]).inc();
+    }
     handoff.in_flight.fetch_add(1, Ordering::Relaxed);
     let _waiting = Waiting(&handoff.in_flight);
     let mut replies = handoff.router.register(&task_id);
-    if let Err(e) = handoff.sink.submit(TaskClass::Interactive, &key, &envelope).await {
+    if let Err(e) = handoff
+        .sink
+        .submit(TaskClass::Interactive, version.as_deref(), &key, &envelope)
+        .await
+    {
         let status = match e {
             SendError::Full => "full",
             SendError::Timeout(_) => "timeout",
@@ -408,6 +437,27 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
     Ok(outcome)
 }
 
+/// The model version of a conversation (by its key): a stable bucket of the versions' total
+/// weight, so a conversation stays on one version while the weights stay the same.
+fn pick_version<'a>(versions: &'a [crate::config::CenterVersion], key: &str) -> Option<&'a str> {
+    let total: u64 = versions.iter().map(|v| u64::from(v.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut bucket = hash % total;
+    for v in versions {
+        let w = u64::from(v.weight);
+        if bucket < w {
+            return Some(&v.name);
+        }
+        bucket -= w;
+    }
+    None
+}
+
 fn observe_ttft(gateway: &Gateway, ctx: &mut Ctx) {
     if ctx.first_byte.is_none() {
         ctx.first_byte = Some(Instant::now());
@@ -438,6 +488,9 @@ fn header(ctx: &Ctx, status: u16, content_type: &str) -> Result<ResponseHeader> 
     }
     if let Some(task) = &ctx.task_id {
         header.insert_header("x-r1-task-id", task.as_str())?;
+    }
+    if let Some(version) = &ctx.model_version {
+        header.insert_header("x-r1-model-version", version.as_str())?;
     }
     Ok(header)
 }
@@ -677,5 +730,44 @@ impl Answer {
         let fresh = (self.reasoning[r..].to_owned(), self.content[c..].to_owned());
         self.last_len = (self.reasoning.len(), self.content.len());
         fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::CenterVersion;
+
+    #[test]
+    fn versions_split_by_weight_and_a_conversation_keeps_its_version() {
+        let versions = vec![
+            CenterVersion {
+                name: "current".into(),
+                weight: 95,
+            },
+            CenterVersion {
+                name: "next".into(),
+                weight: 5,
+            },
+        ];
+        let keys: Vec<String> = (0..10_000).map(|i| format!("{i:016x}")).collect();
+        let next = keys
+            .iter()
+            .filter(|k| pick_version(&versions, k) == Some("next"))
+            .count();
+        assert!((400..=600).contains(&next), "{next} of 10000 on the 5 % version");
+        assert_eq!(pick_version(&versions, "abc"), pick_version(&versions, "abc"));
+        let rolled_back = vec![
+            CenterVersion {
+                name: "current".into(),
+                weight: 100,
+            },
+            CenterVersion {
+                name: "next".into(),
+                weight: 0,
+            },
+        ];
+        assert!(keys.iter().all(|k| pick_version(&rolled_back, k) == Some("current")));
+        assert_eq!(pick_version(&[], "abc"), None);
     }
 }

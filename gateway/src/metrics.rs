@@ -32,6 +32,8 @@ pub struct Metrics {
     pub tls_reloads: IntCounterVec,
     /// Tasks the hand-off did not take, by reason (`timeout`, `full`, `error`).
     pub handoff_produce_errors: IntCounterVec,
+    /// Center tasks by model version.
+    pub center_versions: IntCounterVec,
 }
 
 impl Metrics {
@@ -88,6 +90,10 @@ impl Metrics {
                 Opts::new("r1_kafka_produce_errors_total", "Tasks the hand-off did not take."),
                 &["reason"],
             )?,
+            center_versions: IntCounterVec::new(
+                Opts::new("r1_center_version_tasks_total", "Center tasks by model version."),
+                &["version"],
+            )?,
             registry: Registry::new(),
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -102,6 +108,7 @@ impl Metrics {
         m.registry.register(Box::new(m.reload_failures.clone()))?;
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
         m.registry.register(Box::new(m.handoff_produce_errors.clone()))?;
+        m.registry.register(Box::new(m.center_versions.clone()))?;
         Ok(m)
     }
 

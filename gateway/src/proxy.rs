@@ -69,6 +69,8 @@ pub struct Ctx {
     pub clock: Option<PhaseClock>,
     /// The task id, when the request went through the hand-off.
     pub task_id: Option<String>,
+    /// The center model version the task went to, when versions are configured.
+    pub model_version: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
     pub timed_out: Option<&'static str>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.

@@ -73,7 +73,7 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     if let Some(handoff) = handoff {
         server.add_service(background_service(
             "task hand-off",
-            crate::handoff::HandoffService(handoff),
+            crate::handoff::HandoffService(handoff, gateway.clone()),
         ));
     }
 

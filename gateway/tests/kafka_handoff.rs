@@ -12,7 +12,9 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::kafka::{Center, Names, ask_center, direct_answer, kafka_gateway, read_sse, read_topic};
+use support::kafka::{
+    Center, Names, ask_center, direct_answer, kafka_gateway, kafka_gateway_with, read_sse, read_topic,
+};
 use support::{CENTER_MODEL, Edge, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -236,4 +238,83 @@ async fn a_poison_task_ends_in_the_dead_letter_topic_after_its_attempts_while_ot
     assert_eq!(center.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 10.0);
     gw.stop();
     upstream.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn model_versions_split_by_weight_and_a_live_rollback_loses_no_task() {
+    let names = Names::new();
+    // Two versions of the center model, each behind its own r1-center node and its own backend.
+    let serve = |text: &'static str, chunks: u32, between: u64| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let script = r1_mock_upstream::Script::default()
+            .content(chunks, text)
+            .delays(Duration::from_millis(10), Duration::from_millis(between));
+        r1_mock_upstream::serve(listener, script).await.unwrap()
+    };
+    let (current, next) = (serve("one ", 12, 100).await, serve("two ", 3, 5).await);
+    let a = Center::start_version(
+        &names,
+        "center-current",
+        &format!("http://{}", current.addr()),
+        Some("current"),
+    );
+    let b = Center::start_version(&names, "center-next", &format!("http://{}", next.addr()), Some("next"));
+    let edge = Edge::start(support::EDGE_MODEL);
+    let versions =
+        "[[center.versions]]\nname = \"current\"\nweight = 100\n[[center.versions]]\nname = \"next\"\nweight = 0\n";
+    let gw = kafka_gateway_with(&names, &[edge.addr], 0, "", versions).await;
+    a.wait_until_serving().await;
+    b.wait_until_serving().await;
+
+    let ask = |i: usize| {
+        let mut body = ask_center(&format!("conversation {i}"), false);
+        body["max_tokens"] = json!(100);
+        let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));
+        async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let version = header(&r, "x-r1-model-version").to_owned();
+            let v: Value = r.json().await.unwrap();
+            (
+                version,
+                v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+            )
+        }
+    };
+    for i in 0..4 {
+        assert_eq!(ask(i).await, ("current".to_owned(), "one ".repeat(12)));
+    }
+    // A slow answer of the current version is running when the rollout flips the weights.
+    let running = tokio::spawn(ask(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while a.metric("r1_center_in_flight").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the slow task did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reloads = gw.metric("r1_config_reloads_total").await;
+    let text = std::fs::read_to_string(&gw.config_path).unwrap();
+    let flipped = text
+        .replace("name = \"current\"\nweight = 100", "name = \"current\"\nweight = 0")
+        .replace("name = \"next\"\nweight = 0", "name = \"next\"\nweight = 100");
+    std::fs::write(&gw.config_path, flipped).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.metric("r1_config_reloads_total").await <= reloads {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edited config was not reloaded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for i in 4..8 {
+        assert_eq!(ask(i).await, ("next".to_owned(), "two ".repeat(3)));
+    }
+    // The task the old version had finishes there: nothing is lost by the switch.
+    assert_eq!(running.await.unwrap(), ("current".to_owned(), "one ".repeat(12)));
+    assert_eq!(
+        gw.metric("r1_center_version_tasks_total{version=\"current\"}").await,
+        5.0
+    );
+    assert_eq!(gw.metric("r1_center_version_tasks_total{version=\"next\"}").await, 4.0);
+    assert_eq!(b.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 4.0);
+    gw.stop();
 }

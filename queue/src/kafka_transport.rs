@@ -232,8 +232,18 @@ impl KafkaTaskSink {
 
 #[async_trait]
 impl TaskSink for KafkaTaskSink {
-    async fn submit(&self, class: TaskClass, key: &str, task: &TaskEnvelope) -> Result<(), SendError> {
-        self.produce(self.topics.tasks(class), key, &task.encode()).await
+    async fn submit(
+        &self,
+        class: TaskClass,
+        version: Option<&str>,
+        key: &str,
+        task: &TaskEnvelope,
+    ) -> Result<(), SendError> {
+        let base = self.topics.tasks(class);
+        match version {
+            None => self.produce(base, key, &task.encode()).await,
+            Some(v) => self.produce(&format!("{base}.{v}"), key, &task.encode()).await,
+        }
     }
 
     async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError> {

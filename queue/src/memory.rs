@@ -60,7 +60,14 @@ impl MemoryQueue {
 
 #[async_trait]
 impl TaskSink for MemoryQueue {
-    async fn submit(&self, class: TaskClass, key: &str, task: &TaskEnvelope) -> Result<(), SendError> {
+    /// One in-process worker serves every version.
+    async fn submit(
+        &self,
+        class: TaskClass,
+        _version: Option<&str>,
+        key: &str,
+        task: &TaskEnvelope,
+    ) -> Result<(), SendError> {
         let raw = task.encode();
         let delivery = Delivery {
             task: TaskEnvelope::decode(&raw),

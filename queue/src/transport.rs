@@ -27,9 +27,16 @@ pub enum SendError {
 /// The gateway's side of the hand-off.
 #[async_trait]
 pub trait TaskSink: Send + Sync + std::fmt::Debug {
-    /// Hands `task` over durably (`acks=all`) on its class's topic, keyed by `key`; returns once
-    /// the queue has it, or an error within the transport's send timeout.
-    async fn submit(&self, class: TaskClass, key: &str, task: &TaskEnvelope) -> Result<(), SendError>;
+    /// Hands `task` over durably (`acks=all`) on its class's topic — of model `version`, if given
+    /// (`<topic>.<version>`) — keyed by `key`; returns once the queue has it, or an error within
+    /// the transport's send timeout.
+    async fn submit(
+        &self,
+        class: TaskClass,
+        version: Option<&str>,
+        key: &str,
+        task: &TaskEnvelope,
+    ) -> Result<(), SendError>;
 
     /// Publishes a cancel record (best effort: the task's deadline still bounds the work).
     async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError>;

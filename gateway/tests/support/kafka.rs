@@ -65,7 +65,13 @@ pub struct Center {
 
 impl Center {
     pub fn start(names: &Names, id: &str, backend: &str) -> Self {
+        Self::start_version(names, id, backend, None)
+    }
+
+    /// A node serving model `version` (its own task topics and group).
+    pub fn start_version(names: &Names, id: &str, backend: &str, version: Option<&str>) -> Self {
         let port = free_port();
+        let version = version.map_or_else(String::new, |v| format!("version = \"{v}\""));
         let dir = std::env::temp_dir().join(format!("r1-center-test-{}", names.suffix));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join(format!("{id}.toml"));
@@ -100,6 +106,7 @@ batch = "{batch}"
 results = "{results}"
 cancel = "{cancel}"
 dlq = "{dlq}"
+{version}
 
 [redis]
 url = "{redis}"
@@ -167,8 +174,19 @@ impl Drop for Center {
 }
 
 pub async fn kafka_gateway(names: &Names, edge: &[std::net::SocketAddr], partition: i32, routing: &str) -> Gateway {
+    kafka_gateway_with(names, edge, partition, routing, "").await
+}
+
+/// With more `[center]` sub-tables (e.g. `[[center.versions]]`).
+pub async fn kafka_gateway_with(
+    names: &Names,
+    edge: &[std::net::SocketAddr],
+    partition: i32,
+    routing: &str,
+    center_extra: &str,
+) -> Gateway {
     let center = format!(
-        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n",
+        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n{center_extra}\n",
         brokers(),
         names.gateway_topics()
     );
