@@ -13,6 +13,7 @@ use r1_center::config::{BackendKind, CenterConfig};
 use r1_center::metrics::CenterMetrics;
 use r1_center::worker::{Worker, WorkerSettings};
 use r1_queue::kafka_transport::{KafkaResultSink, KafkaTaskSource, ensure_topics};
+use r1_queue::state::RedisStateStore;
 
 /// r1-center — a Kafka-fed worker in front of the full DeepSeek-R1 model.
 ///
@@ -97,6 +98,9 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let claims = RedisClaims::connect(&config.redis.url, Duration::from_millis(500))
         .await
         .context("task claims (Redis)")?;
+    let states = RedisStateStore::connect(&config.redis.url, Duration::from_millis(500))
+        .await
+        .context("asynchronous task state (Redis)")?;
     let backend = match config.backend.kind {
         BackendKind::Openai => {
             let b = &config.backend;
@@ -152,9 +156,11 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
             result_timeout: config.node.result_timeout,
             retry_backoff: config.node.retry_backoff,
             shutdown_grace: config.node.shutdown_grace,
+            state_ttl: Duration::from_secs(86_400),
         },
         metrics,
-    );
+    )
+    .with_states(Arc::new(states));
     tracing::info!(
         node = %node_id,
         group = %config.group(),

@@ -21,12 +21,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use r1_proto::{CancelRecord, ResultChunk, ResultDelta, TaskEnvelope, TaskError, TaskErrorCode};
+use r1_queue::state::{StateStore, TaskState, TaskStatus, update_task};
 use r1_queue::transport::{Delivery, ResultSink, TaskSource};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, BackendError};
 use crate::claims::{Claim, Claims};
 use crate::metrics::CenterMetrics;
+
+/// How long a node waits for an unreachable claim store before running a task unclaimed.
+pub const CLAIM_STORE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How a node runs tasks.
 #[derive(Debug, Clone)]
@@ -47,6 +51,8 @@ pub struct WorkerSettings {
     pub retry_backoff: Duration,
     /// On shutdown, how long running tasks may take to finish.
     pub shutdown_grace: Duration,
+    /// How long an asynchronous task's state is kept.
+    pub state_ttl: Duration,
 }
 
 /// The pipeline.
@@ -59,6 +65,17 @@ pub struct Worker {
     settings: WorkerSettings,
     metrics: CenterMetrics,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
+    states: Option<Arc<dyn StateStore>>,
+    webhooks: reqwest::Client,
+}
+
+/// What one run produced (kept for asynchronous tasks' stored result).
+#[derive(Debug, Default)]
+struct Collected {
+    content: String,
+    reasoning: String,
+    finish: Option<r1_proto::FinishReason>,
+    usage: Option<r1_proto::Usage>,
 }
 
 enum RunError {
@@ -90,7 +107,21 @@ impl Worker {
             settings,
             metrics,
             running: Mutex::new(HashMap::new()),
+            states: None,
+            webhooks: reqwest::Client::new(),
         })
+    }
+
+    /// With a store for asynchronous tasks' state (batch-class tasks): their result is written
+    /// there, and their webhook called, when they end.
+    pub fn with_states(self: Arc<Self>, states: Arc<dyn StateStore>) -> Arc<Self> {
+        match Arc::try_unwrap(self) {
+            Ok(mut worker) => {
+                worker.states = Some(states);
+                Arc::new(worker)
+            }
+            Err(shared) => shared, // already running: keep it as it is
+        }
     }
 
     /// Takes tasks until `shutdown` resolves, then lets running ones finish within the grace period
@@ -172,10 +203,11 @@ impl Worker {
             self.finish(&task, &delivery, "expired").await;
             return;
         }
-        let Some(mut attempt) = self.claim(&task).await else {
+        let Some((mut attempt, claimed)) = self.claim(&task).await else {
             self.source.finish(&delivery.position);
             return;
         };
+        self.record(&task, TaskStatus::Running, None, None).await;
         loop {
             if attempt >= self.settings.max_attempts {
                 let message = format!("the task failed {attempt} times");
@@ -194,8 +226,10 @@ impl Worker {
             if attempt > 0 {
                 self.metrics.redeliveries.inc();
             }
-            match self.run_once(&task, attempt).await {
-                Ok(()) => {
+            match self.run_once(&task, attempt, claimed).await {
+                Ok(collected) => {
+                    let result = self.states.is_some().then(|| completion(&task, collected));
+                    self.record(&task, TaskStatus::Succeeded, result, None).await;
                     self.finish(&task, &delivery, "ok").await;
                     return;
                 }
@@ -246,13 +280,16 @@ impl Worker {
         }
     }
 
-    /// Claims the task; `None` if it must not run here (answered already, or its deadline passed
-    /// while another node held it).
-    async fn claim(&self, task: &TaskEnvelope) -> Option<u32> {
+    /// Claims the task: `(attempt, claimed)`, or `None` if it must not run here (answered already,
+    /// or its deadline passed while another node held it). If the claim store stays unreachable
+    /// for [`CLAIM_STORE_PATIENCE`], the task runs unclaimed (fail open: an outage of the store
+    /// must not stop the center; the gateway still drops duplicate chunks).
+    async fn claim(&self, task: &TaskEnvelope) -> Option<(u32, bool)> {
         let ttl = self.settings.claim_ttl;
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             match self.claims.claim(&task.task_id, &self.settings.node_id, ttl).await {
-                Ok(Claim::Acquired { attempt }) => return Some(attempt),
+                Ok(Claim::Acquired { attempt }) => return Some((attempt, true)),
                 Ok(Claim::Done) => {
                     tracing::info!(task_id = %task.task_id, "duplicate delivery of an answered task: dropped");
                     self.metrics.duplicates.inc();
@@ -263,7 +300,14 @@ impl Worker {
                 }
                 Err(e) => {
                     self.metrics.claim_errors.inc();
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= CLAIM_STORE_PATIENCE {
+                        tracing::warn!(task_id = %task.task_id, error = %e, "claim store unreachable: running the task unclaimed");
+                        return Some((0, false));
+                    }
                     tracing::warn!(task_id = %task.task_id, error = %e, "cannot claim the task; retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    continue;
                 }
             }
             if task.is_expired(r1_queue::unix_ms()) {
@@ -274,7 +318,7 @@ impl Worker {
     }
 
     /// One run: streams deltas as chunks, then the acknowledged last chunk.
-    async fn run_once(&self, task: &TaskEnvelope, attempt: u32) -> Result<(), RunError> {
+    async fn run_once(&self, task: &TaskEnvelope, attempt: u32, claimed: bool) -> Result<Collected, RunError> {
         let (stop_tx, mut stop) = watch::channel(false);
         if let Ok(mut running) = self.running.lock() {
             running.insert(task.task_id.clone(), stop_tx);
@@ -290,6 +334,7 @@ impl Worker {
         let mut heartbeat = tokio::time::interval(self.settings.claim_ttl / 3);
         heartbeat.tick().await;
         let mut seq = 0u64;
+        let mut collected = Collected::default();
         let usage = loop {
             tokio::select! {
                 biased;
@@ -300,7 +345,7 @@ impl Worker {
                         sent: seq,
                     });
                 }
-                _ = heartbeat.tick() => {
+                _ = heartbeat.tick(), if claimed => {
                     match self.claims.refresh(&task.task_id, &self.settings.node_id, self.settings.claim_ttl).await {
                         Ok(true) => {}
                         Ok(false) => return Err(RunError::Lost),
@@ -311,11 +356,11 @@ impl Worker {
                     }
                 }
                 Some(delta) = rx.recv() => {
-                    self.emit(task, attempt, &mut seq, delta, started)?;
+                    self.emit(task, attempt, &mut seq, delta, started, &mut collected)?;
                 }
                 result = &mut generation => {
                     while let Ok(delta) = rx.try_recv() {
-                        self.emit(task, attempt, &mut seq, delta, started)?;
+                        self.emit(task, attempt, &mut seq, delta, started, &mut collected)?;
                     }
                     match result {
                         Ok(usage) => break usage,
@@ -327,11 +372,13 @@ impl Worker {
         if let Some(u) = &usage {
             self.metrics.generated_tokens.inc_by(u.completion_tokens);
         }
+        collected.usage.clone_from(&usage);
         let last = ResultChunk::finished(&task.task_id, seq, usage).with_attempt(attempt);
         self.sink
             .deliver(&task.reply_to, &last, self.settings.result_timeout)
             .await
-            .map_err(|e| RunError::Undelivered(e.to_string()))
+            .map_err(|e| RunError::Undelivered(e.to_string()))?;
+        Ok(collected)
     }
 
     fn emit(
@@ -341,7 +388,17 @@ impl Worker {
         seq: &mut u64,
         delta: ResultDelta,
         started: Instant,
+        collected: &mut Collected,
     ) -> Result<(), RunError> {
+        if self.states.is_some() && task.class == r1_proto::TaskClass::Batch {
+            collected.content.push_str(delta.content.as_deref().unwrap_or_default());
+            collected
+                .reasoning
+                .push_str(delta.reasoning_content.as_deref().unwrap_or_default());
+            if delta.finish_reason.is_some() {
+                collected.finish = delta.finish_reason.clone();
+            }
+        }
         if *seq == 0 {
             self.metrics
                 .time_to_first_token
@@ -357,6 +414,12 @@ impl Worker {
 
     /// Sends a task's last chunk carrying `error`, after the `seq` chunks already sent.
     async fn answer_error(&self, task: &TaskEnvelope, attempt: u32, seq: u64, error: TaskError) {
+        let status = if error.code == TaskErrorCode::Cancelled {
+            TaskStatus::Cancelled
+        } else {
+            TaskStatus::Failed
+        };
+        self.record(task, status, None, Some(error.clone())).await;
         let chunk = ResultChunk::failed(&task.task_id, seq, error).with_attempt(attempt);
         if let Err(e) = self
             .sink
@@ -364,6 +427,59 @@ impl Worker {
             .await
         {
             tracing::warn!(task_id = %task.task_id, error = %e, "error answer not delivered");
+        }
+    }
+
+    /// Records an asynchronous task's new state (batch-class tasks only), and calls its webhook
+    /// once the state is final.
+    async fn record(
+        &self,
+        task: &TaskEnvelope,
+        status: TaskStatus,
+        result: Option<serde_json::Value>,
+        error: Option<TaskError>,
+    ) {
+        let Some(states) = &self.states else {
+            return;
+        };
+        if task.class != r1_proto::TaskClass::Batch {
+            return;
+        }
+        let updated = update_task(states.as_ref(), &task.task_id, self.settings.state_ttl, |s| {
+            s.status = status;
+            s.result = result;
+            s.error = error;
+        })
+        .await;
+        match updated {
+            Ok(Some(state)) if status.is_final() => {
+                if let Some(url) = &task.webhook {
+                    self.call_webhook(url, &state).await;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(task_id = %task.task_id, error = %e, "asynchronous task state not written"),
+        }
+    }
+
+    /// POSTs `{id, status}` to the task's webhook: three tries, best effort (the state is in the
+    /// store either way).
+    async fn call_webhook(&self, url: &str, state: &TaskState) {
+        let body = serde_json::json!({"id": state.id, "object": "r1.task", "status": state.status});
+        for attempt in 1..=3u32 {
+            let sent = self
+                .webhooks
+                .post(url)
+                .timeout(Duration::from_secs(5))
+                .json(&body)
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => tracing::warn!(url, status = %r.status(), attempt, "webhook refused"),
+                Err(e) => tracing::warn!(url, error = %e, attempt, "webhook failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(200) * attempt).await;
         }
     }
 
@@ -387,6 +503,23 @@ impl Worker {
             Err(e) => tracing::error!(position = ?delivery.position, error = %e, "dead-letter produce failed"),
         }
     }
+}
+
+/// The chat completion an asynchronous task's owner reads.
+fn completion(task: &TaskEnvelope, c: Collected) -> serde_json::Value {
+    let mut message = r1_proto::ChatMessage::assistant(c.content);
+    if !c.reasoning.is_empty() {
+        message.reasoning_content = r1_proto::Nullable::Value(c.reasoning);
+    }
+    let response = r1_proto::ChatCompletionResponse::new(
+        format!("chatcmpl-{}", task.task_id),
+        r1_queue::unix_ms() / 1000,
+        task.request.model.clone(),
+        message,
+        c.finish.unwrap_or(r1_proto::FinishReason::Stop),
+        c.usage.unwrap_or_else(|| r1_proto::Usage::new(0, 0)),
+    );
+    serde_json::to_value(response).unwrap_or_default()
 }
 
 struct Unregister<'a>(&'a Mutex<HashMap<String, watch::Sender<bool>>>, &'a str);

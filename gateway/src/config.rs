@@ -34,6 +34,24 @@ pub struct GatewayConfig {
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsSection,
+    /// Shared state: asynchronous tasks and batches (with the Kafka hand-off).
+    #[serde(default)]
+    pub redis: Option<RedisSection>,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// Every call's limit: a slow Redis is an unavailable one.
+    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_redis_timeout() -> Duration {
+    Duration::from_millis(250)
 }
 
 /// `[listen]`
@@ -618,6 +636,14 @@ impl Validate for GatewayConfig {
         }
         check_members(&mut problems, "edge", &self.edge.members);
         check_members(&mut problems, "center", &self.center.members);
+        if let Some(r) = &self.redis {
+            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
+                problems.push(format!("redis.url: `{}` must start with redis:// or rediss://", r.url));
+            }
+            if r.timeout < Duration::from_millis(10) || r.timeout > Duration::from_secs(5) {
+                problems.push("redis.timeout: must be between 10ms and 5s".to_owned());
+            }
+        }
         let versions = &self.center.versions;
         if !versions.is_empty() {
             if self.center.transport != CenterTransport::Kafka {

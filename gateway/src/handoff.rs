@@ -35,6 +35,7 @@ use r1_proto::{
 use r1_queue::kafka_transport::{KafkaTaskSink, ensure_topics, spawn_results_reader};
 use r1_queue::memory::MemoryQueue;
 use r1_queue::reply::{ReplyEvent, ResultRouter};
+use r1_queue::state::{BatchState, MemoryStateStore, RedisStateStore, StateStore, StoreError, TaskState};
 use r1_queue::topics::ReplyTo;
 use r1_queue::transport::{SendError, TaskSink};
 
@@ -53,6 +54,8 @@ pub struct Handoff {
     transport: Transport,
     ready: AtomicBool,
     in_flight: AtomicUsize,
+    states: arc_swap::ArcSwapOption<Box<dyn StateStore>>,
+    redis: Option<crate::config::RedisSection>,
 }
 
 #[derive(Debug)]
@@ -62,7 +65,31 @@ enum Transport {
         queue: Arc<MemoryQueue>,
         base_url: String,
         model: String,
+        memory_states: Arc<MemoryStateStore>,
     },
+}
+
+/// The embedded stack's in-memory store, shared by the gateway and its in-process worker.
+#[derive(Debug)]
+struct MemoryStateStoreHandle(Arc<MemoryStateStore>);
+
+#[async_trait]
+impl StateStore for MemoryStateStoreHandle {
+    async fn put_task(&self, state: &TaskState, ttl: Duration) -> Result<(), StoreError> {
+        self.0.put_task(state, ttl).await
+    }
+    async fn task(&self, id: &str) -> Result<Option<TaskState>, StoreError> {
+        self.0.task(id).await
+    }
+    async fn tasks(&self, ids: &[String]) -> Result<Vec<Option<TaskState>>, StoreError> {
+        self.0.tasks(ids).await
+    }
+    async fn put_batch(&self, batch: &BatchState, ttl: Duration) -> Result<(), StoreError> {
+        self.0.put_batch(batch, ttl).await
+    }
+    async fn batch(&self, id: &str) -> Result<Option<BatchState>, StoreError> {
+        self.0.batch(id).await
+    }
 }
 
 impl Handoff {
@@ -96,10 +123,17 @@ impl Handoff {
                     queue: queue.clone(),
                     base_url: format!("http://{member}/v1"),
                     model: config.center.model.clone(),
+                    memory_states: Arc::new(MemoryStateStore::default()),
                 };
                 (queue, reply_to, transport)
             }
         };
+        let states = arc_swap::ArcSwapOption::empty();
+        if let Transport::Embedded { memory_states, .. } = &transport {
+            states.store(Some(Arc::new(
+                Box::new(MemoryStateStoreHandle(memory_states.clone())) as Box<dyn StateStore>
+            )));
+        }
         Ok(Some(Arc::new(Self {
             sink,
             router,
@@ -107,6 +141,8 @@ impl Handoff {
             transport,
             ready: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            states,
+            redis: config.redis.clone(),
         })))
     }
 
@@ -123,6 +159,29 @@ impl Handoff {
     /// The results router (its counters are exported as metrics).
     pub fn router(&self) -> &ResultRouter {
         &self.router
+    }
+
+    /// Where asynchronous tasks' state lives, once connected (`[redis]`, or in memory embedded).
+    pub fn states(&self) -> Option<Arc<Box<dyn StateStore>>> {
+        self.states.load_full()
+    }
+
+    /// This instance's reply address.
+    pub fn reply_to(&self) -> String {
+        self.reply_to.to_string()
+    }
+
+    /// Hands an asynchronous task over (batch class; nobody waits on the connection).
+    pub async fn submit_batch(&self, key: &str, task: &TaskEnvelope) -> Result<(), SendError> {
+        if !self.is_ready() {
+            return Err(SendError::Other("the task queue is not connected".to_owned()));
+        }
+        self.sink.submit(TaskClass::Batch, None, key, task).await
+    }
+
+    /// Publishes a cancel record.
+    pub async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError> {
+        self.sink.cancel(record).await
     }
 }
 
@@ -173,6 +232,28 @@ impl BackgroundService for HandoffService {
                 };
                 handoff.ready.store(true, Ordering::Relaxed);
                 tracing::info!(reply_to = %handoff.reply_to, "Kafka hand-off ready");
+                if let Some(redis) = handoff.redis.clone() {
+                    let handoff = handoff.clone();
+                    tokio::spawn(async move {
+                        let mut wait = Duration::from_millis(200);
+                        loop {
+                            match RedisStateStore::connect(&redis.url, redis.timeout).await {
+                                Ok(store) => {
+                                    handoff
+                                        .states
+                                        .store(Some(Arc::new(Box::new(store) as Box<dyn StateStore>)));
+                                    tracing::info!("asynchronous task store connected (Redis)");
+                                    return;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "asynchronous task store (Redis) not reachable; retrying");
+                                    tokio::time::sleep(wait).await;
+                                    wait = (wait * 2).min(Duration::from_secs(5));
+                                }
+                            }
+                        }
+                    });
+                }
                 let mut known = std::collections::HashSet::new();
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
@@ -196,8 +277,13 @@ impl BackgroundService for HandoffService {
                 handoff.ready.store(false, Ordering::Relaxed);
                 reader.abort();
             }
-            Transport::Embedded { queue, base_url, model } => {
-                let worker = match embedded_worker(queue.clone(), base_url, model) {
+            Transport::Embedded {
+                queue,
+                base_url,
+                model,
+                memory_states,
+            } => {
+                let worker = match embedded_worker(queue.clone(), base_url, model, memory_states.clone()) {
                     Ok(w) => w,
                     Err(e) => {
                         tracing::error!(error = %format!("{e:#}"), "the embedded center worker cannot start");
@@ -229,6 +315,7 @@ fn embedded_worker(
     queue: Arc<MemoryQueue>,
     base_url: &str,
     model: &str,
+    states: Arc<MemoryStateStore>,
 ) -> anyhow::Result<Arc<r1_center::worker::Worker>> {
     use r1_center::backend::openai::{OpenAiBackend, OpenAiSettings};
     let backend = OpenAiBackend::new(OpenAiSettings {
@@ -255,9 +342,11 @@ fn embedded_worker(
             result_timeout: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(200),
             shutdown_grace: Duration::from_secs(5),
+            state_ttl: crate::tasks::STATE_TTL,
         },
         r1_center::metrics::CenterMetrics::new()?,
-    ))
+    )
+    .with_states(Arc::new(MemoryStateStoreHandle(states))))
 }
 
 fn error_kind(code: TaskErrorCode) -> ErrorKind {
@@ -321,12 +410,13 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
         created_at: now,
         deadline: now.saturating_add(total_ms),
         reply_to: handoff.reply_to.to_string(),
-        tenant: "anonymous".to_owned(),
+        tenant: ctx.tenant.clone().unwrap_or_else(|| crate::proxy::ANONYMOUS.to_owned()),
         class: TaskClass::Interactive,
         request,
         attempt: 0,
         model_version: version.clone(),
         affinity_key: Some(key.clone()),
+        webhook: None,
     };
     ctx.task_id = Some(task_id.clone());
     ctx.model_version.clone_from(&version);

@@ -7,6 +7,7 @@
 //! - [`explain`]: decisions for JSON lines of requests, with no network (`r1-gateway explain`);
 //! - [`proxy`]: the request path (Pingora hooks), [`error`]: errors and their OpenAI bodies;
 //! - [`handoff`]: center traffic through the task queue (Kafka or in-process) and results back;
+//! - [`tasks`]: asynchronous tasks (`/v1/tasks`) and batches (`/v1/batches`);
 //! - [`pools`]: the edge and center pools, [`state`]: shared state and live reload;
 //! - [`admin`]: the admin listener, [`metrics`]: metric families, [`server`]: assembly;
 //! - [`tls`]: HTTPS on the public listener (rustls, certificates reloaded on change);
@@ -26,4 +27,5 @@ pub mod route;
 pub mod score;
 pub mod server;
 pub mod state;
+pub mod tasks;
 pub mod tls;

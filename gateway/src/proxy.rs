@@ -37,6 +37,8 @@ pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// retry buffer after we have read it for routing). Larger requests are refused with a 413 until the
 /// Kafka hand-off carries center traffic.
 pub const MAX_PROXIED_BODY_BYTES: usize = 64 * 1024;
+/// The tenant of unauthenticated requests.
+pub const ANONYMOUS: &str = "anonymous";
 /// Connect attempts per request (each on another member).
 const MAX_CONNECT_TRIES: usize = 3;
 
@@ -69,6 +71,8 @@ pub struct Ctx {
     pub clock: Option<PhaseClock>,
     /// The task id, when the request went through the hand-off.
     pub task_id: Option<String>,
+    /// Who is calling (the JWT subject once authentication is on).
+    pub tenant: Option<String>,
     /// The center model version the task went to, when versions are configured.
     pub model_version: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
@@ -130,6 +134,43 @@ async fn respond_error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -
 }
 
 impl GatewayProxy {
+    /// `/v1/tasks` and `/v1/batches` (see [`crate::tasks`]).
+    async fn tasks_api(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        method: &str,
+        path: &str,
+    ) -> std::result::Result<crate::tasks::Reply, GatewayError> {
+        let Some(handoff) = self.gateway.handoff() else {
+            return Err(GatewayError::downstream(
+                ErrorKind::NotFound,
+                "asynchronous tasks need the task hand-off (center.transport = \"kafka\" or \"embedded\")",
+            ));
+        };
+        let config = self.gateway.config();
+        let tenant = ctx.tenant.as_deref().unwrap_or(ANONYMOUS);
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        match (method, segments.as_slice()) {
+            ("POST", ["v1", "tasks"]) => {
+                let body = read_body(session).await?;
+                crate::tasks::create_task(&config, handoff, tenant, &body).await
+            }
+            ("GET", ["v1", "tasks", id]) => crate::tasks::get_task(handoff, tenant, id).await,
+            ("DELETE", ["v1", "tasks", id]) => crate::tasks::cancel_task(handoff, tenant, id).await,
+            ("POST", ["v1", "batches"]) => {
+                let body = read_body(session).await?;
+                crate::tasks::create_batch(&config, handoff, tenant, &body).await
+            }
+            ("GET", ["v1", "batches", id]) => crate::tasks::get_batch(handoff, tenant, id).await,
+            ("GET", ["v1", "batches", id, "output"]) => crate::tasks::batch_output(handoff, tenant, id).await,
+            _ => Err(GatewayError::downstream(
+                ErrorKind::NotFound,
+                format!("no route for {method} {path}"),
+            )),
+        }
+    }
+
     /// Answers a request the gateway itself refuses (counted in `r1_rejected_requests_total`).
     async fn refuse(&self, session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
         self.gateway
@@ -356,6 +397,22 @@ impl ProxyHttp for GatewayProxy {
                             }
                             _ => return Ok(false),
                         }
+                    }
+                    Err(error) => self.refuse(session, ctx, &error).await?,
+                }
+            }
+            _ if path.starts_with("/v1/tasks") || path.starts_with("/v1/batches") => {
+                match self.tasks_api(session, ctx, method.as_str(), &path).await {
+                    Ok(reply) => {
+                        let mut header = ResponseHeader::build(reply.status, Some(4))?;
+                        header.insert_header("content-type", reply.content_type)?;
+                        header.insert_header("content-length", reply.body.len().to_string())?;
+                        header.insert_header("x-request-id", ctx.request_id.as_str())?;
+                        if let Some(location) = &reply.location {
+                            header.insert_header("location", location.as_str())?;
+                        }
+                        session.write_response_header(Box::new(header), false).await?;
+                        session.write_response_body(Some(reply.body), true).await?;
                     }
                     Err(error) => self.refuse(session, ctx, &error).await?,
                 }

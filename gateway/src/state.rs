@@ -151,6 +151,9 @@ impl Gateway {
         if new.center.transport != old.center.transport || new.center.kafka != old.center.kafka {
             return Err(ReloadError::NeedsRestart("center.transport and center.kafka"));
         }
+        if new.redis != old.redis {
+            return Err(ReloadError::NeedsRestart("redis"));
+        }
         self.edge.reconfigure(
             &new.edge.members,
             new.edge.max_in_flight,

@@ -318,3 +318,181 @@ async fn model_versions_split_by_weight_and_a_live_rollback_loses_no_task() {
     assert_eq!(b.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 4.0);
     gw.stop();
 }
+
+/// Receives webhook calls: the JSON bodies, as they come.
+async fn webhook_receiver() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let n = socket.read(&mut chunk).await.unwrap();
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        break body.to_owned();
+                    }
+                }
+                if n == 0 {
+                    break String::new();
+                }
+            };
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .await;
+            let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
+        }
+    });
+    (url, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
+    let names = Names::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .content(5, "async ")
+        .delays(Duration::from_millis(10), Duration::from_millis(10))
+        .when("SLOW", r1_mock_upstream::Reply::ok().delay(Duration::from_secs(30)));
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
+    let edge = Edge::start(support::EDGE_MODEL);
+    let redis = format!("[redis]\nurl = \"{}\"\n", support::kafka::redis_url());
+    let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
+    center.wait_until_serving().await;
+    let client = &gw.client;
+    let api = |path: &str| format!("{}{path}", gw.public);
+
+    // A task with a webhook: 202 + Location, then succeeded with the chat completion.
+    let (hook, mut calls) = webhook_receiver().await;
+    let r = client
+        .post(api("/v1/tasks"))
+        .json(&json!({"request": ask_center("Summarise the history of Rome.", false), "webhook": hook}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let created: Value = r.json().await.unwrap();
+    assert_eq!(created["status"], "queued");
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(location, format!("/v1/tasks/{id}"));
+    let done = poll(client, &api(&location), |v| v["status"] == "succeeded").await;
+    assert_eq!(done["result"]["choices"][0]["message"]["content"], "async ".repeat(5));
+    assert_eq!(done["result"]["object"], "chat.completion");
+    let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(call, json!({"id": id, "object": "r1.task", "status": "succeeded"}));
+
+    // DELETE cancels a task the model is still thinking about: the node stops it at once.
+    let r = client
+        .post(api("/v1/tasks"))
+        .json(&ask_center("SLOW thinking", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let slow: Value = r.json().await.unwrap();
+    let slow_url = api(&format!("/v1/tasks/{}", slow["id"].as_str().unwrap()));
+    poll(client, &slow_url, |v| v["status"] == "running").await;
+    let r = client.delete(&slow_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["status"], "cancelled");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while center.metric("r1_center_tasks_total{outcome=\"cancelled\"}").await < 1.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the center node did not stop the cancelled task"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(poll(client, &slow_url, |_| true).await["status"], "cancelled");
+
+    // Unknown ids are 404 with an OpenAI error body.
+    let r = client.get(api("/v1/tasks/task_nope")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["type"], "not_found_error");
+
+    // A batch: every line checked first (one bad line refuses all of it, naming the line) …
+    let bad = format!(
+        "{}\n{}\n",
+        json!({"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": ask_center("one", false)}),
+        json!({"custom_id": "b", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "nope", "messages": []}})
+    );
+    let r = client.post(api("/v1/batches")).body(bad).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("line 2"));
+    // … then each line runs as a task; the output is keyed by custom_id.
+    let lines: String = ["alpha", "beta", "gamma"]
+        .iter()
+        .map(|c| {
+            json!({"custom_id": c, "method": "POST", "url": "/v1/chat/completions", "body": ask_center(c, false)})
+                .to_string()
+                + "\n"
+        })
+        .collect();
+    let r = client.post(api("/v1/batches")).body(lines).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let batch: Value = r.json().await.unwrap();
+    assert_eq!(batch["object"], "batch");
+    assert_eq!(batch["request_counts"]["total"], 3);
+    let batch_url = api(&format!("/v1/batches/{}", batch["id"].as_str().unwrap()));
+    let finished = poll(client, &batch_url, |v| v["status"] == "completed").await;
+    assert_eq!(
+        finished["request_counts"],
+        json!({"total": 3, "completed": 3, "failed": 0})
+    );
+    let output = client
+        .get(format!("{batch_url}/output"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = output
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["response"]["status_code"], 200);
+            assert_eq!(
+                v["response"]["body"]["choices"][0]["message"]["content"],
+                "async ".repeat(5)
+            );
+            v["custom_id"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["alpha", "beta", "gamma"]);
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}
+
+/// GETs `url` until `ready` holds (bounded).
+async fn poll(client: &reqwest::Client, url: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let v: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        if ready(&v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready in time: {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -51,6 +51,9 @@ pub struct TaskEnvelope {
     /// The Kafka key (session or prefix hash) that keeps a conversation on one center node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub affinity_key: Option<String>,
+    /// For asynchronous tasks: where to POST `{id, status}` when the task is final.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 impl TaskEnvelope {
@@ -369,6 +372,7 @@ mod tests {
             attempt: 0,
             model_version: None,
             affinity_key: None,
+            webhook: None,
         };
         assert_eq!(envelope.remaining_ms(4_000), 1_000);
         assert!(!envelope.is_expired(4_999));

@@ -12,6 +12,7 @@
 //! - [`topics`]: topic names and the `reply_to` address of a gateway instance;
 //! - [`offsets`]: which offset may be committed when tasks of a partition finish out of order;
 //! - [`transport`]: the traits both transports implement;
+//! - [`state`]: asynchronous task and batch state (Redis, or in memory);
 //! - [`reply`]: the gateway's side of results — one receiver per waiting request, chunks in order,
 //!   duplicates and stale attempts dropped.
 
@@ -20,6 +21,7 @@ pub mod kafka_transport;
 pub mod memory;
 pub mod offsets;
 pub mod reply;
+pub mod state;
 pub mod topics;
 pub mod transport;
 

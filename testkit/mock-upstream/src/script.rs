@@ -41,8 +41,8 @@ pub struct Script {
     pub record: usize,
     /// Overrides `fail_first` and `drop_after` per request, by arrival index.
     pub per_request: Option<Arc<PerRequest>>,
-    /// Requests whose body contains the text always get the status (a poison prompt).
-    pub poison: Vec<(String, u16)>,
+    /// Requests whose body contains the text get that reply (a poison prompt, a slow one).
+    pub rules: Vec<(String, Reply)>,
 }
 
 /// `count` requests answered with `status`.
@@ -70,7 +70,7 @@ impl Default for Script {
             concurrency: None,
             record: 0,
             per_request: None,
-            poison: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }
@@ -90,7 +90,7 @@ impl fmt::Debug for Script {
             .field("concurrency", &self.concurrency)
             .field("record", &self.record)
             .field("per_request", &self.per_request.as_ref().map(|_| "Fn(u64) -> Reply"))
-            .field("poison", &self.poison)
+            .field("rules", &self.rules)
             .finish()
     }
 }
@@ -156,16 +156,22 @@ impl Script {
 
     /// Every request whose body contains `text` is answered `status` (a prompt the model server
     /// always fails on), whatever else the script says.
-    pub fn poison(mut self, text: impl Into<String>, status: u16) -> Self {
-        self.poison.push((text.into(), status));
+    pub fn poison(self, text: impl Into<String>, status: u16) -> Self {
+        self.when(text, Reply::status(status))
+    }
+
+    /// Every request whose body contains `text` gets `reply` (e.g. `Reply::ok().delay(…)` for a
+    /// prompt the model thinks about for long), whatever else the script says.
+    pub fn when(mut self, text: impl Into<String>, reply: Reply) -> Self {
+        self.rules.push((text.into(), reply));
         self
     }
 
     /// The reply of the `n`-th chat request, whose body is `body`.
     pub(crate) fn reply_to(&self, n: u64, body: &[u8]) -> Reply {
         let text = String::from_utf8_lossy(body);
-        match self.poison.iter().find(|(needle, _)| text.contains(needle.as_str())) {
-            Some((_, status)) => Reply::status(*status),
+        match self.rules.iter().find(|(needle, _)| text.contains(needle.as_str())) {
+            Some((_, reply)) => reply.clone(),
             None => self.reply(n),
         }
     }

@@ -1,0 +1,86 @@
+//! Redis stopped, on the real server the test command starts: `POST /v1/tasks` answers 503 with
+//! `Retry-After` instead of accepting a task whose state could be lost; interactive center traffic
+//! keeps flowing (the center's claims fail open); once Redis is back, tasks are accepted again.
+//!
+//! Its own test binary: it stops the shared Redis, which no other test may see.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::kafka::{Center, Names, ask_center, kafka_gateway, redis_url};
+use support::{EDGE_MODEL, Edge};
+
+fn services(args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let status = Command::new("bash").arg(script).args(args).status().unwrap();
+    assert!(status.success(), "services.sh {args:?} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows() {
+    let names = Names::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default().content(3, "fine ");
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
+    let edge = Edge::start(EDGE_MODEL);
+    let redis = format!("[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n", redis_url());
+    let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
+    center.wait_until_serving().await;
+    let task = || {
+        let (client, url) = (gw.client.clone(), format!("{}/v1/tasks", gw.public));
+        async move { client.post(url).json(&ask_center("later", false)).send().await.unwrap() }
+    };
+    // The store connects in the background: wait until it takes a task.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task().await.status() != 202 {
+        assert!(Instant::now() < deadline, "the task store never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    services(&["stop", "redis"]);
+    for _ in 0..5 {
+        let started = Instant::now();
+        let r = task().await;
+        assert_eq!(r.status(), 503);
+        assert_eq!(r.headers()["retry-after"], "1");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a fast 503: {:?}",
+            started.elapsed()
+        );
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains("task store"),
+            "{body}"
+        );
+    }
+    // Interactive center requests do not depend on Redis: the node runs them unclaimed.
+    let r = gw.chat(ask_center("still answered", false)).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "fine ".repeat(3));
+    assert!(center.metric("r1_center_claim_errors_total").await >= 1.0);
+
+    services(&["up", "redis"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = task().await;
+        if r.status() == 202 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tasks are not accepted after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}
