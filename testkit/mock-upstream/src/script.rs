@@ -43,6 +43,9 @@ pub struct Script {
     pub per_request: Option<Arc<PerRequest>>,
     /// Requests whose body contains the text get that reply (a poison prompt, a slow one).
     pub rules: Vec<(String, Reply)>,
+    /// In a stream, an SSE comment (`: keep-alive`) this often while no token is due, as servers
+    /// do while a reasoning model is silent.
+    pub keepalive: Option<Duration>,
 }
 
 /// `count` requests answered with `status`.
@@ -71,6 +74,7 @@ impl Default for Script {
             record: 0,
             per_request: None,
             rules: Vec::new(),
+            keepalive: None,
         }
     }
 }
@@ -91,6 +95,7 @@ impl fmt::Debug for Script {
             .field("record", &self.record)
             .field("per_request", &self.per_request.as_ref().map(|_| "Fn(u64) -> Reply"))
             .field("rules", &self.rules)
+            .field("keepalive", &self.keepalive)
             .finish()
     }
 }
@@ -158,6 +163,12 @@ impl Script {
     /// always fails on), whatever else the script says.
     pub fn poison(self, text: impl Into<String>, status: u16) -> Self {
         self.when(text, Reply::status(status))
+    }
+
+    /// Streams send an SSE comment every `interval` while no token is due.
+    pub fn keepalive(mut self, interval: Duration) -> Self {
+        self.keepalive = Some(interval);
+        self
     }
 
     /// Every request whose body contains `text` gets `reply` (e.g. `Reply::ok().delay(…)` for a

@@ -314,6 +314,14 @@ fn stream_events(
         } else {
             ChunkDelta::content(script.text.as_str())
         };
+        // A long silence carries keep-alive comments, as a real server's would.
+        let mut wait = wait;
+        if let Some(every) = script.keepalive.filter(|e| !e.is_zero()) {
+            while wait > every {
+                steps.push((every, Step::Event(Bytes::from_static(b": keep-alive\n\n"))));
+                wait -= every;
+            }
+        }
         steps.push((wait, chunk(delta)));
     }
     if drop_after.is_some() {
