@@ -70,6 +70,7 @@ fn main() -> ExitCode {
 async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let node_id = config.node.id.clone().unwrap_or_else(default_node_id);
     let metrics = CenterMetrics::new()?;
+    r1_center::gpu::GpuMetrics::start(metrics.registry(), Duration::from_secs(5));
     let settings = config.kafka_settings();
     let topics = config.topics.topics();
     // Kafka may come up after us (or be restarting): wait for it rather than crash-looping.

@@ -22,6 +22,8 @@ pub struct CenterMetrics {
     pub generated_tokens: IntCounter,
     /// Task claim store failures.
     pub claim_errors: IntCounter,
+    /// Tasks waiting on the brokers for this node's partitions (high watermark - committed).
+    pub queue_lag: IntGauge,
 }
 
 impl CenterMetrics {
@@ -46,6 +48,10 @@ impl CenterMetrics {
             )?,
             generated_tokens: IntCounter::new("r1_center_generated_tokens_total", "Completion tokens generated.")?,
             claim_errors: IntCounter::new("r1_center_claim_errors_total", "Task claim store failures.")?,
+            queue_lag: IntGauge::new(
+                "r1_center_queue_lag",
+                "Tasks waiting on the brokers for this node's partitions.",
+            )?,
         };
         m.registry.register(Box::new(m.in_flight.clone()))?;
         m.registry.register(Box::new(m.tasks.clone()))?;
@@ -55,6 +61,7 @@ impl CenterMetrics {
         m.registry.register(Box::new(m.time_to_first_token.clone()))?;
         m.registry.register(Box::new(m.generated_tokens.clone()))?;
         m.registry.register(Box::new(m.claim_errors.clone()))?;
+        m.registry.register(Box::new(m.queue_lag.clone()))?;
         Ok(m)
     }
 

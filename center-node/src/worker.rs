@@ -129,6 +129,18 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: impl Future<Output = ()>) {
         let permits = Arc::new(Semaphore::new(self.settings.max_in_flight.max(1)));
         let cancels = tokio::spawn(self.clone().listen_for_cancels());
+        let lag = tokio::spawn({
+            let worker = self.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Some(lag) = worker.source.lag() {
+                        worker.metrics.queue_lag.set(lag);
+                    }
+                }
+            }
+        });
         tokio::pin!(shutdown);
         loop {
             let permit = tokio::select! {
@@ -162,6 +174,7 @@ impl Worker {
             tracing::warn!("grace period over: unfinished tasks will be redelivered to another node");
         }
         cancels.abort();
+        lag.abort();
     }
 
     async fn listen_for_cancels(self: Arc<Self>) {

@@ -63,6 +63,14 @@ async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
         .await;
     assert_eq!(header(&r, "x-r1-route"), "edge");
     assert_eq!(center.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 2.0);
+    let exposition = reqwest::get(&center.metrics).await.unwrap().text().await.unwrap();
+    assert!(exposition.contains("r1_center_queue_lag "), "{exposition}");
+    if !std::path::Path::new("/dev/nvidiactl").exists() {
+        assert!(
+            !exposition.contains("r1_center_gpu"),
+            "no GPU here: GPU metrics absent, not zero"
+        );
+    }
     gw.stop();
 }
 

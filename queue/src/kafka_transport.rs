@@ -328,14 +328,29 @@ pub fn spawn_results_reader(
     }))
 }
 
-/// Keeps the offset tracker in step with the group's assignment.
+/// Keeps the offset tracker in step with the group's assignment, and the consumer lag from
+/// librdkafka's statistics.
 #[derive(Debug)]
 struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
+    lag: Arc<std::sync::atomic::AtomicI64>,
 }
 
-impl ClientContext for GroupContext {}
+impl ClientContext for GroupContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        // Messages on the brokers not yet processed (high watermark - committed), over the
+        // partitions this member owns; -1 marks partitions with nothing known yet.
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|(p, _)| **p >= 0)
+            .map(|(_, p)| p.consumer_lag.max(0))
+            .sum();
+        self.lag.store(lag, Ordering::Relaxed);
+    }
+}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -358,6 +373,7 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 pub struct KafkaTaskSource {
     consumer: Arc<GroupConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
+    lag: Arc<std::sync::atomic::AtomicI64>,
     receivers: ClassQueues,
     cancels: broadcast::Sender<CancelRecord>,
     pump: tokio::task::JoinHandle<()>,
@@ -385,11 +401,15 @@ impl KafkaTaskSource {
     pub fn new(settings: &KafkaSettings, group: &str, topics: &Topics) -> Result<Self, KafkaError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let lag = Arc::new(std::sync::atomic::AtomicI64::new(0));
         let context = GroupContext {
             tracker: tracker.clone(),
             revoked: revoked.clone(),
+            lag: lag.clone(),
         };
-        let consumer: GroupConsumer = settings.consumer(group).create_with_context(context)?;
+        let mut config = settings.consumer(group);
+        config.set("statistics.interval.ms", "5000");
+        let consumer: GroupConsumer = config.create_with_context(context)?;
         consumer.subscribe(&[topics.interactive.as_str(), topics.batch.as_str()])?;
         let consumer = Arc::new(consumer);
         let (itx, irx) = mpsc::channel(1);
@@ -408,6 +428,7 @@ impl KafkaTaskSource {
         Ok(Self {
             consumer,
             tracker,
+            lag,
             receivers: ClassQueues::new(irx, brx),
             cancels,
             pump,
@@ -543,6 +564,10 @@ impl TaskSource for KafkaTaskSource {
 
     fn cancels(&self) -> broadcast::Receiver<CancelRecord> {
         self.cancels.subscribe()
+    }
+
+    fn lag(&self) -> Option<i64> {
+        Some(self.lag.load(Ordering::Relaxed))
     }
 }
 

@@ -72,6 +72,11 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
 
     /// Cancel records as they arrive (every node sees every record).
     fn cancels(&self) -> tokio::sync::broadcast::Receiver<CancelRecord>;
+
+    /// Tasks waiting on the brokers for this node's partitions, when the transport knows.
+    fn lag(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// The center node's way back.
