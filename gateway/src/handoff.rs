@@ -105,10 +105,22 @@ impl Handoff {
                 };
                 let instance = k.instance.clone().unwrap_or_else(default_instance);
                 let sink = KafkaTaskSink::new(k.settings(), k.topics(), k.send_timeout)?;
-                let reply_to = ReplyTo {
-                    instance,
-                    partition: k.results_partition,
+                // A StatefulSet passes its pod's ordinal (metadata.labels['apps.kubernetes.io/pod-index']).
+                let partition = match std::env::var("R1_RESULTS_PARTITION") {
+                    Ok(v) => v
+                        .trim()
+                        .parse::<i32>()
+                        .ok()
+                        .filter(|p| (0..k.result_partitions).contains(p))
+                        .ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "R1_RESULTS_PARTITION=`{v}` must be 0..{} (center.kafka.result_partitions)",
+                                k.result_partitions
+                            )
+                        })?,
+                    Err(_) => k.results_partition,
                 };
+                let reply_to = ReplyTo { instance, partition };
                 (Arc::new(sink), reply_to, Transport::Kafka(k.clone()))
             }
             CenterTransport::Embedded => {
