@@ -26,6 +26,7 @@
 #
 #   scripts/bench-gateway.sh [--rates "1000 2000 4000 8000"] [--duration 4s] [--warmup 1s]
 #                            [--repeats 5] [--no-pin] [--perf RATE] [--out DIR]
+#   scripts/bench-gateway.sh --summarize DIR      # the summary of an earlier run's reports, again
 # --perf RATE: after the ladder, `perf record -g` the gateway and then nginx for one run each at RATE;
 # the reports go to --out as perf-{gateway,nginx}.txt.
 # Prints a Markdown summary on stdout (progress on stderr); raw r1-loadtest JSON reports go to --out
@@ -41,6 +42,7 @@ repeats=5
 pin=1
 perf_rate=""
 out="target/bench-gateway/$(date -u +%Y%m%dT%H%M%SZ)"
+summarize_only=0
 while (($#)); do
   case "$1" in
     --rates) rates="$2"; shift 2 ;;
@@ -50,11 +52,109 @@ while (($#)); do
     --no-pin) pin=0; shift ;;
     --perf) perf_rate="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --summarize) out="$2"; summarize_only=1; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-gateway: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 log() { printf 'bench-gateway: %s\n' "$*" >&2; }
+
+# The Markdown summary of the reports in a run's folder (medians over its repeats).
+summarize() {
+  python3 - "$1" <<'PY'
+import json, os, statistics, sys
+
+out = sys.argv[1]
+targets = ["direct", "gateway", "nginx"]
+names = [f[:-5].split("-") for f in os.listdir(out) if f.startswith("direct-") and f.endswith(".json")
+         and not f.endswith(".cpu.json")]
+rates = sorted({n[1] for n in names}, key=float)
+repeats = max(int(n[2]) for n in names)
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+cells = {}
+for t in targets:
+    for rate in rates:
+        reports = [json.load(open(f"{out}/{t}-{rate}-{k}.json")) for k in range(1, repeats + 1)]
+        lat = [r["latency_ms"] or {} for r in reports]
+        cpus = [json.load(open(f"{out}/{t}-{rate}-{k}.cpu.json")) for k in range(1, repeats + 1)]
+        us = lambda c, key: 1e6 * c[key] / c["clk_tck"] / max(c["requests"], 1)
+        cells[t, rate] = {
+            "ok_s": med([r["throughput"] for r in reports]),
+            "p50": med([l.get("p50") for l in lat]),
+            "p99": med([l.get("p99") for l in lat]),
+            "p99_best": min([l["p99"] for l in lat if l.get("p99") is not None], default=None),
+            "bad": med([(r["failed"] + r["dropped"]) / max(r["scheduled"], 1) for r in reports]),
+            "lag": med([r["max_send_lag_ms"] for r in reports]),
+            "proxy_us": med([us(c, "proxy_ticks") for c in cpus]),
+            "upstream_us": med([us(c, "upstream_ticks") for c in cpus]),
+            "other": med([100 * c["other_ticks"] / c["clk_tck"] / c["seconds"] for c in cpus if "other_ticks" in c]),
+        }
+
+def sustained(t, rate):
+    c = cells[t, rate]
+    return c["bad"] <= 0.001 and c["ok_s"] >= 0.97 * float(rate)
+
+def f(x, spec=".2f"):
+    return "–" if x is None else format(x, spec)
+
+print(open(f"{out}/setup.txt").read().strip().replace("\n", "  \n"))
+print()
+print("Median of %d repeats per cell. ok/s: responses per second; p50/p99 from the scheduled send (ms);"
+      " +p50/+p99: added over direct at the same offered rate; ✗ = not sustained (errors/drops > 0.1 %%"
+      " or ok/s < 97 %% of offered); CPU µs/req: CPU time of the proxy's processes (direct: none, –) and"
+      " of the upstream per request the upstream served; other CPU: every other process on the machine"
+      " meanwhile, %% of one core; best p99: the lowest p99 of the repeats, the least disturbed by other"
+      " processes." % repeats)
+print()
+print("| offered req/s | target | ok/s | p50 | p99 | +p50 | +p99 | errors+drops | gen lag ms | proxy CPU µs/req | upstream CPU µs/req | other CPU | best p99 | +best p99 |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for rate in rates:
+    d = cells["direct", rate]
+    for t in targets:
+        c = cells[t, rate]
+        add50 = None if t == "direct" or c["p50"] is None or d["p50"] is None else c["p50"] - d["p50"]
+        add99 = None if t == "direct" or c["p99"] is None or d["p99"] is None else c["p99"] - d["p99"]
+        add99b = None if t == "direct" or c["p99_best"] is None or d["p99_best"] is None else c["p99_best"] - d["p99_best"]
+        mark = "" if sustained(t, rate) else " ✗"
+        print(f"| {rate} | {t}{mark} | {c['ok_s']:,.0f} | {f(c['p50'])} | {f(c['p99'])} | {f(add50)} | {f(add99)}"
+              f" | {100 * c['bad']:.1f} % | {c['lag']:.1f} | {'–' if t == 'direct' else f(c['proxy_us'], '.1f')}"
+              f" | {f(c['upstream_us'], '.1f')} | {f(c['other'], '.0f')} % | {f(c['p99_best'])} | {f(add99b)} |")
+
+print()
+best = {t: max((cells[t, r]["ok_s"] for r in rates)) for t in targets}
+top = {t: max([float(r) for r in rates if sustained(t, r)] or [0.0]) for t in targets}
+common = [r for r in rates if all(sustained(t, r) for t in targets)]
+print("| target | highest sustained offered rate | peak ok/s |")
+print("|---|---:|---:|")
+for t in targets:
+    print(f"| {t} | {top[t]:,.0f} | {best[t]:,.0f} |")
+print()
+if best["nginx"]:
+    print(f"- gateway/nginx peak ok/s: **{best['gateway'] / best['nginx']:.2f}×** (target ≥ 0.8×); "
+          f"highest sustained rate: {top['gateway']:,.0f} vs {top['nginx']:,.0f} req/s")
+for label, rate in (("lowest", common[0] if common else None), ("highest", common[-1] if common else None)):
+    if rate is None:
+        continue
+    d, g, n = (cells[t, rate] for t in targets)
+    g99, n99 = g["p99"] - d["p99"], n["p99"] - d["p99"]
+    g50, n50 = g["p50"] - d["p50"], n["p50"] - d["p50"]
+    ratio = f"{g99 / n99:.2f}×" if n99 > 0 else "n/a (nginx adds nothing at p99)"
+    gb, nb = g["p99_best"] - d["p99_best"], n["p99_best"] - d["p99_best"]
+    ratio_best = f"{gb / nb:.2f}×" if nb > 0 else "n/a (nginx adds nothing)"
+    print(f"- at {rate} req/s ({label} rate all three sustain): added p50 gateway {g50:.2f} ms vs nginx {n50:.2f} ms; "
+          f"added p99 gateway {g99:.2f} ms vs nginx {n99:.2f} ms → gateway/nginx p99 added **{ratio}** (target ≤ 1.2×); "
+          f"best-of-repeats p99 added gateway {gb:.2f} ms vs nginx {nb:.2f} ms → **{ratio_best}**")
+PY
+}
+
+if ((summarize_only)); then
+  summarize "$out"
+  exit 0
+fi
 
 # --- what it needs --------------------------------------------------------------------------------
 nginx_bin="$(command -v nginx || true)"
@@ -281,82 +381,4 @@ if [[ -n "$perf_rate" ]] && command -v perf >/dev/null 2>&1; then
 fi
 
 # --- summary ----------------------------------------------------------------------------------------
-# shellcheck disable=SC2086 # one argument per rate
-python3 - "$out" "$repeats" $rates <<'PY'
-import json, statistics, sys
-
-out, repeats, rates = sys.argv[1], int(sys.argv[2]), [r for r in sys.argv[3:]]
-targets = ["direct", "gateway", "nginx"]
-
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-cells = {}
-for t in targets:
-    for rate in rates:
-        reports = [json.load(open(f"{out}/{t}-{rate}-{k}.json")) for k in range(1, repeats + 1)]
-        lat = [r["latency_ms"] or {} for r in reports]
-        cpus = [json.load(open(f"{out}/{t}-{rate}-{k}.cpu.json")) for k in range(1, repeats + 1)]
-        us = lambda c, key: 1e6 * c[key] / c["clk_tck"] / max(c["requests"], 1)
-        cells[t, rate] = {
-            "ok_s": med([r["throughput"] for r in reports]),
-            "p50": med([l.get("p50") for l in lat]),
-            "p99": med([l.get("p99") for l in lat]),
-            "bad": med([(r["failed"] + r["dropped"]) / max(r["scheduled"], 1) for r in reports]),
-            "lag": med([r["max_send_lag_ms"] for r in reports]),
-            "proxy_us": med([us(c, "proxy_ticks") for c in cpus]),
-            "upstream_us": med([us(c, "upstream_ticks") for c in cpus]),
-            "other": med([100 * c["other_ticks"] / c["clk_tck"] / c["seconds"] for c in cpus]),
-        }
-
-def sustained(t, rate):
-    c = cells[t, rate]
-    return c["bad"] <= 0.001 and c["ok_s"] >= 0.97 * float(rate)
-
-def f(x, spec=".2f"):
-    return "–" if x is None else format(x, spec)
-
-print(open(f"{out}/setup.txt").read().strip().replace("\n", "  \n"))
-print()
-print("Median of %d repeats per cell. ok/s: responses per second; p50/p99 from the scheduled send (ms);"
-      " +p50/+p99: added over direct at the same offered rate; ✗ = not sustained (errors/drops > 0.1 %%"
-      " or ok/s < 97 %% of offered); CPU µs/req: CPU time of the proxy's processes (direct: none, –) and"
-      " of the upstream per request the upstream served; other CPU: every other process on the machine"
-      " meanwhile, %% of one core." % repeats)
-print()
-print("| offered req/s | target | ok/s | p50 | p99 | +p50 | +p99 | errors+drops | gen lag ms | proxy CPU µs/req | upstream CPU µs/req | other CPU |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for rate in rates:
-    d = cells["direct", rate]
-    for t in targets:
-        c = cells[t, rate]
-        add50 = None if t == "direct" or c["p50"] is None or d["p50"] is None else c["p50"] - d["p50"]
-        add99 = None if t == "direct" or c["p99"] is None or d["p99"] is None else c["p99"] - d["p99"]
-        mark = "" if sustained(t, rate) else " ✗"
-        print(f"| {rate} | {t}{mark} | {c['ok_s']:,.0f} | {f(c['p50'])} | {f(c['p99'])} | {f(add50)} | {f(add99)}"
-              f" | {100 * c['bad']:.1f} % | {c['lag']:.1f} | {'–' if t == 'direct' else f(c['proxy_us'], '.1f')}"
-              f" | {f(c['upstream_us'], '.1f')} | {c['other']:.0f} % |")
-
-print()
-best = {t: max((cells[t, r]["ok_s"] for r in rates)) for t in targets}
-top = {t: max([float(r) for r in rates if sustained(t, r)] or [0.0]) for t in targets}
-common = [r for r in rates if all(sustained(t, r) for t in targets)]
-print("| target | highest sustained offered rate | peak ok/s |")
-print("|---|---:|---:|")
-for t in targets:
-    print(f"| {t} | {top[t]:,.0f} | {best[t]:,.0f} |")
-print()
-if best["nginx"]:
-    print(f"gateway/nginx peak ok/s: **{best['gateway'] / best['nginx']:.2f}×** (target ≥ 0.8×); "
-          f"highest sustained rate: {top['gateway']:,.0f} vs {top['nginx']:,.0f} req/s")
-for label, rate in (("lowest", common[0] if common else None), ("highest", common[-1] if common else None)):
-    if rate is None:
-        continue
-    d, g, n = (cells[t, rate] for t in targets)
-    g99, n99 = g["p99"] - d["p99"], n["p99"] - d["p99"]
-    g50, n50 = g["p50"] - d["p50"], n["p50"] - d["p50"]
-    ratio = f"{g99 / n99:.2f}×" if n99 > 0 else "n/a (nginx adds nothing at p99)"
-    print(f"at {rate} req/s ({label} rate all three sustain): added p50 gateway {g50:.2f} ms vs nginx {n50:.2f} ms; "
-          f"added p99 gateway {g99:.2f} ms vs nginx {n99:.2f} ms → gateway/nginx p99 added **{ratio}** (target ≤ 1.2×)")
-PY
+summarize "$out"
