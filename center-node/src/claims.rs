@@ -62,18 +62,14 @@ impl std::fmt::Debug for RedisClaims {
     }
 }
 
-/// KEYS: done, claim, attempts. ARGV: node, ttl ms, attempts ttl ms.
-/// Returns -1 done, -2 busy, else the attempt number.
+/// KEYS: done, claim, attempts. ARGV: owner, ttl ms, attempts ttl ms.
+/// Returns -1 done, -2 busy (held by anyone, this process included), else the attempt number.
 const CLAIM: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
   local n = redis.call('INCR', KEYS[3])
   redis.call('PEXPIRE', KEYS[3], ARGV[3])
   return n - 1
-end
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
-  return tonumber(redis.call('GET', KEYS[3]) or '1') - 1
 end
 return -2
 ";
@@ -224,10 +220,8 @@ impl Claims for MemoryClaims {
             return Ok(Claim::Done);
         }
         match &entry.claim {
-            Some((owner, until)) if *until > now && owner != node => Ok(Claim::Busy),
-            Some((owner, until)) if *until > now && owner == node => Ok(Claim::Acquired {
-                attempt: entry.attempts.saturating_sub(1),
-            }),
+            // Held, by another node or by another delivery on this one: one run at a time.
+            Some((_, until)) if *until > now => Ok(Claim::Busy),
             _ => {
                 entry.claim = Some((node.to_owned(), now + ttl));
                 entry.attempts += 1;
@@ -277,6 +271,11 @@ mod tests {
         let ttl = Duration::from_millis(50);
         assert_eq!(c.claim("t", "a", ttl).await.unwrap(), Claim::Acquired { attempt: 0 });
         assert_eq!(c.claim("t", "b", ttl).await.unwrap(), Claim::Busy);
+        assert_eq!(
+            c.claim("t", "a", ttl).await.unwrap(),
+            Claim::Busy,
+            "one run at a time, even on one node"
+        );
         tokio::time::sleep(Duration::from_millis(80)).await; // a's claim lapses: a died
         assert_eq!(c.claim("t", "b", ttl).await.unwrap(), Claim::Acquired { attempt: 1 });
         assert!(!c.refresh("t", "a", ttl).await.unwrap());

@@ -115,34 +115,46 @@ fn default_metrics() -> std::net::SocketAddr {
     std::net::SocketAddr::from(([127, 0, 0, 1], 9091))
 }
 
-/// `[backend]`: an OpenAI-compatible server (vLLM, SGLang, TensorRT-LLM, the DeepSeek API).
+/// `[backend]`: an OpenAI-compatible server (vLLM, SGLang, TensorRT-LLM, the DeepSeek API), or
+/// an ONNX model run in process.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BackendSection {
-    /// `openai`.
+    /// `openai` or `onnx`.
     pub kind: BackendKind,
-    /// Base URL up to and including `/v1`.
-    pub base_url: String,
-    /// Model name the server knows.
-    pub model: String,
-    /// Environment variable holding the API key (never the key itself in this file).
+    /// `openai`: base URL up to and including `/v1`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `openai`: the model name the server knows.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// `openai`: environment variable holding the API key (never the key itself in this file).
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// TCP/TLS connect limit.
+    /// `openai`: TCP/TLS connect limit.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
-    /// From the request to the first token (R1 may think for minutes).
+    /// `openai`: from the request to the first token (R1 may think for minutes).
     #[serde(default = "default_first_token_timeout", with = "humantime_serde")]
     pub first_token_timeout: Duration,
-    /// Longest silence between chunks once tokens flow.
+    /// `openai`: longest silence between chunks once tokens flow.
     #[serde(default = "default_idle_timeout", with = "humantime_serde")]
     pub idle_timeout: Duration,
-    /// Tries before the first token (connect errors, 429, 5xx).
+    /// `openai`: tries before the first token (connect errors, 429, 5xx).
     #[serde(default = "default_backend_attempts")]
     pub attempts: u32,
-    /// First backoff between those tries, doubled each time.
+    /// `openai`: first backoff between those tries, doubled each time.
     #[serde(default = "default_backend_backoff", with = "humantime_serde")]
     pub backoff: Duration,
+    /// `onnx`: the model directory (Optimum layout: `model.onnx`, `config.json`, tokenizer).
+    #[serde(default)]
+    pub model_dir: Option<std::path::PathBuf>,
+    /// `onnx`: most sequences decoded together.
+    #[serde(default = "default_onnx_batch")]
+    pub max_batch_size: usize,
+    /// `onnx`: ONNX Runtime intra-op threads (0: ONNX Runtime's default).
+    #[serde(default)]
+    pub intra_threads: usize,
 }
 
 /// Backend kinds.
@@ -151,8 +163,13 @@ pub struct BackendSection {
 pub enum BackendKind {
     /// Any OpenAI-compatible chat completions server.
     Openai,
+    /// An ONNX causal LM run in process by r1-edge's engine.
+    Onnx,
 }
 
+fn default_onnx_batch() -> usize {
+    32
+}
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -304,14 +321,30 @@ impl Validate for CenterConfig {
             problems.push("node.id: must not be empty".to_owned());
         }
         let b = &self.backend;
-        if !(b.base_url.starts_with("http://") || b.base_url.starts_with("https://")) {
-            problems.push(format!(
-                "backend.base_url: `{}` must start with http:// or https://",
-                b.base_url
-            ));
+        match b.kind {
+            BackendKind::Openai => {
+                match &b.base_url {
+                    None => problems.push("backend.base_url: required with kind = \"openai\"".to_owned()),
+                    Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                        problems.push(format!("backend.base_url: `{url}` must start with http:// or https://"));
+                    }
+                    Some(_) => {}
+                }
+                if b.model.as_ref().is_none_or(|m| m.trim().is_empty()) {
+                    problems.push("backend.model: required with kind = \"openai\"".to_owned());
+                }
+            }
+            BackendKind::Onnx => match &b.model_dir {
+                None => problems.push("backend.model_dir: required with kind = \"onnx\"".to_owned()),
+                Some(dir) if !dir.join("config.json").is_file() => problems.push(format!(
+                    "backend.model_dir: `{}` has no config.json (an Optimum-layout model directory)",
+                    dir.display()
+                )),
+                Some(_) => {}
+            },
         }
-        if b.model.trim().is_empty() {
-            problems.push("backend.model: must not be empty".to_owned());
+        if !(1..=1024).contains(&b.max_batch_size) {
+            problems.push("backend.max_batch_size: must be 1..=1024".to_owned());
         }
         if b.attempts == 0 {
             problems.push("backend.attempts: must be at least 1".to_owned());

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use r1_center::backend::Backend;
+use r1_center::backend::onnx::OnnxBackend;
 use r1_center::backend::openai::{OpenAiBackend, OpenAiSettings};
 use r1_center::claims::RedisClaims;
 use r1_center::config::{BackendKind, CenterConfig};
@@ -102,7 +104,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let states = RedisStateStore::connect(&config.redis.url, Duration::from_millis(500))
         .await
         .context("asynchronous task state (Redis)")?;
-    let backend = match config.backend.kind {
+    let backend: Arc<dyn Backend> = match config.backend.kind {
         BackendKind::Openai => {
             let b = &config.backend;
             let api_key = match &b.api_key_env {
@@ -111,16 +113,29 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            OpenAiBackend::new(OpenAiSettings {
-                base_url: b.base_url.clone(),
-                model: b.model.clone(),
+            Arc::new(OpenAiBackend::new(OpenAiSettings {
+                base_url: b.base_url.clone().unwrap_or_default(),
+                model: b.model.clone().unwrap_or_default(),
                 api_key,
                 connect_timeout: b.connect_timeout,
                 first_token_timeout: b.first_token_timeout,
                 idle_timeout: b.idle_timeout,
                 attempts: b.attempts,
                 backoff: b.backoff,
-            })?
+            })?)
+        }
+        BackendKind::Onnx => {
+            let dir = config.backend.model_dir.clone().unwrap_or_default();
+            let ort = r1_edge::config::OrtSection {
+                intra_threads: config.backend.intra_threads,
+                ..r1_edge::config::OrtSection::default()
+            };
+            let batch = config.backend.max_batch_size;
+            let queue = config.node.max_in_flight.max(batch);
+            let backend = tokio::task::spawn_blocking(move || OnnxBackend::load(&dir, &ort, batch, queue))
+                .await?
+                .context("backend.model_dir")?;
+            Arc::new(backend)
         }
     };
     let listener = tokio::net::TcpListener::bind(config.node.metrics)
@@ -147,7 +162,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         Arc::new(source),
         Arc::new(sink),
         Arc::new(claims),
-        Arc::new(backend),
+        backend,
         WorkerSettings {
             node_id: node_id.clone(),
             max_in_flight: config.node.max_in_flight,
@@ -166,7 +181,9 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         node = %node_id,
         group = %config.group(),
         interactive = %topics.interactive,
-        backend = %config.backend.base_url,
+        backend = ?config.backend.kind,
+        base_url = ?config.backend.base_url,
+        model_dir = ?config.backend.model_dir,
         "r1-center ready"
     );
     worker.run(shutdown_signal()).await;

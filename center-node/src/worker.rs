@@ -35,7 +35,7 @@ pub const CLAIM_STORE_PATIENCE: Duration = Duration::from_secs(2);
 /// How a node runs tasks.
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// This node's name (claims, logs).
+    /// This node's name (logs); claims are held as `<node_id>/<random>`, unique per process run.
     pub node_id: String,
     /// Tasks run at once.
     pub max_in_flight: usize,
@@ -63,6 +63,7 @@ pub struct Worker {
     claims: Arc<dyn Claims>,
     backend: Arc<dyn Backend>,
     settings: WorkerSettings,
+    owner: String,
     metrics: CenterMetrics,
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     states: Option<Arc<dyn StateStore>>,
@@ -104,6 +105,7 @@ impl Worker {
             sink,
             claims,
             backend,
+            owner: format!("{}/{}", settings.node_id, uuid::Uuid::new_v4().simple()),
             settings,
             metrics,
             running: Mutex::new(HashMap::new()),
@@ -301,7 +303,7 @@ impl Worker {
         let ttl = self.settings.claim_ttl;
         let mut unreachable_since: Option<Instant> = None;
         loop {
-            match self.claims.claim(&task.task_id, &self.settings.node_id, ttl).await {
+            match self.claims.claim(&task.task_id, &self.owner, ttl).await {
                 Ok(Claim::Acquired { attempt }) => return Some((attempt, true)),
                 Ok(Claim::Done) => {
                     tracing::info!(task_id = %task.task_id, "duplicate delivery of an answered task: dropped");
@@ -359,7 +361,7 @@ impl Worker {
                     });
                 }
                 _ = heartbeat.tick(), if claimed => {
-                    match self.claims.refresh(&task.task_id, &self.settings.node_id, self.settings.claim_ttl).await {
+                    match self.claims.refresh(&task.task_id, &self.owner, self.settings.claim_ttl).await {
                         Ok(true) => {}
                         Ok(false) => return Err(RunError::Lost),
                         Err(e) => {

@@ -117,3 +117,39 @@ async fn an_unreachable_server_fails_fast() {
         started.elapsed()
     );
 }
+
+#[tokio::test]
+async fn task_claims_on_redis_give_one_run_at_a_time_and_remember_answered_tasks() {
+    use r1_center::claims::{Claim, Claims, RedisClaims};
+    let claims = RedisClaims::connect(&url(), Duration::from_millis(500)).await.unwrap();
+    let task = uuid::Uuid::new_v4().simple().to_string();
+    let ttl = Duration::from_millis(300);
+    assert_eq!(
+        claims.claim(&task, "a/1", ttl).await.unwrap(),
+        Claim::Acquired { attempt: 0 }
+    );
+    assert_eq!(claims.claim(&task, "b/1", ttl).await.unwrap(), Claim::Busy);
+    assert_eq!(
+        claims.claim(&task, "a/1", ttl).await.unwrap(),
+        Claim::Busy,
+        "one run at a time"
+    );
+    assert!(claims.refresh(&task, "a/1", ttl).await.unwrap());
+    assert!(
+        !claims.refresh(&task, "b/1", ttl).await.unwrap(),
+        "only the holder refreshes"
+    );
+    assert_eq!(
+        claims.bump(&task).await.unwrap(),
+        1,
+        "a retry on the holder is attempt 1"
+    );
+    // The holder dies: its claim lapses and the next node runs the next attempt.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        claims.claim(&task, "b/1", ttl).await.unwrap(),
+        Claim::Acquired { attempt: 2 }
+    );
+    claims.complete(&task, Duration::from_secs(60)).await.unwrap();
+    assert_eq!(claims.claim(&task, "c/1", ttl).await.unwrap(), Claim::Done);
+}

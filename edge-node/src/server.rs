@@ -50,12 +50,17 @@ struct AppState {
     keepalive: std::time::Duration,
 }
 
+/// What a request may ask for.
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    max_tokens_cap: u32,
-    default_max_tokens: u32,
-    max_body_bytes: usize,
-    context_length: usize,
+pub struct Limits {
+    /// Largest `max_tokens`.
+    pub max_tokens_cap: u32,
+    /// `max_tokens` when the request gives none.
+    pub default_max_tokens: u32,
+    /// Largest body (HTTP only).
+    pub max_body_bytes: usize,
+    /// The model's context: prompt + `max_tokens` must fit.
+    pub context_length: usize,
 }
 
 /// A refusal, with everything needed to answer it.
@@ -66,6 +71,19 @@ pub struct ApiError {
     code: Option<&'static str>,
     param: Option<&'static str>,
     retry_after: Option<u64>,
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl ApiError {
+    /// The kind of refusal (its status and OpenAI `type`).
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
 }
 
 impl ApiError {
@@ -215,7 +233,8 @@ fn warm_up(model: &mut LoadedModel) -> anyhow::Result<()> {
 }
 
 /// The model's own sampling defaults (`generation_config.json`), used where a request gives none.
-fn default_sampling(model: &LoadedModel) -> SamplingParams {
+/// The sampling a request gets when it sets nothing: the model's `generation_config.json`.
+pub fn default_sampling(model: &LoadedModel) -> SamplingParams {
     let g = &model.files.generation;
     if g.do_sample == Some(false) {
         return SamplingParams::GREEDY;
@@ -345,6 +364,25 @@ async fn admit(state: &AppState, body: Body, events: mpsc::UnboundedSender<Event
         )
         .with_code("model_not_found"));
     }
+    let generation = prepare(&request, &state.text, &state.defaults, &limits, events)?;
+    Ok(Admitted {
+        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
+        stream: request.is_stream(),
+        include_usage: request.include_usage(),
+        request: generation,
+    })
+}
+
+/// Checks a chat request against the model and `limits`, renders and tokenizes its prompt: the
+/// generation to queue (results go to `events`). Everything but the model name is checked here,
+/// so the HTTP server and an in-process caller (r1-center's `onnx` backend) refuse alike.
+pub fn prepare(
+    request: &ChatCompletionRequest,
+    text: &TextCodec,
+    defaults: &SamplingParams,
+    limits: &Limits,
+    events: mpsc::UnboundedSender<Event>,
+) -> Result<GenerationRequest, ApiError> {
     if request.messages.is_empty() {
         return Err(ApiError::invalid(
             "messages",
@@ -364,7 +402,7 @@ async fn admit(state: &AppState, body: Body, events: mpsc::UnboundedSender<Event
             format!("`max_tokens` must be 1..={}, got {max_tokens}", limits.max_tokens_cap),
         ));
     }
-    let sampling = sampling(&request, &state.defaults)?;
+    let sampling = sampling(request, defaults)?;
     let stop = request.stop_sequences().to_vec();
     if stop.len() > MAX_STOP_SEQUENCES {
         return Err(ApiError::invalid(
@@ -373,12 +411,10 @@ async fn admit(state: &AppState, body: Body, events: mpsc::UnboundedSender<Event
         ));
     }
 
-    let prompt_text = state
-        .text
+    let prompt_text = text
         .render_chat(&request.messages)
         .map_err(|e| ApiError::invalid("messages", e.to_string()))?;
-    let prompt = state
-        .text
+    let prompt = text
         .encode(&prompt_text)
         .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
     if prompt.is_empty() {
@@ -398,23 +434,18 @@ async fn admit(state: &AppState, body: Body, events: mpsc::UnboundedSender<Event
         )
         .with_code("context_length_exceeded"));
     }
-    Ok(Admitted {
-        id: format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
-        stream: request.is_stream(),
-        include_usage: request.include_usage(),
-        request: GenerationRequest {
-            prompt,
-            sampling,
-            max_tokens,
-            stop,
-            ignore_eos: request
-                .extra
-                .get("ignore_eos")
-                .and_then(serde_json::Value::as_bool)
-                .unwrap_or(false),
-            events,
-            enqueued_at: Instant::now(),
-        },
+    Ok(GenerationRequest {
+        prompt,
+        sampling,
+        max_tokens,
+        stop,
+        ignore_eos: request
+            .extra
+            .get("ignore_eos")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false),
+        events,
+        enqueued_at: Instant::now(),
     })
 }
 

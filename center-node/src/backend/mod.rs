@@ -1,11 +1,13 @@
 //! Model backends: where a center node gets its tokens.
 //!
 //! - [`openai::OpenAiBackend`]: any OpenAI-compatible server — vLLM, SGLang, TensorRT-LLM, the
-//!   DeepSeek API, or an r1-edge — streamed, with reasoning text kept apart from the answer.
+//!   DeepSeek API, or an r1-edge — streamed, with reasoning text kept apart from the answer;
+//! - [`onnx::OnnxBackend`]: r1-edge's engine in process (single-box installs, tests).
 //!
 //! A backend streams [`ResultDelta`]s and returns the usage; it retries on its own only before the
 //! first token. Dropping the future stops the generation (the HTTP request is closed).
 
+pub mod onnx;
 pub mod openai;
 pub mod think;
 
