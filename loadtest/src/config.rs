@@ -1,5 +1,6 @@
 //! What a run sends and when it stops, plus the parsers for the CLI's durations and headers.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -33,6 +34,8 @@ pub struct Config {
     pub headers: HeaderMap,
     /// Per-request limit, from the actual send to the end of the body.
     pub timeout: Duration,
+    /// Where to write one JSON line per measured request (see [`crate::request_log`]); `None`: no log.
+    pub request_log: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             stream: false,
             headers: HeaderMap::new(),
             timeout: Duration::from_secs(60),
+            request_log: None,
         }
     }
 }

@@ -52,7 +52,8 @@ struct Cli {
     /// Override max_tokens in every request.
     #[arg(long)]
     max_tokens: Option<u32>,
-    /// Send stream: true and measure time to first token (first SSE data event with content).
+    /// Send stream: true, measure time to first token (first SSE data event with content) and count
+    /// how streams end ([DONE], in-band error event, both, neither).
     #[arg(long)]
     stream: bool,
     /// Extra request header as 'name: value'; repeatable (e.g. 'authorization: Bearer KEY').
@@ -70,6 +71,10 @@ struct Cli {
     /// Exit with status 1 if any measured request failed or was dropped.
     #[arg(long)]
     fail_on_error: bool,
+    /// Write one JSON line per measured request to this file (schedule order): its scheduled send
+    /// time (ms from the start and Unix ms), route, reason, status, how a stream ended, error, times.
+    #[arg(long, value_name = "FILE")]
+    request_log: Option<PathBuf>,
 }
 
 impl Cli {
@@ -95,6 +100,7 @@ impl Cli {
             stream: self.stream,
             headers: self.headers.into_iter().collect::<HeaderMap>(),
             timeout: self.timeout,
+            request_log: self.request_log,
         })
     }
 }

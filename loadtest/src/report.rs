@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sse::StreamEnd;
 use crate::stats::{Recorder, Tally, percentile};
 
 /// The run's clock readings, from the scheduler.
@@ -42,6 +43,10 @@ pub struct Report {
     pub failed: u64,
     /// Failures by status class and by kind.
     pub errors: Errors,
+    /// Responses by exact HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// How streamed 2xx bodies ended (`None` unless streaming).
+    pub streams: Option<Streams>,
     /// Sends per second over the send window (equals `target_rate` when the generator kept up).
     pub achieved_rate: f64,
     /// Ok responses per second, from the start of the measured phase to the last response (or the
@@ -73,6 +78,10 @@ pub struct RouteReport {
     pub failed: u64,
     /// Failures by status class and by kind.
     pub errors: Errors,
+    /// Responses by exact HTTP status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// How streamed 2xx bodies ended (`None` unless streaming).
+    pub streams: Option<Streams>,
     /// Latency of ok requests, from the scheduled send.
     pub latency_ms: Option<Percentiles>,
     /// Time to first token of ok streamed requests, from the scheduled send.
@@ -81,12 +90,42 @@ pub struct RouteReport {
     pub reasons: BTreeMap<String, u64>,
 }
 
+/// How streamed 2xx bodies ended, by the markers they carried.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Streams {
+    /// Ended with `data: [DONE]` and no error event (ok, unless the connection then broke).
+    pub done: u64,
+    /// Ended with an in-band error event (`data: {"error": …}`) and no `[DONE]`: a failure reported
+    /// as DESIGN.md's reliability rules ask.
+    pub error_event: u64,
+    /// Carried an error event *and* `[DONE]`: a fake `[DONE]` after a failure (must be 0).
+    pub fake_done: u64,
+    /// Carried neither before the body ended (a reset, an end without `[DONE]`, or a timeout).
+    pub cut: u64,
+    /// Of all of these, bodies whose connection broke (reset, or closed before the body's end).
+    pub reset: u64,
+}
+
+impl Streams {
+    fn of(tally: &Tally) -> Self {
+        let count = |end| tally.streams.get(&end).copied().unwrap_or(0);
+        Self {
+            done: count(StreamEnd::Done),
+            error_event: count(StreamEnd::ErrorEvent),
+            fake_done: count(StreamEnd::FakeDone),
+            cut: count(StreamEnd::Cut),
+            reset: tally.stream_resets,
+        }
+    }
+}
+
 /// Failures, two ways.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Errors {
     /// Responses outside 2xx by class: `4xx`, `5xx`, ….
     pub by_status: BTreeMap<String, u64>,
-    /// Requests with no usable response: `connect`, `timeout`, `other`.
+    /// Requests with no usable response: `connect`, `timeout`, `other`; and 2xx streams that did
+    /// not end with a clean `[DONE]`: `error_event`, `fake_done`, `cut`.
     pub by_kind: BTreeMap<String, u64>,
 }
 
@@ -165,6 +204,7 @@ impl Report {
                 None
             }
         };
+        let streams = |tally: &Tally| timing.streaming.then(|| Streams::of(tally));
         let routes = recorder
             .routes
             .iter()
@@ -175,6 +215,8 @@ impl Report {
                     ok: tally.ok,
                     failed: tally.failed(),
                     errors: Errors::of(tally),
+                    statuses: tally.statuses.clone(),
+                    streams: streams(tally),
                     latency_ms: Percentiles::of(&tally.latency_us),
                     ttft_ms: ttft(tally),
                     reasons: tally.reasons.clone(),
@@ -190,6 +232,8 @@ impl Report {
             ok: overall.ok,
             failed: overall.failed(),
             errors: Errors::of(overall),
+            statuses: overall.statuses.clone(),
+            streams: streams(overall),
             achieved_rate: per_second(overall.sent, timing.send_window),
             throughput: per_second(overall.ok, timing.total_window.max(timing.send_window)),
             duration_s: timing.send_window.as_secs_f64(),
@@ -224,7 +268,7 @@ impl Report {
             "  sent {}  ok {}  failed {}  dropped {}  achieved {:.1} req/s  throughput {:.1} ok/s  max send lag {:.1} ms",
             self.sent, self.ok, self.failed, self.dropped, self.achieved_rate, self.throughput, self.max_send_lag_ms
         )?;
-        writeln!(out, "  errors: {}", self.errors)?;
+        writeln!(out, "  errors: {}  statuses: {}", self.errors, counts(&self.statuses))?;
 
         let all = ("all", 1.0, self.sent, self.ok, self.failed, &self.latency_ms);
         let routes = self
@@ -244,22 +288,47 @@ impl Report {
             write_rows(out, std::iter::once(all).chain(routes))?;
         }
 
+        if let Some(all) = &self.streams {
+            writeln!(out, "\nstreams (how 2xx streamed bodies ended)")?;
+            writeln!(
+                out,
+                "  {:<8} {:>7} {:>11} {:>9} {:>7} {:>7}",
+                "route", "done", "error_event", "fake_done", "cut", "reset"
+            )?;
+            let routes = self
+                .routes
+                .iter()
+                .filter_map(|(name, r)| r.streams.as_ref().map(|s| (name.as_str(), s)));
+            for (name, s) in std::iter::once(("all", all)).chain(routes) {
+                writeln!(
+                    out,
+                    "  {name:<8} {:>7} {:>11} {:>9} {:>7} {:>7}",
+                    s.done, s.error_event, s.fake_done, s.cut, s.reset
+                )?;
+            }
+        }
+
         writeln!(out, "\nby route")?;
         for (name, route) in &self.routes {
-            let reasons: Vec<String> = route
-                .reasons
-                .iter()
-                .map(|(reason, n)| format!("{reason} {n}"))
-                .collect();
-            let reasons = if reasons.is_empty() {
-                "-".to_owned()
-            } else {
-                reasons.join(", ")
-            };
-            writeln!(out, "  {name:<8} errors: {}  reasons: {reasons}", route.errors)?;
+            writeln!(
+                out,
+                "  {name:<8} errors: {}  statuses: {}  reasons: {}",
+                route.errors,
+                counts(&route.statuses),
+                counts(&route.reasons)
+            )?;
         }
         Ok(())
     }
+}
+
+/// `key n, key n`, or `-` for none.
+fn counts<K: fmt::Display>(map: &BTreeMap<K, u64>) -> String {
+    if map.is_empty() {
+        return "-".to_owned();
+    }
+    let parts: Vec<String> = map.iter().map(|(key, n)| format!("{key} {n}")).collect();
+    parts.join(", ")
 }
 
 type Row<'a> = (&'a str, f64, u64, u64, u64, &'a Option<Percentiles>);
@@ -298,25 +367,44 @@ fn per_second(count: u64, window: Duration) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::{Failure, Outcome, Success};
+    use crate::stats::{Failure, Outcome};
+
+    #[test]
+    fn streams_are_absent_unless_streaming() {
+        let timing = Timing {
+            target_rate: 1.0,
+            scheduled: 0,
+            send_window: Duration::from_secs(1),
+            total_window: Duration::from_secs(1),
+            max_send_lag: Duration::ZERO,
+            streaming: false,
+        };
+        let report = Report::new(&Recorder::default(), &timing);
+        assert!(report.streams.is_none());
+        assert!(!report.table().contains("fake_done"));
+    }
 
     #[test]
     fn report_has_routes_shares_and_json_keys() {
         let mut recorder = Recorder::default();
         for i in 0..10u64 {
             let route = if i < 7 { "edge" } else { "center" };
-            let result = if i == 9 {
-                Err(Failure::Status(500))
-            } else {
-                Ok(Success {
-                    latency: Duration::from_millis(i + 1),
-                    ttft: Some(Duration::from_millis(1)),
-                })
+            let (status, stream, result) = match i {
+                9 => (500, None, Err(Failure::Status(500))),
+                8 => (200, Some(StreamEnd::ErrorEvent), Err(Failure::ErrorEvent)),
+                _ => (200, Some(StreamEnd::Done), Ok(())),
             };
             recorder.record(&Outcome {
                 measured: true,
+                index: i,
+                due: Duration::from_millis(100 * i),
+                elapsed: Duration::from_millis(i + 1),
                 route: Some(route.to_owned()),
                 reason: Some("weighted".to_owned()),
+                status: Some(status),
+                stream,
+                reset: i == 8,
+                first_token: Some(Duration::from_millis(1)),
                 result,
             });
         }
@@ -330,18 +418,39 @@ mod tests {
             streaming: true,
         };
         let report = Report::new(&recorder, &timing);
-        assert_eq!((report.sent, report.ok, report.failed, report.dropped), (10, 9, 1, 1));
+        assert_eq!((report.sent, report.ok, report.failed, report.dropped), (10, 8, 2, 1));
         assert!(report.has_failures());
         assert!((report.routes["edge"].share - 0.7).abs() < 1e-9);
         assert_eq!(report.routes["center"].errors.by_status["5xx"], 1);
-        assert_eq!(report.latency_ms.unwrap().max, 9.0);
-        assert!((report.throughput - 4.5).abs() < 1e-9);
+        assert_eq!(report.routes["center"].errors.by_kind["error_event"], 1);
+        assert_eq!(report.statuses, BTreeMap::from([(200, 9), (500, 1)]));
+        let center = report.routes["center"].streams.unwrap();
+        assert_eq!(
+            (center.done, center.error_event, center.fake_done, center.reset),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(report.streams.unwrap().done, 8);
+        assert_eq!(report.latency_ms.unwrap().max, 8.0);
+        assert!((report.throughput - 4.0).abs() < 1e-9);
 
         let json = serde_json::to_value(&report).unwrap();
-        assert_eq!(json["latency_ms"]["p99.9"], 9.0);
+        assert_eq!(json["latency_ms"]["p99.9"], 8.0);
         assert_eq!(json["routes"]["edge"]["reasons"]["weighted"], 7);
+        assert_eq!(json["statuses"]["500"], 1);
+        assert_eq!(json["streams"]["error_event"], 1);
+        assert_eq!(json["routes"]["center"]["streams"]["fake_done"], 0);
         let table = report.table();
-        for needle in ["edge", "center", "70.0%", "5xx 1", "time to first token", "weighted 7"] {
+        for needle in [
+            "edge",
+            "center",
+            "70.0%",
+            "5xx 1",
+            "time to first token",
+            "weighted 7",
+            "statuses: 200 9, 500 1",
+            "error_event",
+            "fake_done",
+        ] {
             assert!(table.contains(needle), "{needle} missing in\n{table}");
         }
     }

@@ -4,9 +4,13 @@
 //! permit without waiting (none free: the request is dropped), and spawns the request. If the
 //! scheduler itself falls behind, the late requests go out at once and their lateness counts in
 //! their latency; the report's `max_send_lag_ms` says how late the generator ever was.
+//!
+//! A streamed answer is read to its end: [`SseScan`] notes its first token and whether it ended with
+//! `[DONE]`, an in-band error event, both or neither. With [`Config::request_log`] set, every measured
+//! request's outcome also goes to a [`RequestLog`], written when the run ends.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -17,10 +21,9 @@ use tokio::time::Instant;
 use crate::config::Config;
 use crate::prompts;
 use crate::report::{Report, Timing};
-use crate::stats::{Failure, Outcome, Recorder, Success};
-
-/// Longest SSE line accepted while looking for the first token; a longer one fails the request.
-const MAX_SSE_LINE: usize = 1 << 20;
+use crate::request_log::RequestLog;
+use crate::sse::{SseScan, StreamEnd};
+use crate::stats::{Failure, Outcome, Recorder};
 
 /// Runs the load test described by `config` and returns its report.
 pub async fn run(config: &Config) -> anyhow::Result<Report> {
@@ -38,8 +41,12 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
 
     let mut recorder = Recorder::default();
     let mut in_flight = JoinSet::new();
-    let start = Instant::now();
+    let (start, wall_start) = (Instant::now(), SystemTime::now());
     let measure_start = start + config.warmup;
+    let mut log = config
+        .request_log
+        .as_ref()
+        .map(|_| RequestLog::new(wall_start + config.warmup));
     let measure_end = config.duration.map(|d| measure_start + d);
     let mut scheduled_measured = 0u64;
     let mut max_lag = Duration::ZERO;
@@ -48,12 +55,16 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     for i in 0u64.. {
         let due = start + Duration::from_secs_f64(i as f64 / config.rate);
         let measured = due >= measure_start;
-        if measured {
+        let index = if measured {
             if config.requests.is_some_and(|n| scheduled_measured >= n) || measure_end.is_some_and(|end| due >= end) {
                 break;
             }
             scheduled_measured += 1;
-        }
+            scheduled_measured - 1
+        } else {
+            i
+        };
+        let due_offset = due.saturating_duration_since(measure_start);
         tokio::time::sleep_until(due).await;
         let now = Instant::now();
         max_lag = max_lag.max(now - due);
@@ -67,18 +78,28 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
                     body: bodies[(i % bodies.len() as u64) as usize].clone(),
                     stream: config.stream,
                     due,
+                    due_offset,
+                    index,
                     measured,
                 };
                 in_flight.spawn(request.send(permit));
             }
-            Err(_) => recorder.drop_one(measured),
+            Err(_) => {
+                recorder.drop_one(measured);
+                if let (Some(log), true) = (log.as_mut(), measured) {
+                    log.dropped(index, due_offset);
+                }
+            }
         }
         while let Some(done) = in_flight.try_join_next() {
-            recorder.record(&done.context("a request task failed")?);
+            finish(&mut recorder, log.as_mut(), &done.context("a request task failed")?);
         }
     }
     while let Some(done) = in_flight.join_next().await {
-        recorder.record(&done.context("a request task failed")?);
+        finish(&mut recorder, log.as_mut(), &done.context("a request task failed")?);
+    }
+    if let (Some(log), Some(path)) = (log, &config.request_log) {
+        log.write(path).await?;
     }
 
     let interval = Duration::from_secs_f64(1.0 / config.rate);
@@ -94,6 +115,14 @@ pub async fn run(config: &Config) -> anyhow::Result<Report> {
     Ok(Report::new(&recorder, &timing))
 }
 
+/// Counts a finished request (and logs it, when measured and asked to).
+fn finish(recorder: &mut Recorder, log: Option<&mut RequestLog>, outcome: &Outcome) {
+    recorder.record(outcome);
+    if let (Some(log), true) = (log, outcome.measured) {
+        log.record(outcome);
+    }
+}
+
 /// One request, ready to go.
 struct Request {
     client: reqwest::Client,
@@ -102,7 +131,32 @@ struct Request {
     stream: bool,
     /// When the schedule wanted it sent: the zero of its latency.
     due: Instant,
+    /// `due`, from the start of the measured phase (zero in the warm-up).
+    due_offset: Duration,
+    /// Position in its phase's schedule.
+    index: u64,
     measured: bool,
+}
+
+/// What reading a response found, before it becomes an [`Outcome`].
+struct Read {
+    status: Option<u16>,
+    stream: Option<StreamEnd>,
+    reset: bool,
+    first_token: Option<Duration>,
+    result: Result<(), Failure>,
+}
+
+impl Read {
+    fn failed(failure: Failure) -> Self {
+        Self {
+            status: None,
+            stream: None,
+            reset: false,
+            first_token: None,
+            result: Err(failure),
+        }
+    }
 }
 
 impl Request {
@@ -116,97 +170,105 @@ impl Request {
             .body(self.body)
             .send()
             .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => {
-                return Outcome {
-                    measured: self.measured,
-                    route: None,
-                    reason: None,
-                    result: Err(classify(&e)),
+        let (route, reason, read) = match response {
+            Ok(response) => {
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
                 };
+                let (route, reason) = (header("x-r1-route"), header("x-r1-route-reason"));
+                let status = response.status();
+                let mut read = if !status.is_success() {
+                    Read::failed(Failure::Status(status.as_u16()))
+                } else if self.stream {
+                    read_stream(response, self.due).await
+                } else {
+                    read_body(response).await
+                };
+                read.status = Some(status.as_u16());
+                (route, reason, read)
             }
-        };
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (route, reason) = (header("x-r1-route"), header("x-r1-route-reason"));
-        let status = response.status();
-        let result = if !status.is_success() {
-            Err(Failure::Status(status.as_u16()))
-        } else if self.stream {
-            read_stream(response, self.due).await
-        } else {
-            read_body(response, self.due).await
+            Err(e) => (None, None, Read::failed(classify(&e))),
         };
         Outcome {
             measured: self.measured,
+            index: self.index,
+            due: self.due_offset,
+            elapsed: self.due.elapsed(),
             route,
             reason,
-            result,
+            status: read.status,
+            stream: read.stream,
+            reset: read.reset,
+            first_token: read.first_token,
+            result: read.result,
         }
     }
 }
 
-/// Reads and discards a JSON body; latency runs to its last byte.
-async fn read_body(mut response: reqwest::Response, due: Instant) -> Result<Success, Failure> {
-    while response.chunk().await.map_err(|e| classify(&e))?.is_some() {}
-    Ok(Success {
-        latency: due.elapsed(),
-        ttft: None,
-    })
+/// Reads and discards a JSON body.
+async fn read_body(mut response: reqwest::Response) -> Read {
+    loop {
+        match response.chunk().await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                break Read {
+                    status: None,
+                    stream: None,
+                    reset: false,
+                    first_token: None,
+                    result: Ok(()),
+                };
+            }
+            Err(e) => {
+                let failure = classify(&e);
+                break Read {
+                    reset: failure != Failure::Timeout,
+                    ..Read::failed(failure)
+                };
+            }
+        }
+    }
 }
 
-/// Reads an SSE body, noting when the first `data:` event with content arrives.
-async fn read_stream(mut response: reqwest::Response, due: Instant) -> Result<Success, Failure> {
-    let mut ttft = None;
-    let mut line = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
-        if ttft.is_some() {
-            continue;
-        }
-        for &byte in chunk.iter() {
-            if byte != b'\n' {
-                line.push(byte);
-                if line.len() > MAX_SSE_LINE {
-                    return Err(Failure::Other);
+/// Reads an SSE body to its end, noting when the first token came and which end markers it carried.
+/// It is ok only with `[DONE]`, no error event, and a clean end of the body.
+async fn read_stream(mut response: reqwest::Response, due: Instant) -> Read {
+    let mut scan = SseScan::default();
+    let mut reset = false;
+    let broken = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if scan.feed(&chunk, due.elapsed()).is_err() {
+                    break Some(Failure::Other);
                 }
-                continue;
             }
-            if has_content(&line) {
-                ttft = Some(due.elapsed());
-                break;
+            Ok(None) => break None,
+            Err(e) => {
+                let failure = classify(&e);
+                reset = failure != Failure::Timeout;
+                break Some(failure);
             }
-            line.clear();
         }
+    };
+    let end = scan.end();
+    let result = match (end, broken) {
+        (StreamEnd::FakeDone, _) => Err(Failure::FakeDone),
+        (StreamEnd::ErrorEvent, _) => Err(Failure::ErrorEvent),
+        (StreamEnd::Done, None) => Ok(()),
+        (StreamEnd::Done | StreamEnd::Cut, Some(failure)) => Err(failure),
+        (StreamEnd::Cut, None) => Err(Failure::Cut),
+    };
+    Read {
+        status: None,
+        stream: Some(end),
+        reset,
+        first_token: scan.first_token,
+        result,
     }
-    Ok(Success {
-        latency: due.elapsed(),
-        ttft,
-    })
-}
-
-/// Whether an SSE line is a `data:` event whose delta carries text (`content` or `reasoning_content`).
-/// A role-only first chunk, `[DONE]` and comments do not count.
-fn has_content(line: &[u8]) -> bool {
-    let Some(data) = line.strip_prefix(b"data:") else {
-        return false;
-    };
-    let Ok(event) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) else {
-        return false;
-    };
-    let Some(choices) = event["choices"].as_array() else {
-        return false;
-    };
-    choices.iter().any(|choice| {
-        ["content", "reasoning_content"]
-            .iter()
-            .any(|key| choice["delta"][key].as_str().is_some_and(|text| !text.is_empty()))
-    })
 }
 
 fn classify(error: &reqwest::Error) -> Failure {
@@ -216,24 +278,5 @@ fn classify(error: &reqwest::Error) -> Failure {
         Failure::Connect
     } else {
         Failure::Other
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::has_content;
-
-    #[test]
-    fn content_means_text_in_a_delta() {
-        assert!(has_content(br#"data: {"choices":[{"delta":{"content":"Hi"}}]}"#));
-        assert!(has_content(
-            br#"data:{"choices":[{"delta":{"reasoning_content":"so"}}]}"#
-        ));
-        assert!(!has_content(
-            br#"data: {"choices":[{"delta":{"role":"assistant","content":""}}]}"#
-        ));
-        assert!(!has_content(b"data: [DONE]"));
-        assert!(!has_content(b": keep-alive"));
-        assert!(!has_content(br#"event: x {"choices":[{"delta":{"content":"Hi"}}]}"#));
     }
 }

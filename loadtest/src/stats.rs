@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::sse::StreamEnd;
+
 /// Route label for responses without an `x-r1-route` header (and for requests that got no response).
 pub const NO_ROUTE: &str = "none";
 /// Label that absorbs route or reason values past the caps below, so a misbehaving server cannot
@@ -20,21 +22,29 @@ const MAX_LABEL_LEN: usize = 64;
 pub struct Outcome {
     /// Scheduled inside the measured phase (not warm-up).
     pub measured: bool,
+    /// Position in its phase's schedule, from 0 (measured requests and warm-up ones counted apart).
+    pub index: u64,
+    /// When it was due, from the start of the measured phase (zero for warm-up requests).
+    pub due: Duration,
+    /// From the scheduled send to the end: the body's last byte, the failure, or the timeout.
+    pub elapsed: Duration,
     /// The `x-r1-route` header, if a response came.
     pub route: Option<String>,
     /// The `x-r1-route-reason` header, if a response came.
     pub reason: Option<String>,
-    /// What happened.
-    pub result: Result<Success, Failure>,
-}
-
-/// A 2xx response read to its end. Both times run from the request's scheduled send time.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Success {
-    /// To the end of the body (the last SSE event when streaming).
-    pub latency: Duration,
-    /// To the first SSE `data:` event carrying content; `None` when not streaming or none came.
-    pub ttft: Option<Duration>,
+    /// The HTTP status, if a response came.
+    pub status: Option<u16>,
+    /// How a streamed 2xx body ended; `None` when not streaming or no 2xx response came.
+    pub stream: Option<StreamEnd>,
+    /// The connection broke while the body was read (reset, or closed before the body's end);
+    /// the generator's own timeout is not counted here.
+    pub reset: bool,
+    /// From the scheduled send to the first SSE `data:` event carrying content, if one came (a
+    /// stream that failed later has one too).
+    pub first_token: Option<Duration>,
+    /// `Ok` for a 2xx response read to its clean end (a stream: with `[DONE]` and no error event);
+    /// its latency is `elapsed`.
+    pub result: Result<(), Failure>,
 }
 
 /// Why a request failed.
@@ -48,16 +58,26 @@ pub enum Failure {
     Timeout,
     /// Anything else: a reset connection, a broken body, an oversized SSE line.
     Other,
+    /// A 2xx stream that ended with an in-band error event (`data: {"error": …}`) and no `[DONE]`.
+    ErrorEvent,
+    /// A 2xx stream with an error event *and* `[DONE]`: a failure dressed up as a success.
+    FakeDone,
+    /// A 2xx stream whose body ended cleanly without `[DONE]` or an error event.
+    Cut,
 }
 
 impl Failure {
-    /// The error key in the report: `4xx`, `5xx`, … for statuses, `connect`, `timeout`, `other` for kinds.
+    /// The error key in the report: `4xx`, `5xx`, … for statuses; `connect`, `timeout`, `other`,
+    /// `error_event`, `fake_done`, `cut` for kinds.
     pub fn key(self) -> String {
         match self {
             Self::Status(status) => format!("{}xx", status / 100),
             Self::Connect => "connect".to_owned(),
             Self::Timeout => "timeout".to_owned(),
             Self::Other => "other".to_owned(),
+            Self::ErrorEvent => StreamEnd::ErrorEvent.as_str().to_owned(),
+            Self::FakeDone => StreamEnd::FakeDone.as_str().to_owned(),
+            Self::Cut => StreamEnd::Cut.as_str().to_owned(),
         }
     }
 }
@@ -71,8 +91,15 @@ pub struct Tally {
     pub ok: u64,
     /// Non-2xx responses by status class (`4xx`, `5xx`, …).
     pub by_status: BTreeMap<String, u64>,
-    /// Failures without a usable response by kind (`connect`, `timeout`, `other`).
+    /// Failures without a usable response by kind (`connect`, `timeout`, `other`, and for 2xx
+    /// streams `error_event`, `fake_done`, `cut`).
     pub by_kind: BTreeMap<String, u64>,
+    /// Responses by exact status (`200`, `502`, …).
+    pub statuses: BTreeMap<u16, u64>,
+    /// Streamed 2xx bodies by how they ended.
+    pub streams: BTreeMap<StreamEnd, u64>,
+    /// Streamed 2xx bodies whose connection broke (whatever markers they carried).
+    pub stream_resets: u64,
     /// Latencies of ok requests, in microseconds.
     pub latency_us: Vec<u64>,
     /// Times to first token of ok streamed requests, in microseconds.
@@ -89,11 +116,18 @@ impl Tally {
 
     fn add(&mut self, outcome: &Outcome) {
         self.sent += 1;
+        if let Some(status) = outcome.status {
+            *self.statuses.entry(status).or_default() += 1;
+        }
+        if let Some(end) = outcome.stream {
+            *self.streams.entry(end).or_default() += 1;
+            self.stream_resets += u64::from(outcome.reset);
+        }
         match outcome.result {
-            Ok(success) => {
+            Ok(()) => {
                 self.ok += 1;
-                self.latency_us.push(micros(success.latency));
-                if let Some(ttft) = success.ttft {
+                self.latency_us.push(micros(outcome.elapsed));
+                if let Some(ttft) = outcome.first_token {
                     self.ttft_us.push(micros(ttft));
                 }
             }
@@ -171,11 +205,18 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 mod tests {
     use super::*;
 
-    fn outcome(route: Option<&str>, result: Result<Success, Failure>) -> Outcome {
+    fn outcome(route: Option<&str>, result: Result<(), Failure>) -> Outcome {
         Outcome {
             measured: true,
+            index: 0,
+            due: Duration::ZERO,
+            elapsed: Duration::from_millis(3),
             route: route.map(str::to_owned),
             reason: None,
+            status: None,
+            stream: None,
+            reset: false,
+            first_token: None,
             result,
         }
     }
@@ -194,10 +235,7 @@ mod tests {
 
     #[test]
     fn outcomes_split_by_route_and_failure() {
-        let ok = Ok(Success {
-            latency: Duration::from_millis(3),
-            ttft: None,
-        });
+        let ok = Ok(());
         let mut recorder = Recorder::default();
         recorder.record(&outcome(Some("edge"), ok));
         recorder.record(&outcome(Some("center"), Err(Failure::Status(503))));
@@ -220,6 +258,42 @@ mod tests {
         assert_eq!(recorder.routes["center"].by_status["5xx"], 1);
         assert_eq!(recorder.routes[NO_ROUTE].by_kind["connect"], 1);
         assert_eq!((recorder.dropped, recorder.warmup_done), (1, 1));
+    }
+
+    #[test]
+    fn streams_are_counted_by_end_with_statuses_and_resets() {
+        let mut recorder = Recorder::default();
+        let streamed = |route: &str, end: StreamEnd, reset: bool, result: Result<(), Failure>| Outcome {
+            status: Some(200),
+            stream: Some(end),
+            reset,
+            first_token: Some(Duration::from_millis(1)),
+            ..outcome(Some(route), result)
+        };
+        let ok = Ok(());
+        recorder.record(&streamed("edge", StreamEnd::Done, false, ok));
+        recorder.record(&streamed("edge", StreamEnd::ErrorEvent, true, Err(Failure::ErrorEvent)));
+        recorder.record(&streamed("edge", StreamEnd::Cut, true, Err(Failure::Other)));
+        recorder.record(&streamed("center", StreamEnd::FakeDone, false, Err(Failure::FakeDone)));
+        recorder.record(&Outcome {
+            status: Some(502),
+            ..outcome(Some("edge"), Err(Failure::Status(502)))
+        });
+
+        let edge = &recorder.routes["edge"];
+        assert_eq!((edge.sent, edge.ok), (4, 1));
+        assert_eq!(edge.statuses, BTreeMap::from([(200, 3), (502, 1)]));
+        assert_eq!(
+            edge.streams,
+            BTreeMap::from([(StreamEnd::Done, 1), (StreamEnd::ErrorEvent, 1), (StreamEnd::Cut, 1)])
+        );
+        assert_eq!(edge.stream_resets, 2);
+        assert_eq!(edge.by_kind["error_event"], 1);
+        assert_eq!(recorder.routes["center"].by_kind["fake_done"], 1);
+        assert_eq!(recorder.overall.streams[&StreamEnd::FakeDone], 1);
+        assert_eq!(recorder.overall.statuses[&200], 4);
+        // Only ok streams count in the time to first token.
+        assert_eq!(recorder.overall.ttft_us, vec![1000]);
     }
 
     #[test]

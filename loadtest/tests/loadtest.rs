@@ -298,3 +298,67 @@ async fn the_binary_prints_json_and_fails_on_error_when_asked() {
     let output = run(&["--duration", "ten"]).await;
     assert_eq!(output.status.code(), Some(2), "a bad flag is a usage error");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_are_counted_by_how_they_end_and_logged_per_request() {
+    // Every third stream loses its connection after one token: neither `[DONE]` nor an error event.
+    let upstream = upstream(scripted(|n| {
+        let reply = ok("edge").header("x-r1-route-reason", "weighted");
+        if n % 3 == 2 { reply.drop_after(1) } else { reply }
+    }))
+    .await;
+    let log = std::env::temp_dir().join(format!("r1-loadtest-{}-streams.jsonl", std::process::id()));
+    let before = std::time::SystemTime::now();
+    let report = r1_loadtest::run(&Config {
+        requests: Some(30),
+        duration: None,
+        stream: true,
+        request_log: Some(log.clone()),
+        ..config(&upstream, 50.0)
+    })
+    .await
+    .unwrap();
+    let after = std::time::SystemTime::now();
+
+    assert_eq!((report.sent, report.ok, report.failed), (30, 20, 10), "{report:#?}");
+    let streams = report.streams.unwrap();
+    assert_eq!(
+        (
+            streams.done,
+            streams.error_event,
+            streams.fake_done,
+            streams.cut,
+            streams.reset
+        ),
+        (20, 0, 0, 10, 10)
+    );
+    assert_eq!(report.routes["edge"].streams, Some(streams));
+    assert_eq!(report.errors.by_kind["other"], 10);
+    assert_eq!(report.statuses[&200], 30);
+    assert_eq!(report.ttft_ms.unwrap().count, 20);
+    assert!(report.table().contains("fake_done"));
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    let entries: Vec<r1_loadtest::request_log::Entry> =
+        text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(entries.len(), 30);
+    let unix = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    for (i, entry) in entries.iter().enumerate() {
+        assert_eq!(entry.i, i as u64);
+        assert!((entry.at_ms - 20.0 * i as f64).abs() < 1e-6, "{entry:?}");
+        assert!((unix(before)..=unix(after)).contains(&entry.unix_ms), "{entry:?}");
+        assert_eq!((entry.status, entry.route.as_deref()), (Some(200), Some("edge")));
+        assert!(entry.elapsed_ms.is_some_and(|ms| ms > 0.0));
+    }
+    let cut: Vec<_> = entries.iter().filter(|e| !e.ok).collect();
+    assert_eq!(cut.len(), 10);
+    assert!(
+        cut.iter().all(|e| e.stream == Some(r1_loadtest::sse::StreamEnd::Cut)
+            && e.reset
+            && e.error.as_deref() == Some("other"))
+    );
+    // Every stream got its first token, the cut ones too (one token went out before the drop), and
+    // the log shows it: the cut streams had started.
+    assert!(entries.iter().all(|e| e.ttft_ms.is_some()), "{entries:#?}");
+}
