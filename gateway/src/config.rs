@@ -67,6 +67,16 @@ pub struct ListenSection {
     /// HTTPS on the public listener; absent, it speaks plain HTTP.
     #[serde(default)]
     pub tls: Option<TlsSection>,
+    /// Worker threads of the proxy (Pingora's work-stealing runtime); default: one per CPU.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// Idle upstream connections kept for reuse, over all members.
+    #[serde(default = "default_upstream_pool")]
+    pub upstream_pool: usize,
+}
+
+fn default_upstream_pool() -> usize {
+    1024
 }
 
 impl Default for ListenSection {
@@ -75,6 +85,8 @@ impl Default for ListenSection {
             public: default_public(),
             admin: default_admin(),
             tls: None,
+            threads: None,
+            upstream_pool: default_upstream_pool(),
         }
     }
 }
@@ -570,6 +582,12 @@ impl Validate for GatewayConfig {
         let mut problems = Vec::new();
         if self.listen.public == self.listen.admin {
             problems.push("listen.admin: must differ from listen.public (metrics are never public)".to_owned());
+        }
+        if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
+            problems.push("listen.threads: must be 1..=256".to_owned());
+        }
+        if !(1..=1_000_000).contains(&self.listen.upstream_pool) {
+            problems.push("listen.upstream_pool: must be 1..=1000000".to_owned());
         }
         if let Some(tls) = &self.listen.tls {
             if let Err(e) = crate::tls::CertStore::load(&tls.cert, &tls.key) {

@@ -23,6 +23,7 @@ pub mod handoff;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;
+pub mod request_id;
 pub mod route;
 pub mod score;
 pub mod server;

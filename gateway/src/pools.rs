@@ -208,11 +208,14 @@ impl Pool {
         let Ok(mut outliers) = self.membership.outliers.lock() else {
             return;
         };
-        let entry = outliers.entry(member.to_owned()).or_insert((0, None));
         if ok {
-            *entry = (0, None);
+            // The common case: no allocation, and nothing to write for a member with no failures.
+            if let Some(entry) = outliers.get_mut(member) {
+                *entry = (0, None);
+            }
             return;
         }
+        let entry = outliers.entry(member.to_owned()).or_insert((0, None));
         entry.0 += 1;
         if entry.0 as usize >= self.unhealthy_threshold.load(Ordering::Relaxed)
             && entry.1.is_none_or(|t| t <= Instant::now())

@@ -337,6 +337,24 @@ async fn read_body(session: &mut Session) -> std::result::Result<Bytes, GatewayE
     }
 }
 
+/// The `status` label without an allocation for the usual codes.
+fn status_label(status: u16) -> std::borrow::Cow<'static, str> {
+    std::borrow::Cow::Borrowed(match status {
+        0 => "0",
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        404 => "404",
+        413 => "413",
+        429 => "429",
+        500 => "500",
+        502 => "502",
+        503 => "503",
+        504 => "504",
+        other => return std::borrow::Cow::Owned(other.to_string()),
+    })
+}
+
 fn source_of(route: Option<Route>) -> Source {
     match route {
         Some(Route::Edge) => Source::Edge,
@@ -363,7 +381,7 @@ impl ProxyHttp for GatewayProxy {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+            .map_or_else(crate::request_id::next, str::to_owned);
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         match (method.as_str(), path.as_str()) {
@@ -672,7 +690,7 @@ impl ProxyHttp for GatewayProxy {
         self.gateway
             .metrics
             .requests
-            .with_label_values(&[route, &status.to_string()])
+            .with_label_values(&[route, &status_label(status)])
             .inc();
         if let Some(started) = ctx.started {
             self.gateway

@@ -136,11 +136,28 @@ impl Router {
         let session = session_key(request, facts.header(&routing.session_header));
         let (edge_max, center_min) = (routing.edge_max, routing.center_min);
 
+        let pinned = if request.model == config.edge.model {
+            Some(Route::Edge)
+        } else if request.model == config.center.model {
+            Some(Route::Center)
+        } else {
+            None
+        };
         if routing.mode == RoutingMode::Off {
-            let route = self.split.pick(routing.weights);
-            let decision = RouteDecision::new(route, 0.0, Tier::Uncertain, RouteReason::ModeOff);
+            // No scoring and no rules — but a pool's own model name still addresses that pool:
+            // another pool would answer with another model.
+            let decision = match pinned {
+                Some(route) => RouteDecision::new(route, 0.0, Tier::Uncertain, RouteReason::Rule)
+                    .with_detail(format!("model {}", request.model)),
+                None => RouteDecision::new(
+                    self.split.pick(routing.weights),
+                    0.0,
+                    Tier::Uncertain,
+                    RouteReason::ModeOff,
+                ),
+            };
             return Decision {
-                decision: failover(decision, pools, false),
+                decision: failover(decision, pools, pinned.is_some()),
                 shadow: None,
                 assessment: None,
                 session,
@@ -158,13 +175,6 @@ impl Router {
                 && w.header.as_ref().is_none_or(|nv| matches(facts.header(&nv.name), nv))
                 && w.claim.as_ref().is_none_or(|nv| matches(facts.claim(&nv.name), nv))
         });
-        let pinned = if request.model == config.edge.model {
-            Some(Route::Edge)
-        } else if request.model == config.center.model {
-            Some(Route::Center)
-        } else {
-            None
-        };
         let mut decision = if let Some(rule) = rule {
             RouteDecision::new(rule.route, score, tier, RouteReason::Rule).with_detail(rule.name.clone())
         } else if let Some(route) = pinned {
@@ -403,6 +413,23 @@ mod tests {
             .decide(&c, &request("deepseek-r1", "hi"), &NoFacts, both_down)
             .decision;
         assert_eq!(d.route, Route::Edge, "nowhere better to go");
+        // With scoring off, a pool's own model name still addresses that pool.
+        let d = router
+            .decide(
+                &c,
+                &request("deepseek-ai/DeepSeek-R1", "hi"),
+                &NoFacts,
+                Pools {
+                    edge: PoolState::READY,
+                    center: PoolState::READY,
+                },
+            )
+            .decision;
+        assert_eq!(
+            (d.route, d.reason),
+            (Route::Center, RouteReason::Rule),
+            "weights are edge 1 / center 0"
+        );
 
         let enforce = config("");
         let router = Router::new(&enforce);

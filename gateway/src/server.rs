@@ -39,7 +39,11 @@ pub struct Built {
 /// Builds the gateway for `config` (re-read from `path` on reload, if given).
 pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drain: Duration) -> anyhow::Result<Built> {
     let conf = ServerConf {
-        threads: 2,
+        threads: config
+            .listen
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)),
+        upstream_keepalive_pool_size: config.listen.upstream_pool,
         grace_period_seconds: Some(grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(drain.as_secs()),
         ..ServerConf::default()
