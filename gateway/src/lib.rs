@@ -1,6 +1,7 @@
 //! r1-gateway: r1-hybrid's front door, on Pingora.
 //!
 //! - [`config`]: the configuration file's typed tree and validation;
+//! - [`auth`]: JWT bearer authentication (`[auth]`, HS256 secrets, JWKS keys, reason-labelled refusals);
 //! - [`score`]: the complexity scorer;
 //! - [`deadline`]: the time-to-first-token, idle and total timeouts of an exchange;
 //! - [`route`]: the route decision (rules → score → thresholds → weights → sticky → failover);
@@ -14,6 +15,7 @@
 //! - [`demo`]: the embedded stack (`r1-gateway demo`).
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod deadline;
 pub mod demo;

@@ -1,0 +1,1067 @@
+//! JWT bearer authentication: the `[auth]` table and a [`Verifier`] that turns a request's headers into a
+//! [`Principal`] or a reason-labelled [`AuthError`]. Pure: no I/O per request, no logging, no metrics.
+//!
+//! # Wiring
+//!
+//! ```text
+//! config:    GatewayConfig { #[serde(default)] auth: auth::AuthSection, .. }
+//!            problems.extend(self.auth.problems());          // r1_config::Validate; pure, keys start `auth.`
+//! startup:   let verifier = config.auth.verifier()?;         // Option<Verifier>: None when `enabled = false`;
+//!                                                            // reads the secrets and the JWKS file once
+//! reload:    build a new one with `verifier()` when `[auth]` changed; on Err refuse the reload (old stays)
+//! periodic:  verifier.reload_if_changed()                    // every few seconds: the JWKS file; Err keeps
+//!                                                            // the old keys (log it, count it)
+//! request:   match verifier.verify(&req.headers, &req.uri) {
+//!                Ok(principal) => ctx.principal = Some(principal),   // subject + claims (`tier`, …)
+//!                Err(e) => {
+//!                    counter.with_label_values(&[e.reason()]).inc(); // bounded: AuthError::ALL
+//!                    return Err(e.to_gateway_error());               // 401, generic body, no upstream call
+//!                }                                                   // (+ `WWW-Authenticate: e.www_authenticate()`)
+//!            }
+//! ```
+//!
+//! What is accepted: exactly one `Authorization: Bearer <JWT>` header (scheme case-insensitive), no token-like
+//! value in the query string, at most `max_token_bytes`; `alg` pinned per key — `HS256` with the shared
+//! secret(s) (current, then previous during a rotation), `RS256`/`ES256` only with JWKS keys (matched by
+//! `kid` when the token names one); `exp` required, `nbf` checked, both with `leeway`; `aud`/`iss` required
+//! and checked when configured; a subject from the first of `subject_claims` present.
+//!
+//! Cost per request: one small header decode, then jsonwebtoken's decode (HMAC, or one RSA/ECDSA verify per
+//! candidate key) and the claims map. Keys are decoded once, when the [`Verifier`] is built or reloaded.
+
+mod jwks;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::header::AUTHORIZATION;
+use http::{HeaderMap, Uri};
+use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use r1_config::Validate;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::GatewayError;
+
+/// The environment variable the HS256 secret comes from when neither `secret_env` nor `secret_file` is set.
+pub const DEFAULT_SECRET_ENV: &str = "R1_JWT_SECRET";
+/// The shortest HS256 secret accepted, in bytes (RFC 7518 §3.2: at least the hash size).
+pub const MIN_SECRET_BYTES: usize = 32;
+/// The largest `leeway` accepted.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(5 * 60);
+/// The range `max_token_bytes` must be within.
+pub const TOKEN_BYTES_RANGE: std::ops::RangeInclusive<usize> = 1024..=65_536;
+/// The longest subject accepted, in bytes (it keys tasks, limits and cache entries).
+pub const MAX_SUBJECT_BYTES: usize = 256;
+/// Query parameter names that carry a token by convention (compared case-insensitively).
+const QUERY_TOKEN_KEYS: [&str; 7] = [
+    "token",
+    "access_token",
+    "id_token",
+    "auth_token",
+    "jwt",
+    "authorization",
+    "bearer",
+];
+/// A secret file larger than this is certainly not a secret.
+const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// `[auth]`: who may call. Secrets never live in this table: they come from the environment or a file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Require a valid `Authorization: Bearer <JWT>` on every client request. Default `true`.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Accept HS256 tokens signed with the shared secret. Default `true`; `false` for a JWKS-only setup.
+    #[serde(default = "default_true")]
+    pub hs256: bool,
+    /// The environment variable holding the HS256 secret (at least 32 bytes, used as is).
+    /// Default `R1_JWT_SECRET` when `secret_file` is not set either. Set at most one of the two.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// A file holding the HS256 secret (trailing newlines are dropped). Set at most one of this and `secret_env`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Rotation: the environment variable holding the previous secret, accepted beside the current one
+    /// during the rotation window. Set at most one of this and `previous_secret_file`.
+    #[serde(default)]
+    pub previous_secret_env: Option<String>,
+    /// Rotation: a file holding the previous secret.
+    #[serde(default)]
+    pub previous_secret_file: Option<PathBuf>,
+    /// A JWKS JSON file (`{"keys":[…]}`) of RS256/ES256 public keys; re-read when it changes
+    /// ([`Verifier::reload_if_changed`]). Keys for other uses or algorithms are skipped.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Clock skew allowed on `exp` and `nbf`, in whole seconds. Default `30s`, at most `5m`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// When set, tokens must carry this `aud` (alone or in a list).
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// When set, tokens must carry this `iss`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+    /// Claims the subject is taken from, first present wins. Default `["user_id", "sub"]` (the DeepSeek-R1
+    /// guide's clients put it in `user_id`). A string, or an integer written in decimal.
+    #[serde(default = "default_subject_claims")]
+    pub subject_claims: Vec<String>,
+    /// Longest token accepted, in bytes; longer ones are refused before any parsing. Default 8192,
+    /// within 1024..=65536.
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            hs256: true,
+            secret_env: None,
+            secret_file: None,
+            previous_secret_env: None,
+            previous_secret_file: None,
+            jwks_file: None,
+            leeway: default_leeway(),
+            audience: None,
+            issuer: None,
+            subject_claims: default_subject_claims(),
+            max_token_bytes: default_max_token_bytes(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_subject_claims() -> Vec<String> {
+    vec!["user_id".to_owned(), "sub".to_owned()]
+}
+fn default_max_token_bytes() -> usize {
+    8 * 1024
+}
+
+/// Where a secret is read from, with the config key that named it (for error messages).
+#[derive(Debug, Clone, Copy)]
+enum SecretSource<'a> {
+    Env(&'static str, &'a str),
+    File(&'static str, &'a Path),
+}
+
+impl AuthSection {
+    /// A verifier when `enabled`, `None` when auth is off. Reads the secrets and the JWKS file now.
+    pub fn verifier(&self) -> Result<Option<Verifier>, AuthSetupError> {
+        if self.enabled {
+            Verifier::from_section(self).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn current_secret(&self) -> Option<SecretSource<'_>> {
+        if !self.hs256 {
+            return None;
+        }
+        Some(match (&self.secret_env, &self.secret_file) {
+            (_, Some(file)) => SecretSource::File("auth.secret_file", file),
+            (Some(var), None) => SecretSource::Env("auth.secret_env", var),
+            (None, None) => SecretSource::Env("auth.secret_env", DEFAULT_SECRET_ENV),
+        })
+    }
+
+    fn previous_secret(&self) -> Option<SecretSource<'_>> {
+        if !self.hs256 {
+            return None;
+        }
+        match (&self.previous_secret_env, &self.previous_secret_file) {
+            (_, Some(file)) => Some(SecretSource::File("auth.previous_secret_file", file)),
+            (Some(var), None) => Some(SecretSource::Env("auth.previous_secret_env", var)),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Validate for AuthSection {
+    /// Every problem of the table, each prefixed with its key (`auth.leeway: …`). No I/O: the secrets and
+    /// the JWKS file are read by [`Verifier::from_section`], whose errors name their key too.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (env_key, env, file_key, file) in [
+            (
+                "auth.secret_env",
+                &self.secret_env,
+                "auth.secret_file",
+                &self.secret_file,
+            ),
+            (
+                "auth.previous_secret_env",
+                &self.previous_secret_env,
+                "auth.previous_secret_file",
+                &self.previous_secret_file,
+            ),
+        ] {
+            if env.is_some() && file.is_some() {
+                problems.push(format!("{file_key}: set either {env_key} or {file_key}, not both"));
+            }
+            if let Some(name) = env
+                && !is_env_name(name)
+            {
+                problems.push(format!("{env_key}: `{name}` is not an environment variable name"));
+            }
+            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+                problems.push(format!("{file_key}: must not be empty"));
+            }
+            if !self.hs256 && (env.is_some() || file.is_some()) {
+                let key = if env.is_some() { env_key } else { file_key };
+                problems.push(format!("{key}: set, but auth.hs256 is false"));
+            }
+        }
+        let same_source = match (self.current_secret(), self.previous_secret()) {
+            (Some(SecretSource::Env(_, a)), Some(SecretSource::Env(_, b))) => a == b,
+            (Some(SecretSource::File(_, a)), Some(SecretSource::File(_, b))) => a == b,
+            _ => false,
+        };
+        if same_source {
+            problems.push("auth.previous_secret_env: must name another source than the current secret".to_owned());
+        }
+        if self.jwks_file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
+            problems.push("auth.jwks_file: must not be empty".to_owned());
+        }
+        if self.enabled && !self.hs256 && self.jwks_file.is_none() {
+            problems.push("auth.hs256: false and no auth.jwks_file: no token could ever be accepted".to_owned());
+        }
+        if self.leeway > MAX_LEEWAY {
+            problems.push(format!(
+                "auth.leeway: {} exceeds the maximum of {}",
+                humantime::format_duration(self.leeway),
+                humantime::format_duration(MAX_LEEWAY)
+            ));
+        }
+        if !TOKEN_BYTES_RANGE.contains(&self.max_token_bytes) {
+            problems.push(format!(
+                "auth.max_token_bytes: {} must be within {}..={}",
+                self.max_token_bytes,
+                TOKEN_BYTES_RANGE.start(),
+                TOKEN_BYTES_RANGE.end()
+            ));
+        }
+        if self.subject_claims.is_empty() {
+            problems.push("auth.subject_claims: must name at least one claim".to_owned());
+        }
+        for (i, claim) in self.subject_claims.iter().enumerate() {
+            if claim.trim().is_empty() {
+                problems.push(format!("auth.subject_claims[{i}]: must not be empty"));
+            } else if self.subject_claims[..i].contains(claim) {
+                problems.push(format!("auth.subject_claims[{i}]: `{claim}` is listed twice"));
+            }
+        }
+        for (key, value) in [("auth.audience", &self.audience), ("auth.issuer", &self.issuer)] {
+            if value.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                problems.push(format!("{key}: must not be empty when set"));
+            }
+        }
+        problems
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Why a [`Verifier`] could not be built (startup or config reload) or a JWKS reload was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthSetupError {
+    /// The `[auth]` table has problems (the same lines [`Validate::problems`] gives).
+    #[error("{}", .0.join("; "))]
+    Invalid(Vec<String>),
+    /// The secret's environment variable is unset or empty.
+    #[error("{key}: environment variable {var} is not set or empty")]
+    SecretEnvUnset {
+        /// The config key that named the variable.
+        key: &'static str,
+        /// The variable.
+        var: String,
+    },
+    /// The secret file could not be read.
+    #[error("{key}: {}: {source}", path.display())]
+    SecretFile {
+        /// The config key that named the file.
+        key: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The secret is too short to resist guessing.
+    #[error("{key}: the secret is {len} bytes; HS256 needs at least {MIN_SECRET_BYTES}")]
+    SecretTooShort {
+        /// The config key that named the source.
+        key: &'static str,
+        /// Its length.
+        len: usize,
+    },
+    /// The JWKS file could not be read or holds no usable key (on reload, the old keys stay).
+    #[error("auth.jwks_file: {}: {message}", path.display())]
+    Jwks {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Why a request was refused. Every variant answers 401 with the same generic body (see
+/// [`client_message`](Self::client_message)); [`reason`](Self::reason) says which check failed, for logs and
+/// a counter only. A plain `Copy` enum: refusals are on the hot path of an attack, so nothing is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization` header.
+    #[error("no Authorization header")]
+    Missing,
+    /// More than one `Authorization` header.
+    #[error("more than one Authorization header")]
+    MultipleHeaders,
+    /// A scheme other than `Bearer` (e.g. `Basic`).
+    #[error("Authorization scheme is not Bearer")]
+    WrongScheme,
+    /// A token-like value in the query string (tokens in URLs leak into logs).
+    #[error("token in the query string")]
+    QueryToken,
+    /// The header or token is longer than `max_token_bytes`.
+    #[error("token longer than max_token_bytes")]
+    TooLarge,
+    /// Not a JWT: wrong shape, bad base64 or JSON, a claim of the wrong type.
+    #[error("malformed token")]
+    Malformed,
+    /// An `alg` no configured key accepts (`none`, HS512, RS256 without a JWKS file, …).
+    #[error("algorithm not allowed")]
+    AlgNotAllowed,
+    /// The token names a `kid` the JWKS file does not hold.
+    #[error("unknown key id")]
+    UnknownKey,
+    /// No configured key verifies the signature.
+    #[error("bad signature")]
+    BadSignature,
+    /// No `exp` claim.
+    #[error("no exp claim")]
+    MissingExp,
+    /// `exp` is past (beyond the leeway).
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `aud` missing or not the configured audience.
+    #[error("wrong or missing audience")]
+    BadAudience,
+    /// `iss` missing or not the configured issuer.
+    #[error("wrong or missing issuer")]
+    BadIssuer,
+    /// No usable subject: absent, empty, not a string or integer, too long, or with control characters.
+    #[error("no usable subject claim")]
+    NoSubject,
+}
+
+impl AuthError {
+    /// Every variant, for pre-registering the counter's label values.
+    pub const ALL: [AuthError; 15] = [
+        Self::Missing,
+        Self::MultipleHeaders,
+        Self::WrongScheme,
+        Self::QueryToken,
+        Self::TooLarge,
+        Self::Malformed,
+        Self::AlgNotAllowed,
+        Self::UnknownKey,
+        Self::BadSignature,
+        Self::MissingExp,
+        Self::Expired,
+        Self::NotYetValid,
+        Self::BadAudience,
+        Self::BadIssuer,
+        Self::NoSubject,
+    ];
+
+    /// A short label for a metric (a bounded set: see [`ALL`](Self::ALL)).
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::MultipleHeaders => "multiple_headers",
+            Self::WrongScheme => "wrong_scheme",
+            Self::QueryToken => "query_token",
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::AlgNotAllowed => "alg_not_allowed",
+            Self::UnknownKey => "unknown_key",
+            Self::BadSignature => "bad_signature",
+            Self::MissingExp => "missing_exp",
+            Self::Expired => "expired",
+            Self::NotYetValid => "not_yet_valid",
+            Self::BadAudience => "bad_audience",
+            Self::BadIssuer => "bad_issuer",
+            Self::NoSubject => "no_subject",
+        }
+    }
+
+    /// The sentence for the client. Never the token, never which check failed: a missing token and a token
+    /// in the URL are told how to send one; everything else is "invalid or expired token".
+    pub const fn client_message(self) -> &'static str {
+        match self {
+            Self::Missing => "missing bearer token: send `Authorization: Bearer <JWT>`",
+            Self::QueryToken => "tokens are not accepted in the URL: send `Authorization: Bearer <JWT>`",
+            _ => "invalid or expired token",
+        }
+    }
+
+    /// The `WWW-Authenticate` header value for the 401 (RFC 6750 §3).
+    pub const fn www_authenticate(self) -> &'static str {
+        match self {
+            Self::Missing => "Bearer realm=\"r1-gateway\"",
+            _ => "Bearer realm=\"r1-gateway\", error=\"invalid_token\"",
+        }
+    }
+
+    /// The 401 the client gets: OpenAI `authentication_error`, code `invalid_api_key`, the generic message.
+    pub fn to_gateway_error(self) -> GatewayError {
+        GatewayError::downstream(r1_proto::ErrorKind::Authentication, self.client_message()).code("invalid_api_key")
+    }
+}
+
+/// Who is calling: the subject (tasks, limits and cache entries are keyed on it) and every claim of the token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Principal {
+    /// From the first of `subject_claims` present in the token.
+    pub subject: String,
+    /// All claims, as the token carries them (`exp`, `tier`, …).
+    pub claims: Map<String, Value>,
+}
+
+impl Principal {
+    /// A string claim (for routing rules and limits, e.g. `tier`); `None` when absent or not a string.
+    pub fn claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name)?.as_str()
+    }
+}
+
+/// Checks bearer tokens against the keys of an [`AuthSection`]; built once, shared (`Arc`) by every request.
+#[derive(Debug)]
+pub struct Verifier {
+    /// HS256 secrets: the current one first, then the previous one during a rotation. Empty: HS256 refused.
+    secrets: Vec<DecodingKey>,
+    /// RS256/ES256 public keys, swapped in whole on reload.
+    jwks: Option<jwks::Jwks>,
+    /// The claim checks, one per algorithm (jsonwebtoken pins the algorithm in its `Validation`).
+    hs256: Validation,
+    rs256: Validation,
+    es256: Validation,
+    subject_claims: Vec<String>,
+    max_token_bytes: usize,
+}
+
+impl Verifier {
+    /// Builds a verifier from `section`, reading secrets from the process environment and files now.
+    /// It does not look at `enabled` (see [`AuthSection::verifier`]).
+    pub fn from_section(section: &AuthSection) -> Result<Self, AuthSetupError> {
+        Self::from_section_with_env(section, |name| std::env::var(name).ok())
+    }
+
+    /// As [`from_section`](Self::from_section), with environment variables looked up through `env`
+    /// (a layered loader, or a test's map).
+    pub fn from_section_with_env(
+        section: &AuthSection,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, AuthSetupError> {
+        let problems = section.problems();
+        if !problems.is_empty() {
+            return Err(AuthSetupError::Invalid(problems));
+        }
+        let mut secrets = Vec::with_capacity(2);
+        for source in [section.current_secret(), section.previous_secret()]
+            .into_iter()
+            .flatten()
+        {
+            let (key, secret) = read_secret(source, &env)?;
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(AuthSetupError::SecretTooShort { key, len: secret.len() });
+            }
+            // Non-empty, so `from_secret` cannot fail; the error arm keeps the type honest.
+            let decoding =
+                DecodingKey::from_secret(&secret).map_err(|_| AuthSetupError::SecretTooShort { key, len: 0 })?;
+            secrets.push(decoding);
+        }
+        let jwks = match &section.jwks_file {
+            Some(path) => Some(jwks::Jwks::load(path).map_err(|message| AuthSetupError::Jwks {
+                path: path.clone(),
+                message,
+            })?),
+            None => None,
+        };
+        Ok(Self {
+            secrets,
+            jwks,
+            hs256: validation(Algorithm::HS256, section),
+            rs256: validation(Algorithm::RS256, section),
+            es256: validation(Algorithm::ES256, section),
+            subject_claims: section.subject_claims.clone(),
+            max_token_bytes: section.max_token_bytes,
+        })
+    }
+
+    /// Re-reads the JWKS file: `Ok(true)` when new keys are in use, `Ok(false)` when the content is what was
+    /// last seen (or no file is configured), `Err` when new content is unreadable or holds no usable key —
+    /// the old keys stay, and the same broken content is not reported again. Call it every few seconds.
+    pub fn reload_if_changed(&self) -> Result<bool, AuthSetupError> {
+        match &self.jwks {
+            Some(jwks) => jwks.reload_if_changed().map_err(|message| AuthSetupError::Jwks {
+                path: jwks.path().to_owned(),
+                message,
+            }),
+            None => Ok(false),
+        }
+    }
+
+    /// The JWKS file, when one is configured (for a file watcher).
+    pub fn jwks_file(&self) -> Option<&Path> {
+        self.jwks.as_ref().map(jwks::Jwks::path)
+    }
+
+    /// How many JWKS keys are in use now.
+    pub fn jwks_keys(&self) -> usize {
+        self.jwks.as_ref().map_or(0, |j| j.keys().len())
+    }
+
+    /// Checks the request's bearer token; on success, who is calling. CPU only (microseconds for HS256, one
+    /// public-key verification per candidate key for RS256/ES256).
+    pub fn verify(&self, headers: &HeaderMap, uri: &Uri) -> Result<Principal, AuthError> {
+        if uri.query().is_some_and(query_carries_token) {
+            return Err(AuthError::QueryToken);
+        }
+        let token = self.bearer_token(headers)?;
+        let (alg, kid) = read_header(token)?;
+        let claims = match alg {
+            Algorithm::HS256 => self.verify_hs256(token)?,
+            Algorithm::RS256 => self.verify_jwks(token, Algorithm::RS256, &self.rs256, kid.as_deref())?,
+            Algorithm::ES256 => self.verify_jwks(token, Algorithm::ES256, &self.es256, kid.as_deref())?,
+            _ => return Err(AuthError::AlgNotAllowed),
+        };
+        let subject = self.subject(&claims)?;
+        Ok(Principal { subject, claims })
+    }
+
+    /// The token of the one `Authorization: Bearer` header, checked for size and shape (three base64url parts).
+    fn bearer_token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        let mut values = headers.get_all(AUTHORIZATION).iter();
+        let value = values.next().ok_or(AuthError::Missing)?;
+        if values.next().is_some() {
+            return Err(AuthError::MultipleHeaders);
+        }
+        let raw = value.as_bytes().trim_ascii();
+        if raw.len() > self.max_token_bytes + "Bearer ".len() + 16 {
+            return Err(AuthError::TooLarge);
+        }
+        if raw.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        let (scheme, rest) = match raw.iter().position(|b| *b == b' ' || *b == b'\t') {
+            Some(i) => (&raw[..i], &raw[i + 1..]),
+            None => (raw, &[][..]),
+        };
+        if !scheme.eq_ignore_ascii_case(b"bearer") {
+            return Err(AuthError::WrongScheme);
+        }
+        let token = rest.trim_ascii();
+        if token.len() > self.max_token_bytes {
+            return Err(AuthError::TooLarge);
+        }
+        let base64url = |b: &u8| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_';
+        let mut parts = token.split(|b| *b == b'.');
+        let shape_ok = matches!(
+            (parts.next(), parts.next(), parts.next(), parts.next()),
+            (Some(h), Some(p), Some(s), None)
+                if !h.is_empty() && !p.is_empty() && h.iter().chain(p).chain(s).all(base64url)
+        );
+        if !shape_ok {
+            return Err(AuthError::Malformed);
+        }
+        // All ASCII by now, so this cannot fail.
+        std::str::from_utf8(token).map_err(|_| AuthError::Malformed)
+    }
+
+    fn verify_hs256(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        if self.secrets.is_empty() {
+            return Err(AuthError::AlgNotAllowed);
+        }
+        for key in &self.secrets {
+            if let Some(claims) = decode(token, key, &self.hs256)? {
+                return Ok(claims);
+            }
+        }
+        Err(AuthError::BadSignature)
+    }
+
+    fn verify_jwks(
+        &self,
+        token: &str,
+        alg: Algorithm,
+        validation: &Validation,
+        kid: Option<&str>,
+    ) -> Result<Map<String, Value>, AuthError> {
+        let Some(jwks) = &self.jwks else {
+            return Err(AuthError::AlgNotAllowed);
+        };
+        let keys = jwks.keys();
+        let mut any_for_alg = false;
+        let mut tried = false;
+        for key in keys.iter().filter(|k| k.alg == alg) {
+            any_for_alg = true;
+            if kid.is_some() && key.kid.as_deref() != kid {
+                continue;
+            }
+            tried = true;
+            if let Some(claims) = decode(token, &key.key, validation)? {
+                return Ok(claims);
+            }
+        }
+        Err(match (any_for_alg, tried) {
+            (false, _) => AuthError::AlgNotAllowed,
+            (true, false) => AuthError::UnknownKey,
+            (true, true) => AuthError::BadSignature,
+        })
+    }
+
+    fn subject(&self, claims: &Map<String, Value>) -> Result<String, AuthError> {
+        let value = self
+            .subject_claims
+            .iter()
+            .find_map(|name| claims.get(name).filter(|v| !v.is_null()))
+            .ok_or(AuthError::NoSubject)?;
+        let subject = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) if n.is_i64() || n.is_u64() => n.to_string(),
+            _ => return Err(AuthError::NoSubject),
+        };
+        if subject.is_empty() || subject.len() > MAX_SUBJECT_BYTES || subject.chars().any(char::is_control) {
+            return Err(AuthError::NoSubject);
+        }
+        Ok(subject)
+    }
+}
+
+/// jsonwebtoken's decode with its errors turned into ours; `Ok(None)` when the signature does not match
+/// this key (the caller tries the next one). The signature is checked before any claim, so claims of a
+/// forged token are never looked at.
+fn decode(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Option<Map<String, Value>>, AuthError> {
+    match jsonwebtoken::decode::<Map<String, Value>>(token, key, validation) {
+        Ok(data) => Ok(Some(data.claims)),
+        Err(e) => match e.kind() {
+            JwtErrorKind::InvalidSignature => Ok(None),
+            kind => Err(map_jwt_error(kind)),
+        },
+    }
+}
+
+fn map_jwt_error(kind: &JwtErrorKind) -> AuthError {
+    match kind {
+        JwtErrorKind::InvalidSignature
+        | JwtErrorKind::InvalidEcdsaKey
+        | JwtErrorKind::InvalidRsaKey(_)
+        | JwtErrorKind::InvalidKeyFormat
+        | JwtErrorKind::Provider(_) => AuthError::BadSignature,
+        JwtErrorKind::InvalidAlgorithm
+        | JwtErrorKind::InvalidAlgorithmName
+        | JwtErrorKind::MissingAlgorithm
+        | JwtErrorKind::UnsupportedAlgorithm => AuthError::AlgNotAllowed,
+        JwtErrorKind::ExpiredSignature => AuthError::Expired,
+        JwtErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        JwtErrorKind::InvalidAudience => AuthError::BadAudience,
+        JwtErrorKind::InvalidIssuer => AuthError::BadIssuer,
+        JwtErrorKind::MissingRequiredClaim(claim) => match claim.as_str() {
+            "exp" => AuthError::MissingExp,
+            "aud" => AuthError::BadAudience,
+            "iss" => AuthError::BadIssuer,
+            _ => AuthError::Malformed,
+        },
+        _ => AuthError::Malformed,
+    }
+}
+
+/// The JOSE header's `alg` and `kid`. `alg` is matched exactly (`none`, `None`, `HS512`, … are refused by
+/// the caller); a header that is not base64url JSON is malformed.
+fn read_header(token: &str) -> Result<(Algorithm, Option<String>), AuthError> {
+    #[derive(Deserialize)]
+    struct JoseHeader {
+        #[serde(default)]
+        alg: Option<String>,
+        #[serde(default)]
+        kid: Option<String>,
+    }
+    let encoded = token.split('.').next().unwrap_or_default();
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| AuthError::Malformed)?;
+    let header: JoseHeader = serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    let alg = match header.alg.as_deref() {
+        Some("HS256") => Algorithm::HS256,
+        Some("RS256") => Algorithm::RS256,
+        Some("ES256") => Algorithm::ES256,
+        _ => return Err(AuthError::AlgNotAllowed),
+    };
+    Ok((alg, header.kid))
+}
+
+/// Whether the query string carries something that looks like a token: a conventional parameter name
+/// (`token`, `access_token`, `jwt`, …) or a value starting with `eyJ` (base64 of `{"`), optionally after `Bearer`.
+fn query_carries_token(query: &str) -> bool {
+    query.split('&').any(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if QUERY_TOKEN_KEYS.iter().any(|k| k.eq_ignore_ascii_case(key)) {
+            return true;
+        }
+        let value = value.as_bytes();
+        let value = ["Bearer+", "Bearer%20", "Bearer "]
+            .iter()
+            .find(|p| value.len() >= p.len() && value[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+            .map_or(value, |p| &value[p.len()..]);
+        value.starts_with(b"eyJ")
+    })
+}
+
+/// The claim checks for one algorithm: `exp` required, `nbf` checked, `leeway`, and `aud`/`iss` required and
+/// checked when configured (jsonwebtoken alone would accept a token without them).
+fn validation(alg: Algorithm, section: &AuthSection) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = section.leeway.as_secs();
+    v.validate_exp = true;
+    v.validate_nbf = true;
+    let mut required = vec!["exp"];
+    match &section.audience {
+        Some(aud) => {
+            v.set_audience(&[aud]);
+            required.push("aud");
+        }
+        // jsonwebtoken refuses any `aud` when none is expected; without an audience configured, ignore it.
+        None => v.validate_aud = false,
+    }
+    if let Some(iss) = &section.issuer {
+        v.set_issuer(&[iss]);
+        required.push("iss");
+    }
+    v.set_required_spec_claims(&required);
+    v
+}
+
+fn read_secret(
+    source: SecretSource<'_>,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<(&'static str, Vec<u8>), AuthSetupError> {
+    match source {
+        SecretSource::Env(key, var) => match env(var) {
+            Some(value) if !value.is_empty() => Ok((key, value.into_bytes())),
+            _ => Err(AuthSetupError::SecretEnvUnset {
+                key,
+                var: var.to_owned(),
+            }),
+        },
+        SecretSource::File(key, path) => {
+            let file_error = |source| AuthSetupError::SecretFile {
+                key,
+                path: path.to_owned(),
+                source,
+            };
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(
+                &mut std::io::Read::take(std::fs::File::open(path).map_err(file_error)?, MAX_SECRET_FILE_BYTES),
+                &mut bytes,
+            )
+            .map_err(file_error)?;
+            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                bytes.pop();
+            }
+            Ok((key, bytes))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(toml_text: &str) -> AuthSection {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    const SECRET: &str = "unit-test-secret-0123456789abcdef0123";
+
+    fn verifier(toml_text: &str) -> Verifier {
+        Verifier::from_section_with_env(&section(toml_text), |name| {
+            (name == DEFAULT_SECRET_ENV).then(|| SECRET.to_owned())
+        })
+        .unwrap()
+    }
+
+    fn hs256(claims: &Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn bearer(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, value.parse().unwrap());
+        headers
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn a_verifier_is_shared_across_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<Verifier>();
+        shared::<Principal>();
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = section("");
+        assert_eq!(s, AuthSection::default());
+        assert!(s.enabled && s.hs256);
+        assert_eq!(s.leeway, Duration::from_secs(30));
+        assert_eq!(s.subject_claims, ["user_id", "sub"]);
+        assert_eq!(s.max_token_bytes, 8192);
+        assert!(s.problems().is_empty());
+        assert!(matches!(
+            s.current_secret(),
+            Some(SecretSource::Env("auth.secret_env", DEFAULT_SECRET_ENV))
+        ));
+        assert!(s.previous_secret().is_none());
+    }
+
+    #[test]
+    fn unknown_keys_and_a_secret_in_the_config_are_refused() {
+        let err = toml::from_str::<AuthSection>("secret = \"hunter2\"").unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let s = section(
+            r#"
+            hs256 = false
+            secret_env = "1BAD"
+            secret_file = "/run/s"
+            previous_secret_env = "R1_OLD"
+            leeway = "10m"
+            max_token_bytes = 100
+            subject_claims = ["sub", "", "sub"]
+            audience = " "
+            "#,
+        );
+        let problems = s.problems();
+        let expected = [
+            "auth.secret_file: set either auth.secret_env or auth.secret_file, not both",
+            "auth.secret_env: `1BAD` is not an environment variable name",
+            "auth.secret_env: set, but auth.hs256 is false",
+            "auth.previous_secret_env: set, but auth.hs256 is false",
+            "auth.hs256: false and no auth.jwks_file: no token could ever be accepted",
+            "auth.leeway: 10m exceeds the maximum of 5m",
+            "auth.max_token_bytes: 100 must be within 1024..=65536",
+            "auth.subject_claims[1]: must not be empty",
+            "auth.subject_claims[2]: `sub` is listed twice",
+            "auth.audience: must not be empty when set",
+        ];
+        assert_eq!(problems, expected);
+        assert!(matches!(
+            Verifier::from_section_with_env(&s, |_| None),
+            Err(AuthSetupError::Invalid(p)) if p == expected
+        ));
+    }
+
+    #[test]
+    fn the_same_source_twice_is_a_problem() {
+        let s = section("secret_env = \"A\"\nprevious_secret_env = \"A\"");
+        assert_eq!(
+            s.problems(),
+            ["auth.previous_secret_env: must name another source than the current secret"]
+        );
+        // A disabled table still has to be well-formed, but needs no way to verify.
+        assert!(section("enabled = false\nhs256 = false").problems().is_empty());
+    }
+
+    #[test]
+    fn setup_errors_name_the_key() {
+        let err = Verifier::from_section_with_env(&section(""), |_| None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "auth.secret_env: environment variable R1_JWT_SECRET is not set or empty"
+        );
+        let err = Verifier::from_section_with_env(&section(""), |_| Some("short".to_owned())).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "auth.secret_env: the secret is 5 bytes; HS256 needs at least 32"
+        );
+        let err = Verifier::from_section_with_env(&section("secret_file = \"/nonexistent/r1-secret\""), |_| None)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("auth.secret_file: /nonexistent/r1-secret: "),
+            "{err}"
+        );
+        let err = Verifier::from_section_with_env(&section("previous_secret_env = \"R1_OLD\""), |name| {
+            (name == DEFAULT_SECRET_ENV).then(|| SECRET.to_owned())
+        })
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "auth.previous_secret_env: environment variable R1_OLD is not set or empty"
+        );
+        assert!(section("enabled = false").verifier().unwrap().is_none());
+    }
+
+    #[test]
+    fn reasons_are_distinct_and_messages_generic() {
+        let mut reasons: Vec<_> = AuthError::ALL.iter().map(|e| e.reason()).collect();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), AuthError::ALL.len());
+        for e in AuthError::ALL {
+            let gw = e.to_gateway_error();
+            assert_eq!(gw.kind.status(), 401);
+            assert_eq!(gw.code, Some("invalid_api_key"));
+            if !matches!(e, AuthError::Missing | AuthError::QueryToken) {
+                assert_eq!(gw.message, "invalid or expired token");
+            }
+        }
+    }
+
+    #[test]
+    fn query_tokens_are_recognized() {
+        for q in [
+            "token=abc",
+            "a=1&access_token=abc",
+            "JWT=x",
+            "id_token",
+            "x=eyJhbGciOiJIUzI1NiJ9.e30.sig",
+            "x=Bearer%20eyJhbGci",
+            "x=bearer+eyJhbGci",
+        ] {
+            assert!(query_carries_token(q), "{q}");
+        }
+        for q in ["", "stream=true", "after=task_123&limit=10", "q=eye", "tokens_used=3"] {
+            assert!(!query_carries_token(q), "{q}");
+        }
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive_and_whitespace_tolerated() {
+        let v = verifier("");
+        let token = hs256(&serde_json::json!({"user_id": "u1", "exp": now() + 60}));
+        let uri: Uri = "/v1/chat/completions".parse().unwrap();
+        for value in [
+            format!("Bearer {token}"),
+            format!("bearer {token}"),
+            format!("BEARER  {token} "),
+        ] {
+            assert_eq!(v.verify(&bearer(&value), &uri).unwrap().subject, "u1", "{value}");
+        }
+        for (value, reason) in [
+            ("Bearer", "malformed"),
+            ("Bearer ", "malformed"),
+            ("Token abc", "wrong_scheme"),
+            ("Bearer a.b", "malformed"),
+            ("Bearer a.b.c.d", "malformed"),
+            ("Bearer .b.c", "malformed"),
+            ("Bearer a=.b.c", "malformed"),
+            ("Bearer a.b.c", "malformed"),
+        ] {
+            assert_eq!(v.verify(&bearer(value), &uri).unwrap_err().reason(), reason, "{value}");
+        }
+        assert_eq!(v.verify(&HeaderMap::new(), &uri).unwrap_err().reason(), "missing");
+    }
+
+    #[test]
+    fn subjects_come_from_the_first_claim_present() {
+        let v = verifier("");
+        let uri: Uri = "/".parse().unwrap();
+        let exp = now() + 60;
+        let check = |claims: Value| v.verify(&bearer(&format!("Bearer {}", hs256(&claims))), &uri);
+        assert_eq!(
+            check(serde_json::json!({"user_id": "a", "sub": "b", "exp": exp}))
+                .unwrap()
+                .subject,
+            "a"
+        );
+        assert_eq!(check(serde_json::json!({"sub": "b", "exp": exp})).unwrap().subject, "b");
+        assert_eq!(
+            check(serde_json::json!({"user_id": 42, "exp": exp})).unwrap().subject,
+            "42"
+        );
+        assert_eq!(
+            check(serde_json::json!({"user_id": null, "sub": "b", "exp": exp}))
+                .unwrap()
+                .subject,
+            "b"
+        );
+        let p = check(serde_json::json!({"sub": "b", "tier": "pro", "n": 1, "exp": exp})).unwrap();
+        assert_eq!(
+            (p.claim("tier"), p.claim("n"), p.claim("nope")),
+            (Some("pro"), None, None)
+        );
+        for claims in [
+            serde_json::json!({"exp": exp}),
+            serde_json::json!({"user_id": "", "exp": exp}),
+            serde_json::json!({"user_id": 1.5, "exp": exp}),
+            serde_json::json!({"user_id": ["a"], "exp": exp}),
+            serde_json::json!({"user_id": "a\nb", "exp": exp}),
+            serde_json::json!({"user_id": "x".repeat(MAX_SUBJECT_BYTES + 1), "exp": exp}),
+        ] {
+            assert_eq!(check(claims.clone()).unwrap_err(), AuthError::NoSubject, "{claims}");
+        }
+    }
+
+    #[test]
+    fn claims_of_the_wrong_type_are_malformed() {
+        let v = verifier("");
+        let uri: Uri = "/".parse().unwrap();
+        for (claims, expected) in [
+            (
+                serde_json::json!({"sub": "a", "exp": now() + 60, "nbf": "now"}),
+                AuthError::Malformed,
+            ),
+            (serde_json::json!([1, 2]), AuthError::Malformed),
+            // jsonwebtoken checks presence first: an `exp` that is not a number counts as missing.
+            (
+                serde_json::json!({"sub": "a", "exp": "tomorrow"}),
+                AuthError::MissingExp,
+            ),
+        ] {
+            let token = hs256(&claims);
+            assert_eq!(
+                v.verify(&bearer(&format!("Bearer {token}")), &uri).unwrap_err(),
+                expected,
+                "{claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_with_an_audience_is_accepted_when_none_is_configured() {
+        let v = verifier("");
+        let token = hs256(&serde_json::json!({"sub": "a", "aud": "someone", "iss": "x", "exp": now() + 60}));
+        assert!(
+            v.verify(&bearer(&format!("Bearer {token}")), &"/".parse().unwrap())
+                .is_ok()
+        );
+    }
+}
