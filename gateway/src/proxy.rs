@@ -121,11 +121,15 @@ async fn respond(session: &mut Session, ctx: &Ctx, status: u16, content_type: &s
 }
 
 async fn respond_error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
-    let mut header = ResponseHeader::build(error.status(), Some(4))?;
+    let mut header = ResponseHeader::build(error.status(), Some(6))?;
     let body = Bytes::from(error.body().to_json());
     header.insert_header("content-type", "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     header.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(d) = &ctx.decision {
+        header.insert_header("x-r1-route", d.route.as_str())?;
+        header.insert_header("x-r1-route-reason", d.reason.as_str())?;
+    }
     if let Some(seconds) = error.retry_after {
         header.insert_header("retry-after", seconds.to_string())?;
     }
@@ -644,11 +648,12 @@ impl ProxyHttp for GatewayProxy {
                     ConnectRefused | ConnectNoRoute | ConnectError => {
                         GatewayError::upstream(ErrorKind::Upstream, source, "the upstream model is unreachable")
                     }
-                    _ => GatewayError::upstream(
+                    ConnectionClosed | ReadError | WriteError | H2Error | InvalidHTTPHeader => GatewayError::upstream(
                         ErrorKind::Upstream,
                         source,
-                        format!("upstream failure: {:?}", e.etype()),
+                        "the upstream model closed the connection before finishing its answer",
                     ),
+                    _ => GatewayError::upstream(ErrorKind::Upstream, source, "the upstream model failed"),
                 },
             }
         });

@@ -215,6 +215,8 @@ async fn a_dead_edge_fails_over_before_sending_and_a_broken_stream_ends_with_an_
     let r = gw.chat(ask(EDGE_MODEL, "Hello!")).await;
     assert_eq!(r.status(), 503);
     assert_eq!(header(&r, "retry-after"), "1");
+    assert_eq!(header(&r, "x-r1-route"), "edge", "route headers on error answers too");
+    assert_eq!(header(&r, "x-r1-route-reason"), "rule");
     gw.stop();
 }
 
