@@ -109,6 +109,7 @@ gateway() { # name transport -> writes config, starts, echoes the public address
     printf '[listen]\npublic = "%s"\nadmin = "%s"\n[routing]\nmode = "off"\n' "$public" "$admin"
     printf '[edge]\nmembers = ["%s"]\n' "$backend"
     printf '[center]\ntransport = "%s"\nmodel = "%s"\nmembers = ["%s"]\nmax_in_flight = 100000\n' "$transport" "$model" "$backend"
+    printf '[auth]\nenabled = false\n'  # the hand-off's cost alone
     if [[ "$transport" == kafka ]]; then
       printf '[center.kafka]\nbrokers = "%s"\nresults_partition = 0\nresult_partitions = 4\n' "$R1_TEST_KAFKA_BROKERS"
       printf 'topics = { interactive = "bench.%s.interactive", batch = "bench.%s.batch", results = "bench.%s.results", cancel = "bench.%s.cancel", dlq = "bench.%s.dlq" }\n' \

@@ -96,6 +96,8 @@ transport = "http"
 model = "$center_model"
 members = ["$center"]
 health = { interval = "250ms", healthy_threshold = 2, unhealthy_threshold = 2 }
+[auth]
+enabled = false
 TOML
 "$bin/r1-gateway" --config "$work/gateway.toml" --check-config >/dev/null
 RUST_LOG=warn "$bin/r1-gateway" --config "$work/gateway.toml" >"$work/gateway.log" 2>&1 &

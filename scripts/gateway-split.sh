@@ -31,6 +31,8 @@ members = ["$edge"]
 [center]
 model = "deepseek-ai/DeepSeek-R1"
 members = ["$center"]
+[auth]
+enabled = false
 TOML
 python3 -c '
 import json

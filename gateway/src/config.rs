@@ -37,6 +37,9 @@ pub struct GatewayConfig {
     /// Shared state: asynchronous tasks and batches (with the Kafka hand-off).
     #[serde(default)]
     pub redis: Option<RedisSection>,
+    /// Who may call: JWT bearer authentication (on unless `enabled = false`).
+    #[serde(default)]
+    pub auth: crate::auth::AuthSection,
 }
 
 /// `[redis]`
@@ -583,6 +586,7 @@ impl Validate for GatewayConfig {
         if self.listen.public == self.listen.admin {
             problems.push("listen.admin: must differ from listen.public (metrics are never public)".to_owned());
         }
+        problems.extend(self.auth.problems());
         if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
             problems.push("listen.threads: must be 1..=256".to_owned());
         }

@@ -26,7 +26,8 @@ const SAMPLES: [&str; 6] = [
 ];
 
 /// Runs the demo until Ctrl-C. `config` must list one edge and one center member on loopback.
-pub fn run(config: GatewayConfig, config_path: PathBuf, models: &Path) -> anyhow::Result<()> {
+pub fn run(mut config: GatewayConfig, config_path: PathBuf, models: &Path) -> anyhow::Result<()> {
+    let token = demo_auth(&mut config)?;
     let edge_addr = single_member(&config.edge.members, "edge")?;
     let center_addr = single_member(&config.center.members, "center")?;
     let model_dir = models.join("r1-edge-mini");
@@ -62,7 +63,7 @@ pub fn run(config: GatewayConfig, config_path: PathBuf, models: &Path) -> anyhow
     let admin = config.listen.admin;
     let built = crate::server::build(config, Some(config_path), Duration::ZERO, Duration::from_secs(5))?;
     let samples = std::thread::spawn(move || {
-        if let Err(e) = send_samples(public, admin) {
+        if let Err(e) = send_samples(public, admin, token.as_deref()) {
             println!("demo: sample prompts failed: {e:#}");
         }
     });
@@ -81,7 +82,48 @@ fn single_member(members: &[String], pool: &str) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{pool} member `{member}` must be an IP:port on loopback"))
 }
 
-fn send_samples(public: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
+/// Authentication stays on in the demo: the secret comes from `R1_JWT_SECRET` (the config's default
+/// source), or, when that is not set, a random one is generated for this run (written to a private
+/// temp file the config then names). Returns a ready-made token (`user_id = "demo"`, valid 24 h).
+fn demo_auth(config: &mut GatewayConfig) -> anyhow::Result<Option<String>> {
+    if !config.auth.enabled {
+        return Ok(None);
+    }
+    let secret = match std::env::var(crate::auth::DEFAULT_SECRET_ENV) {
+        Ok(secret) if config.auth.secret_env.is_none() && config.auth.secret_file.is_none() => secret,
+        _ if config.auth.secret_env.is_some() || config.auth.secret_file.is_some() => return Ok(None),
+        _ => {
+            let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());
+            let path = std::env::temp_dir().join(format!("r1-demo-jwt-secret-{}", std::process::id()));
+            write_private(&path, &secret)?;
+            config.auth.secret_file = Some(path);
+            secret
+        }
+    };
+    let exp = r1_queue::unix_ms() / 1000 + 86_400;
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"user_id": "demo", "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes())?,
+    )?;
+    Ok(Some(token))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = reqwest::Client::new();
@@ -112,7 +154,11 @@ fn send_samples(public: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 "temperature": 0,
                 "max_tokens": 32,
             });
-            let response = client.post(format!("http://{public}/v1/chat/completions")).json(&body).send().await?;
+            let mut request = client.post(format!("http://{public}/v1/chat/completions")).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            let response = request.send().await?;
             let header = |name: &str| {
                 response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned()
             };
@@ -121,10 +167,13 @@ fn send_samples(public: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or("(no answer)");
             println!("  Q: {prompt}\n     route: {route} ({reason})\n  A: {text}\n");
         }
+        let key = token.unwrap_or("(auth is off)");
         println!(
-            "Try it yourself:\n  curl http://{public}/v1/chat/completions -H 'content-type: application/json' \\\n    \
+            "Try it yourself (the token: user_id \"demo\", valid 24 h; R1_JWT_SECRET=<32+ bytes> makes it yours):\n  \
+             export R1_TOKEN={key}\n  \
+             curl http://{public}/v1/chat/completions -H \"authorization: Bearer $R1_TOKEN\" -H 'content-type: application/json' \\\n    \
              -d '{{\"model\":\"deepseek-r1\",\"messages\":[{{\"role\":\"user\",\"content\":\"What day comes after Monday?\"}}],\"stream\":true}}' -i\n\n  \
-             python3 -c 'from openai import OpenAI; c = OpenAI(base_url=\"http://{public}/v1\", api_key=\"demo\"); \
+             python3 -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"http://{public}/v1\", api_key=os.environ[\"R1_TOKEN\"]); \
              print(c.chat.completions.create(model=\"deepseek-r1\", messages=[{{\"role\":\"user\",\"content\":\"Hi\"}}]).choices[0].message.content)'\n\n\
              Center requests go through the task hand-off (an in-process queue here, Kafka in production) to an in-process r1-center worker; \
              its backend is the same small model under the center's name (production: the full R1 behind vLLM/SGLang or the DeepSeek API). \

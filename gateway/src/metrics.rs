@@ -34,6 +34,8 @@ pub struct Metrics {
     pub handoff_produce_errors: IntCounterVec,
     /// Center tasks by model version.
     pub center_versions: IntCounterVec,
+    /// Requests refused by authentication, by reason.
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -94,6 +96,10 @@ impl Metrics {
                 Opts::new("r1_center_version_tasks_total", "Center tasks by model version."),
                 &["version"],
             )?,
+            auth_failures: IntCounterVec::new(
+                Opts::new("r1_auth_failures_total", "Requests refused by authentication."),
+                &["reason"],
+            )?,
             registry: Registry::new(),
         };
         m.registry.register(Box::new(m.requests.clone()))?;
@@ -109,6 +115,7 @@ impl Metrics {
         m.registry.register(Box::new(m.tls_reloads.clone()))?;
         m.registry.register(Box::new(m.handoff_produce_errors.clone()))?;
         m.registry.register(Box::new(m.center_versions.clone()))?;
+        m.registry.register(Box::new(m.auth_failures.clone()))?;
         Ok(m)
     }
 

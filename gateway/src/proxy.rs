@@ -71,8 +71,10 @@ pub struct Ctx {
     pub clock: Option<PhaseClock>,
     /// The task id, when the request went through the hand-off.
     pub task_id: Option<String>,
-    /// Who is calling (the JWT subject once authentication is on).
+    /// Who is calling: the JWT subject (`None` with authentication off: the anonymous tenant).
     pub tenant: Option<String>,
+    /// The verified token's subject and claims.
+    pub principal: Option<crate::auth::Principal>,
     /// The center model version the task went to, when versions are configured.
     pub model_version: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
@@ -94,15 +96,15 @@ impl GatewayProxy {
     }
 }
 
-/// Headers of the client request, for routing rules.
-struct HeaderFacts<'a>(&'a RequestHeader);
+/// Headers and token claims of the client request, for routing rules.
+struct HeaderFacts<'a>(&'a RequestHeader, Option<&'a crate::auth::Principal>);
 
 impl RequestFacts for HeaderFacts<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.0.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    fn claim(&self, _: &str) -> Option<&str> {
-        None // JWT claims arrive with authentication.
+    fn claim(&self, name: &str) -> Option<&str> {
+        self.1.and_then(|p| p.claim(name))
     }
 }
 
@@ -249,7 +251,7 @@ impl GatewayProxy {
         let decided = self.gateway.router.decide(
             &config,
             &request,
-            &HeaderFacts(session.req_header()),
+            &HeaderFacts(session.req_header(), ctx.principal.as_ref()),
             self.gateway.pool_states(),
         );
         let decision = decided.decision;
@@ -388,6 +390,36 @@ impl ProxyHttp for GatewayProxy {
             .map_or_else(crate::request_id::next, str::to_owned);
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
+        // Every API call is authenticated first: a refusal costs no body read and no upstream call.
+        if path.starts_with("/v1/")
+            && let Some(verifier) = self.gateway.verifier()
+        {
+            let header = session.req_header();
+            match verifier.verify(&header.headers, &header.uri) {
+                Ok(principal) => {
+                    ctx.tenant = Some(principal.subject.clone());
+                    ctx.principal = Some(principal);
+                }
+                Err(e) => {
+                    self.gateway
+                        .metrics
+                        .auth_failures
+                        .with_label_values(&[e.reason()])
+                        .inc();
+                    tracing::info!(request_id = %ctx.request_id, reason = e.reason(), "authentication refused");
+                    let error = e.to_gateway_error();
+                    let mut header = ResponseHeader::build(error.status(), Some(5))?;
+                    let body = Bytes::from(error.body().to_json());
+                    header.insert_header("content-type", "application/json")?;
+                    header.insert_header("content-length", body.len().to_string())?;
+                    header.insert_header("x-request-id", ctx.request_id.as_str())?;
+                    header.insert_header("www-authenticate", e.www_authenticate())?;
+                    session.write_response_header(Box::new(header), false).await?;
+                    session.write_response_body(Some(body), true).await?;
+                    return Ok(true);
+                }
+            }
+        }
         match (method.as_str(), path.as_str()) {
             ("GET", "/healthz") => respond(session, ctx, 200, "text/plain", Bytes::from_static(b"ok")).await?,
             ("GET", "/readyz") => {

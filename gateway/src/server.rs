@@ -66,6 +66,7 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
     let handoff = crate::handoff::Handoff::new(&config)?;
+    let verifier = config.auth.verifier().context("[auth]")?;
     let gateway = Arc::new(Gateway::new(
         config,
         path,
@@ -73,6 +74,7 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
         center,
         Metrics::new()?,
         handoff.clone(),
+        verifier,
     ));
     if let Some(handoff) = handoff {
         server.add_service(background_service(
@@ -187,6 +189,16 @@ impl BackgroundService for Reloader {
                     last = modified(&path);
                 }
                 _ = tick.tick() => {
+                    if let Some(verifier) = self.0.verifier() {
+                        match verifier.reload_if_changed() {
+                            Ok(true) => tracing::info!("JWKS file reloaded"),
+                            Ok(false) => {}
+                            Err(e) => {
+                                self.0.metrics.reload_failures.inc();
+                                tracing::error!(error = %e, "JWKS reload refused; the old keys stay");
+                            }
+                        }
+                    }
                     let now = modified(&path);
                     if now != last {
                         last = now;

@@ -28,6 +28,7 @@ pub struct Gateway {
     pub metrics: Metrics,
     ready: AtomicBool,
     handoff: Option<Arc<crate::handoff::Handoff>>,
+    verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
 }
 
 /// Why a reload was refused.
@@ -42,6 +43,9 @@ pub enum ReloadError {
     /// The gateway was started without a configuration file.
     #[error("no configuration file to reload")]
     NoFile,
+    /// The new `[auth]` cannot be set up (a secret or the JWKS file is unreadable).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthSetupError),
 }
 
 impl Gateway {
@@ -53,8 +57,10 @@ impl Gateway {
         center: Arc<Pool>,
         metrics: Metrics,
         handoff: Option<Arc<crate::handoff::Handoff>>,
+        verifier: Option<crate::auth::Verifier>,
     ) -> Self {
         Self {
+            verifier: arc_swap::ArcSwapOption::from(verifier.map(Arc::new)),
             handoff,
             router: Router::new(&config),
             config: ArcSwap::from_pointee(config),
@@ -102,6 +108,11 @@ impl Gateway {
             edge: self.edge.state(),
             center,
         }
+    }
+
+    /// The token verifier; `None` when authentication is off.
+    pub fn verifier(&self) -> Option<Arc<crate::auth::Verifier>> {
+        self.verifier.load_full()
     }
 
     /// The task hand-off, when the center is reached through one.
@@ -153,6 +164,11 @@ impl Gateway {
         }
         if new.redis != old.redis {
             return Err(ReloadError::NeedsRestart("redis"));
+        }
+        if new.auth != old.auth {
+            // New secrets, keys or rules: built before anything changes, so a broken one is refused.
+            let verifier = new.auth.verifier()?;
+            self.verifier.store(verifier.map(Arc::new));
         }
         self.edge.reconfigure(
             &new.edge.members,

@@ -1,5 +1,9 @@
 """Starts the real stack once per session: `r1-gateway demo` (the gateway on Pingora, one r1-edge with
-the shipped model, a local center) on free loopback ports, and stops it with SIGINT afterwards."""
+the shipped model, the center through the in-process task hand-off) on free loopback ports, with JWT
+authentication on (HS256, the secret in R1_JWT_SECRET), and stops it with SIGINT afterwards.
+
+Clients authenticate as the DeepSeek R1 guide's clients do: a PyJWT HS256 token with `user_id` and
+`exp`, sent as `Authorization: Bearer <token>` (the openai SDK's api_key)."""
 
 import os
 import pathlib
@@ -9,6 +13,7 @@ import subprocess
 import tempfile
 import time
 
+import jwt
 import pytest
 import requests
 
@@ -21,11 +26,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+SECRET = "e2e-" + os.urandom(24).hex()
+
+
+def token(user_id: str = "e2e-user", ttl: int = 3600) -> str:
+    """An HS256 token the way the DeepSeek R1 guide's client makes one."""
+    return jwt.encode({"user_id": user_id, "exp": int(time.time()) + ttl}, SECRET, algorithm="HS256")
+
+
 class Stack:
     def __init__(self, public: str, admin: str):
         self.public = public
         self.admin = admin
         self.base_url = f"http://{public}/v1"
+        self.token = token()
+        self.headers = {"Authorization": f"Bearer {self.token}"}
 
 
 @pytest.fixture(scope="session")
@@ -36,13 +51,15 @@ def stack():
     config.write(
         f'[listen]\npublic = "{public}"\nadmin = "{admin}"\n'
         f'[edge]\nmodel = "r1-edge-mini"\nmembers = ["{edge}"]\nhealth = {{ interval = "200ms" }}\n'
-        f'[center]\nmodel = "deepseek-ai/DeepSeek-R1"\nmembers = ["{center}"]\nhealth = {{ interval = "200ms" }}\n'
+        f'[center]\ntransport = "embedded"\nmodel = "deepseek-ai/DeepSeek-R1"\nmembers = ["{center}"]\nhealth = {{ interval = "200ms" }}\n'
+        '[auth]\nenabled = true\n'
     )
     config.close()
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
     process = subprocess.Popen(
         [binary, "demo", "--config", config.name, "--listen", public, "--admin", admin, "--models", str(ROOT / "models")],
         cwd=ROOT,
+        env={**os.environ, "R1_JWT_SECRET": SECRET},
         stdout=log,
         stderr=subprocess.STDOUT,
     )

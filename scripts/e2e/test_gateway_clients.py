@@ -1,5 +1,6 @@
-"""Clients as users run them, with nothing changed but the base URL: the official `openai` Python SDK
-(sync, streaming, async) and plain `requests`, against the real gateway in front of real r1-edge servers."""
+"""Clients as users run them, with nothing changed but the base URL (and the key: a JWT): the official
+`openai` Python SDK (sync, streaming, async) and plain `requests` + PyJWT as in the DeepSeek R1 guide,
+against the real gateway in front of real r1-edge servers and the in-process center hand-off."""
 
 import asyncio
 
@@ -12,7 +13,7 @@ COMPLEX = [{"role": "user", "content": "Prove that the square root of 2 is irrat
 
 
 def client(stack):
-    return openai.OpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+    return openai.OpenAI(base_url=stack.base_url, api_key=stack.token, max_retries=0)
 
 
 def test_sdk_sync_with_route_headers(stack):
@@ -51,7 +52,7 @@ def test_sdk_streaming_equals_non_streaming(stack):
 
 def test_sdk_async_concurrent(stack):
     async def main():
-        c = openai.AsyncOpenAI(base_url=stack.base_url, api_key="unused", max_retries=0)
+        c = openai.AsyncOpenAI(base_url=stack.base_url, api_key=stack.token, max_retries=0)
         questions = ["Hello!", "你好", "What is 7 plus 5?", "法国的首都是哪里？"]
         results = await asyncio.gather(
             *(
@@ -80,6 +81,7 @@ def test_sdk_errors_are_typed(stack):
 def test_plain_requests_client(stack):
     r = requests.post(
         f"{stack.base_url}/chat/completions",
+        headers=stack.headers,
         json={"model": "deepseek-r1", "messages": SIMPLE, "temperature": 0, "max_tokens": 16},
         timeout=30,
     )
@@ -87,9 +89,59 @@ def test_plain_requests_client(stack):
     assert r.headers["x-r1-route"] in ("edge", "center")
     assert r.json()["choices"][0]["message"]["content"]
     simple = requests.post(
-        f"http://{stack.public}/v1/r1/inference", json={"prompt": "Hello!", "max_tokens": 16}, timeout=30
+        f"http://{stack.public}/v1/r1/inference",
+        headers=stack.headers,
+        json={"prompt": "Hello!", "max_tokens": 16},
+        timeout=30,
     )
     assert simple.status_code == 200, simple.text
     assert simple.json()["choices"][0]["message"]["content"]
-    models = requests.get(f"{stack.base_url}/models", timeout=5).json()
+    models = requests.get(f"{stack.base_url}/models", headers=stack.headers, timeout=5).json()
     assert {"deepseek-r1", "r1-edge-mini"} <= {m["id"] for m in models["data"]}
+
+
+def test_without_a_valid_token_nothing_is_answered(stack):
+    from conftest import token
+
+    with pytest.raises(openai.AuthenticationError) as err:
+        openai.OpenAI(base_url=stack.base_url, api_key="not-a-jwt", max_retries=0).chat.completions.create(
+            model="deepseek-r1", messages=SIMPLE
+        )
+    assert err.value.code == "invalid_api_key"
+    for headers in ({}, {"Authorization": f"Bearer {token(ttl=-120)}"}):  # none, expired
+        r = requests.post(
+            f"{stack.base_url}/chat/completions",
+            headers=headers,
+            json={"model": "deepseek-r1", "messages": SIMPLE},
+            timeout=10,
+        )
+        assert r.status_code == 401, r.text
+        assert r.headers["www-authenticate"].startswith("Bearer")
+        assert r.json()["error"]["type"] == "authentication_error"
+
+
+def test_async_task_through_the_hand_off(stack):
+    r = requests.post(
+        f"{stack.base_url}/tasks",
+        headers=stack.headers,
+        json={"request": {"model": "deepseek-r1", "messages": COMPLEX, "temperature": 0, "max_tokens": 16}},
+        timeout=10,
+    )
+    assert r.status_code == 202, r.text
+    url = f"http://{stack.public}{r.headers['location']}"
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        task = requests.get(url, headers=stack.headers, timeout=10).json()
+        if task["status"] in ("succeeded", "failed"):
+            break
+        assert time.monotonic() < deadline, task
+        time.sleep(0.1)
+    assert task["status"] == "succeeded", task
+    assert task["result"]["choices"][0]["message"]["content"]
+    # Another caller does not see it.
+    from conftest import token
+
+    other = requests.get(url, headers={"Authorization": f"Bearer {token('someone-else')}"}, timeout=10)
+    assert other.status_code == 404

@@ -133,6 +133,12 @@ impl Gateway {
             members(edge),
             members(center)
         );
+        // Authentication is its own tests' business (tests/auth.rs); elsewhere it is off unless asked.
+        let text = if [listen, routing, center_extra].iter().any(|t| t.contains("[auth]")) {
+            text
+        } else {
+            format!("{text}\n[auth]\nenabled = false\n")
+        };
         let dir = std::env::temp_dir().join(format!("r1-gw-test-{}-{public}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("gateway.toml");
