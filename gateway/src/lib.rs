@@ -22,6 +22,8 @@ pub mod demo;
 pub mod error;
 pub mod explain;
 pub mod handoff;
+pub mod hygiene;
+pub mod limits;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;
