@@ -16,6 +16,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod deadline;
 pub mod demo;
