@@ -40,6 +40,12 @@ pub struct GatewayConfig {
     /// Who may call: JWT bearer authentication (on unless `enabled = false`).
     #[serde(default)]
     pub auth: crate::auth::AuthSection,
+    /// How much: body size, `max_tokens`, per-subject rate/concurrency/tokens, global in-flight.
+    #[serde(default)]
+    pub limits: crate::limits::LimitsSection,
+    /// What may reach a model: roles, control characters, Unicode normalization, size caps.
+    #[serde(default)]
+    pub hygiene: crate::hygiene::HygieneSection,
 }
 
 /// `[redis]`
@@ -587,6 +593,8 @@ impl Validate for GatewayConfig {
             problems.push("listen.admin: must differ from listen.public (metrics are never public)".to_owned());
         }
         problems.extend(self.auth.problems());
+        problems.extend(self.limits.problems());
+        problems.extend(self.hygiene.problems());
         if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
             problems.push("listen.threads: must be 1..=256".to_owned());
         }

@@ -531,6 +531,10 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
             }
         }
     };
+    // The caller's token budget is charged what the answer really used (its estimate until now).
+    if let (Some(used), Some(admission)) = (answer.used_tokens, ctx.admission.take()) {
+        admission.record_usage(used);
+    }
     if outcome == Outcome::ClientGone {
         tracing::info!(request_id = %ctx.request_id, %task_id, "client went away: cancelling the task");
         cancel(handoff, &task_id, CancelReason::ClientDisconnected).await;
@@ -673,6 +677,8 @@ struct Answer {
     replay: Option<String>,
     /// Lengths of reasoning and content already forwarded.
     last_len: (usize, usize),
+    /// Tokens the answer used (prompt + completion), once complete.
+    used_tokens: Option<u64>,
 }
 
 impl Answer {
@@ -689,6 +695,7 @@ impl Answer {
             finish: None,
             replay: None,
             last_len: (0, 0),
+            used_tokens: None,
         }
     }
 
@@ -773,6 +780,7 @@ impl Answer {
         }
         let finish = self.finish.take().unwrap_or(FinishReason::Stop);
         let usage = usage.unwrap_or_else(|| Usage::new(0, 0));
+        self.used_tokens = Some(usage.total_tokens);
         if self.stream {
             out.extend(
                 self.chunk()

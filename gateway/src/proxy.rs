@@ -31,7 +31,7 @@ use crate::pools::InFlight;
 use crate::route::RequestFacts;
 use crate::state::Gateway;
 
-/// Largest request body the gateway accepts.
+/// Largest request body the gateway accepts by default (`limits.max_body_bytes`).
 pub const MAX_BODY_BYTES: usize = 1 << 20;
 /// Largest body that can be proxied over HTTP (Pingora replays the request body from its 64 KiB
 /// retry buffer after we have read it for routing). Larger requests are refused with a 413 until the
@@ -75,6 +75,10 @@ pub struct Ctx {
     pub tenant: Option<String>,
     /// The verified token's subject and claims.
     pub principal: Option<crate::auth::Principal>,
+    /// Holds a place under the global in-flight bound until the request is done.
+    pub in_flight_guard: Option<crate::limits::InFlightGuard>,
+    /// The caller's admission under its limits (frees its concurrency slot when dropped).
+    pub admission: Option<crate::limits::Admission>,
     /// The center model version the task went to, when versions are configured.
     pub model_version: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
@@ -159,13 +163,19 @@ impl GatewayProxy {
         let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
         match (method, segments.as_slice()) {
             ("POST", ["v1", "tasks"]) => {
-                let body = read_body(session).await?;
+                let body = read_body(
+                    session,
+                    usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX),
+                )
+                .await?;
                 crate::tasks::create_task(&config, handoff, tenant, &body).await
             }
             ("GET", ["v1", "tasks", id]) => crate::tasks::get_task(handoff, tenant, id).await,
             ("DELETE", ["v1", "tasks", id]) => crate::tasks::cancel_task(handoff, tenant, id).await,
             ("POST", ["v1", "batches"]) => {
-                let body = read_body(session).await?;
+                // A batch carries many requests: up to 16 × the single-request limit.
+                let limit = usize::try_from(config.limits.max_body_bytes.saturating_mul(16)).unwrap_or(usize::MAX);
+                let body = read_body(session, limit).await?;
                 crate::tasks::create_batch(&config, handoff, tenant, &body).await
             }
             ("GET", ["v1", "batches", id]) => crate::tasks::get_batch(handoff, tenant, id).await,
@@ -195,8 +205,9 @@ impl GatewayProxy {
         ctx: &mut Ctx,
         inference_api: bool,
     ) -> std::result::Result<(), GatewayError> {
-        let body = read_body(session).await?;
         let config = self.gateway.config();
+        let body_limit = usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX);
+        let body = read_body(session, body_limit).await?;
         // A request we cannot forward over HTTP is refused before it is routed — unless the center
         // takes tasks through the hand-off, which carries any body up to the gateway's limit.
         let too_big_to_proxy = session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES;
@@ -247,6 +258,23 @@ impl GatewayProxy {
                     .param("messages"),
             );
         }
+
+        // Input hygiene, the max_tokens cap, then the caller's limits (shared through Redis).
+        let mut request = request;
+        self.gateway
+            .hygiene()
+            .check(&mut request)
+            .map_err(|e| e.to_gateway_error())?;
+        config.limits.check_max_tokens(&request)?;
+        let tenant = ctx.tenant.as_deref().unwrap_or(ANONYMOUS);
+        let estimated = config.limits.estimated_tokens(&request);
+        ctx.admission = Some(
+            self.gateway
+                .limiter
+                .admit(tenant, estimated)
+                .await
+                .map_err(|refusal| refusal.to_gateway_error())?,
+        );
 
         let decided = self.gateway.router.decide(
             &config,
@@ -304,12 +332,13 @@ fn retarget(
     Ok(())
 }
 
-/// Reads the whole request body, refusing more than [`MAX_BODY_BYTES`] before reading it all.
-async fn read_body(session: &mut Session) -> std::result::Result<Bytes, GatewayError> {
+/// Reads the whole request body, refusing more than `limit` bytes (`limits.max_body_bytes`) before
+/// reading it all: a declared length over it is refused at once, an undeclared one as soon as it passes.
+async fn read_body(session: &mut Session, limit: usize) -> std::result::Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::downstream(
             ErrorKind::PayloadTooLarge,
-            format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            format!("the request body is larger than {limit} bytes"),
         )
     };
     let declared = session
@@ -318,16 +347,16 @@ async fn read_body(session: &mut Session) -> std::result::Result<Bytes, GatewayE
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+    if declared.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
     // Keep a replayable copy: Pingora sends it upstream (through request_body_filter) after routing.
     session.enable_retry_buffering();
-    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(MAX_BODY_BYTES));
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY_BYTES {
+                if body.len() + chunk.len() > limit {
                     return Err(too_large());
                 }
                 body.extend_from_slice(&chunk);
@@ -390,6 +419,16 @@ impl ProxyHttp for GatewayProxy {
             .map_or_else(crate::request_id::next, str::to_owned);
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
+        // The global in-flight bound comes first: beyond it, shed at once (503 + Retry-After).
+        if path.starts_with("/v1/") {
+            match self.gateway.limiter.try_enter() {
+                Ok(guard) => ctx.in_flight_guard = Some(guard),
+                Err(refusal) => {
+                    self.refuse(session, ctx, &refusal.to_gateway_error()).await?;
+                    return Ok(true);
+                }
+            }
+        }
         // Every API call is authenticated first: a refusal costs no body read and no upstream call.
         if path.starts_with("/v1/")
             && let Some(verifier) = self.gateway.verifier()

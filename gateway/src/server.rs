@@ -67,6 +67,9 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
     let handoff = crate::handoff::Handoff::new(&config)?;
     let verifier = config.auth.verifier().context("[auth]")?;
+    let limiter = crate::limits::Limiter::new(config.limits.clone(), config.redis.as_ref().map(|r| r.url.as_str()))
+        .context("[limits]")?;
+    let hygiene = crate::hygiene::Hygiene::new(&config.hygiene).context("[hygiene]")?;
     let gateway = Arc::new(Gateway::new(
         config,
         path,
@@ -74,7 +77,11 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
         center,
         Metrics::new()?,
         handoff.clone(),
-        verifier,
+        crate::state::Policy {
+            verifier,
+            limiter,
+            hygiene,
+        },
     ));
     if let Some(handoff) = handoff {
         server.add_service(background_service(

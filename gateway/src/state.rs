@@ -29,6 +29,20 @@ pub struct Gateway {
     ready: AtomicBool,
     handoff: Option<Arc<crate::handoff::Handoff>>,
     verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
+    /// Limits (shared through Redis when `[redis]` is configured).
+    pub limiter: crate::limits::Limiter,
+    hygiene: ArcSwap<crate::hygiene::Hygiene>,
+}
+
+/// Who may call, how much, and what may reach a model: built from `[auth]`, `[limits]`, `[hygiene]`.
+#[derive(Debug)]
+pub struct Policy {
+    /// The token verifier (`None`: authentication off).
+    pub verifier: Option<crate::auth::Verifier>,
+    /// The limits.
+    pub limiter: crate::limits::Limiter,
+    /// The input checks.
+    pub hygiene: crate::hygiene::Hygiene,
 }
 
 /// Why a reload was refused.
@@ -46,6 +60,9 @@ pub enum ReloadError {
     /// The new `[auth]` cannot be set up (a secret or the JWKS file is unreadable).
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthSetupError),
+    /// Another part of the new file cannot be set up.
+    #[error("{0}")]
+    Other(String),
 }
 
 impl Gateway {
@@ -57,9 +74,16 @@ impl Gateway {
         center: Arc<Pool>,
         metrics: Metrics,
         handoff: Option<Arc<crate::handoff::Handoff>>,
-        verifier: Option<crate::auth::Verifier>,
+        policy: Policy,
     ) -> Self {
+        let Policy {
+            verifier,
+            limiter,
+            hygiene,
+        } = policy;
         Self {
+            limiter,
+            hygiene: ArcSwap::from_pointee(hygiene),
             verifier: arc_swap::ArcSwapOption::from(verifier.map(Arc::new)),
             handoff,
             router: Router::new(&config),
@@ -108,6 +132,11 @@ impl Gateway {
             edge: self.edge.state(),
             center,
         }
+    }
+
+    /// The input checks in force.
+    pub fn hygiene(&self) -> Arc<crate::hygiene::Hygiene> {
+        self.hygiene.load_full()
     }
 
     /// The token verifier; `None` when authentication is off.
@@ -165,11 +194,14 @@ impl Gateway {
         if new.redis != old.redis {
             return Err(ReloadError::NeedsRestart("redis"));
         }
+        let hygiene = crate::hygiene::Hygiene::new(&new.hygiene).map_err(|e| ReloadError::Other(e.to_string()))?;
         if new.auth != old.auth {
             // New secrets, keys or rules: built before anything changes, so a broken one is refused.
             let verifier = new.auth.verifier()?;
             self.verifier.store(verifier.map(Arc::new));
         }
+        self.hygiene.store(Arc::new(hygiene));
+        self.limiter.reconfigure(new.limits.clone());
         self.edge.reconfigure(
             &new.edge.members,
             new.edge.max_in_flight,
