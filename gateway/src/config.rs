@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     /// What may reach a model: roles, control characters, Unicode normalization, size caps.
     #[serde(default)]
     pub hygiene: crate::hygiene::HygieneSection,
+    /// The exact-match result cache (Redis when `[redis]` is configured, else in memory).
+    #[serde(default)]
+    pub cache: crate::cache::CacheSection,
 }
 
 /// `[redis]`
@@ -595,6 +598,7 @@ impl Validate for GatewayConfig {
         problems.extend(self.auth.problems());
         problems.extend(self.limits.problems());
         problems.extend(self.hygiene.problems());
+        problems.extend(self.cache.problems());
         if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
             problems.push("listen.threads: must be 1..=256".to_owned());
         }

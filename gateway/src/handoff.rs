@@ -531,6 +531,13 @@ pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, 
             }
         }
     };
+    // A complete answer fills the cache entry this request was the first for (if any).
+    if outcome == Outcome::Complete
+        && let (Some(fill), Some(response), Some(cache)) =
+            (ctx.cache_fill.take(), answer.completed.take(), gateway.cache())
+    {
+        fill.complete(cache.clone(), response);
+    }
     // The caller's token budget is charged what the answer really used (its estimate until now).
     if let (Some(used), Some(admission)) = (answer.used_tokens, ctx.admission.take()) {
         admission.record_usage(used);
@@ -679,6 +686,8 @@ struct Answer {
     last_len: (usize, usize),
     /// Tokens the answer used (prompt + completion), once complete.
     used_tokens: Option<u64>,
+    /// The complete answer as one chat completion (for the result cache).
+    completed: Option<ChatCompletionResponse>,
 }
 
 impl Answer {
@@ -696,6 +705,7 @@ impl Answer {
             replay: None,
             last_len: (0, 0),
             used_tokens: None,
+            completed: None,
         }
     }
 
@@ -781,6 +791,18 @@ impl Answer {
         let finish = self.finish.take().unwrap_or(FinishReason::Stop);
         let usage = usage.unwrap_or_else(|| Usage::new(0, 0));
         self.used_tokens = Some(usage.total_tokens);
+        let mut message = ChatMessage::assistant(self.content.clone());
+        if !self.reasoning.is_empty() {
+            message.reasoning_content = Nullable::Value(self.reasoning.clone());
+        }
+        self.completed = Some(ChatCompletionResponse::new(
+            self.id.clone(),
+            self.created,
+            self.model.clone(),
+            message,
+            finish.clone(),
+            usage.clone(),
+        ));
         if self.stream {
             out.extend(
                 self.chunk()
@@ -795,19 +817,13 @@ impl Answer {
             out.extend_from_slice(sse::DONE);
             return Step::Done(Bytes::from(out));
         }
-        let mut message = ChatMessage::assistant(std::mem::take(&mut self.content));
-        if !self.reasoning.is_empty() {
-            message.reasoning_content = Nullable::Value(std::mem::take(&mut self.reasoning));
-        }
-        let response = ChatCompletionResponse::new(
-            self.id.clone(),
-            self.created,
-            self.model.clone(),
-            message,
-            finish,
-            usage,
-        );
-        Step::Done(Bytes::from(serde_json::to_vec(&response).unwrap_or_default()))
+        let body = self
+            .completed
+            .as_ref()
+            .map(serde_json::to_vec)
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        Step::Done(Bytes::from(body))
     }
 
     /// While replaying after a restart: `Ok(None)` while the new run is still inside what the

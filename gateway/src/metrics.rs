@@ -119,6 +119,11 @@ impl Metrics {
         Ok(m)
     }
 
+    /// The registry (other families, e.g. the cache's, register here).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition format.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();

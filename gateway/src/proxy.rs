@@ -79,6 +79,10 @@ pub struct Ctx {
     pub in_flight_guard: Option<crate::limits::InFlightGuard>,
     /// The caller's admission under its limits (frees its concurrency slot when dropped).
     pub admission: Option<crate::limits::Admission>,
+    /// A cacheable request's pending cache entry (dropped unfilled: waiters go upstream themselves).
+    pub cache_fill: Option<CacheFill>,
+    /// The answer being captured for the cache, once it started with a 200.
+    pub capture: Option<crate::cache::Capture>,
     /// The center model version the task went to, when versions are configured.
     pub model_version: Option<String>,
     /// The phase whose timeout cut the exchange (the `phase` label of the upstream error count).
@@ -204,7 +208,7 @@ impl GatewayProxy {
         session: &mut Session,
         ctx: &mut Ctx,
         inference_api: bool,
-    ) -> std::result::Result<(), GatewayError> {
+    ) -> std::result::Result<Admitted, GatewayError> {
         let config = self.gateway.config();
         let body_limit = usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX);
         let body = read_body(session, body_limit).await?;
@@ -276,6 +280,10 @@ impl GatewayProxy {
                 .map_err(|refusal| refusal.to_gateway_error())?,
         );
 
+        if self.cache_lookup(session, ctx, &request).await? {
+            return Ok(Admitted::FromCache);
+        }
+
         let decided = self.gateway.router.decide(
             &config,
             &request,
@@ -305,7 +313,126 @@ impl GatewayProxy {
         ctx.stream = request.is_stream();
         ctx.request = Some(request);
         retarget(ctx, decision, &config)?;
-        Ok(())
+        Ok(Admitted::Routed)
+    }
+
+    /// Looks the request up in the result cache when it may be cached: a hit is answered here; a
+    /// cold miss makes this request the one that fills the entry (identical ones wait for it).
+    async fn cache_lookup(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        request: &ChatCompletionRequest,
+    ) -> std::result::Result<bool, GatewayError> {
+        let Some(cache) = self.gateway.cache() else {
+            return Ok(false);
+        };
+        if cache.cacheable(request, &session.req_header().headers).is_none() {
+            return Ok(false);
+        }
+        let Some(key) = cache.key(ctx.tenant.as_deref().unwrap_or(""), request) else {
+            return Ok(false);
+        };
+        match cache.lookup(&key).await {
+            crate::cache::Lookup::Hit(stored) => {
+                let decision = RouteDecision::new(
+                    Route::Cache,
+                    0.0,
+                    r1_proto::Tier::Uncertain,
+                    r1_proto::RouteReason::CacheHit,
+                );
+                self.gateway
+                    .metrics
+                    .decisions
+                    .with_label_values(&[decision.route.as_str(), decision.reason.as_str()])
+                    .inc();
+                ctx.decision = Some(decision);
+                let stream = request.is_stream();
+                let mut header = ResponseHeader::build(200, Some(8))
+                    .map_err(|e| GatewayError::upstream(ErrorKind::Internal, Source::Internal, e.to_string()))?;
+                let content_type = if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
+                let body: Vec<Bytes> = if stream {
+                    cache.hit_sse(&stored, request)
+                } else {
+                    vec![cache.hit_json(&stored)]
+                };
+                let headers = [
+                    ("content-type", content_type),
+                    ("x-request-id", ctx.request_id.as_str()),
+                    ("x-r1-route", "cache"),
+                    ("x-r1-route-reason", "cache_hit"),
+                    (crate::cache::RESPONSE_HEADER, "hit"),
+                ];
+                for (name, value) in headers {
+                    let _ = header.insert_header(name, value);
+                }
+                if stream {
+                    let _ = header.insert_header("cache-control", "no-cache");
+                    let _ = header.insert_header("x-accel-buffering", "no");
+                    let _ = header.insert_header("transfer-encoding", "chunked");
+                } else {
+                    let length: usize = body.iter().map(Bytes::len).sum();
+                    let _ = header.insert_header("content-length", length.to_string());
+                }
+                let write = async {
+                    session.write_response_header(Box::new(header), false).await?;
+                    let last = body.len().saturating_sub(1);
+                    for (i, piece) in body.into_iter().enumerate() {
+                        session.write_response_body(Some(piece), i == last).await?;
+                    }
+                    Ok::<(), Box<Error>>(())
+                };
+                if let Err(e) = write.await {
+                    tracing::info!(request_id = %ctx.request_id, error = %e, "client went away during a cache hit");
+                }
+                Ok(true)
+            }
+            crate::cache::Lookup::Leader(guard) => {
+                ctx.cache_fill = Some(CacheFill::Leader(guard));
+                Ok(false)
+            }
+            crate::cache::Lookup::Miss(_) => {
+                ctx.cache_fill = Some(CacheFill::Key(key));
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// How a chat request was admitted.
+enum Admitted {
+    /// Routed to a pool (see `ctx.decision`).
+    Routed,
+    /// Already answered from the result cache.
+    FromCache,
+}
+
+/// A cacheable request on its way upstream: its answer fills the cache entry.
+#[derive(Debug)]
+pub enum CacheFill {
+    /// The first of identical concurrent requests: the others wait for its answer.
+    Leader(crate::cache::LeaderGuard),
+    /// A request that did not wait (bounds reached): its answer is stored if complete.
+    Key(crate::cache::CacheKey),
+}
+
+impl CacheFill {
+    /// Stores a complete answer (in the background: the body filter is synchronous).
+    pub fn complete(self, cache: crate::cache::Cache, response: r1_proto::ChatCompletionResponse) {
+        tokio::spawn(async move {
+            match self {
+                Self::Leader(guard) => {
+                    guard.complete(&response).await;
+                }
+                Self::Key(key) => {
+                    cache.store(&key, &response).await;
+                }
+            }
+        });
     }
 }
 
@@ -482,7 +609,8 @@ impl ProxyHttp for GatewayProxy {
             }
             ("POST", "/v1/chat/completions" | "/v1/r1/inference") => {
                 match self.admit(session, ctx, path == "/v1/r1/inference").await {
-                    Ok(()) => {
+                    Ok(Admitted::FromCache) => {}
+                    Ok(Admitted::Routed) => {
                         let to_center = ctx.decision.as_ref().is_some_and(|d| d.route == Route::Center);
                         match self.gateway.handoff() {
                             Some(handoff) if to_center => {
@@ -626,6 +754,19 @@ impl ProxyHttp for GatewayProxy {
             response.insert_header("x-accel-buffering", "no")?;
             response.insert_header("cache-control", "no-cache")?;
         }
+        if ctx.cache_fill.is_some() {
+            if response.status.as_u16() == 200 {
+                let limit = self.gateway.config().cache.max_entry_bytes;
+                ctx.capture = Some(if sse {
+                    crate::cache::Capture::sse(limit)
+                } else {
+                    crate::cache::Capture::json(limit)
+                });
+                response.insert_header(crate::cache::RESPONSE_HEADER, "miss")?;
+            } else {
+                ctx.cache_fill = None; // not an answer to keep: the waiters go themselves
+            }
+        }
         Ok(())
     }
 
@@ -633,7 +774,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         body: &mut Option<Bytes>,
-        _end: bool,
+        end: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<std::time::Duration>> {
         if ctx.stream
@@ -652,6 +793,18 @@ impl ProxyHttp for GatewayProxy {
             ));
             *body = None;
             return Err(Error::explain(ReadTimedout, phase.as_str()));
+        }
+        if let (Some(capture), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) {
+            capture.push(chunk);
+        }
+        if end
+            && let (Some(capture), Some(fill)) = (ctx.capture.take(), ctx.cache_fill.take())
+            && let Some(cache) = self.gateway.cache()
+        {
+            match capture.finish() {
+                Ok(response) => fill.complete(cache.clone(), response),
+                Err(reason) => tracing::debug!(?reason, "answer not cached"),
+            }
         }
         if ctx.first_byte.is_none() && body.as_ref().is_some_and(|b| !b.is_empty()) {
             ctx.first_byte = Some(Instant::now());

@@ -31,6 +31,8 @@ pub struct Gateway {
     verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
     /// Limits (shared through Redis when `[redis]` is configured).
     pub limiter: crate::limits::Limiter,
+    /// The result cache, made on first use (its Redis connection belongs to a serving runtime).
+    cache: std::sync::OnceLock<Option<crate::cache::Cache>>,
     hygiene: ArcSwap<crate::hygiene::Hygiene>,
 }
 
@@ -83,6 +85,7 @@ impl Gateway {
         } = policy;
         Self {
             limiter,
+            cache: std::sync::OnceLock::new(),
             hygiene: ArcSwap::from_pointee(hygiene),
             verifier: arc_swap::ArcSwapOption::from(verifier.map(Arc::new)),
             handoff,
@@ -132,6 +135,28 @@ impl Gateway {
             edge: self.edge.state(),
             center,
         }
+    }
+
+    /// The result cache (`None` if it could not be set up: requests then simply are not cached).
+    pub fn cache(&self) -> Option<&crate::cache::Cache> {
+        self.cache
+            .get_or_init(|| {
+                let config = self.config();
+                let redis = config.redis.as_ref().map(|r| r.url.as_str());
+                match crate::cache::Cache::from_config(&config.cache, redis) {
+                    Ok(cache) => {
+                        if let Err(e) = cache.metrics().register(self.metrics.registry()) {
+                            tracing::warn!(error = %e, "cache metrics not registered");
+                        }
+                        Some(cache)
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the result cache cannot start; answering without it");
+                        None
+                    }
+                }
+            })
+            .as_ref()
     }
 
     /// The input checks in force.
@@ -201,6 +226,9 @@ impl Gateway {
             self.verifier.store(verifier.map(Arc::new));
         }
         self.hygiene.store(Arc::new(hygiene));
+        if let Some(Some(cache)) = self.cache.get() {
+            cache.reconfigure(&new.cache);
+        }
         self.limiter.reconfigure(new.limits.clone());
         self.edge.reconfigure(
             &new.edge.members,
