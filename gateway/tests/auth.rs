@@ -1,4 +1,4 @@
-//! Authentication on the real gateway: every refusal is a 401 with a generic OpenAI body, a
+//! Authentication and limits on the real gateway: every refusal is a 401 with a generic OpenAI body, a
 //! `WWW-Authenticate` header and a reason-labelled counter — and never reaches a model (the upstream
 //! counts its requests). Valid tokens pass; their `tier` claim drives a routing rule; their subject
 //! owns the async tasks it creates. (`tests/jwt_attacks.rs` holds the verifier's full attack table.)
@@ -219,6 +219,50 @@ async fn refused_tokens_never_reach_a_model_and_valid_ones_carry_their_claims() 
         assert!(std::time::Instant::now() < deadline, "{v}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn over_the_limits_is_a_429_with_retry_after_and_an_oversize_body_a_413_without_an_upstream_call() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(2, "ok "))
+        .await
+        .unwrap();
+    let limits = "[limits]\nrequests_per_second = 1\nburst = 2\nmax_body_bytes = 4096\n";
+    let gw = Gateway::start(&[upstream.addr()], &[], limits).await;
+    let url = format!("{}/v1/chat/completions", gw.public);
+    let body = json!({"model": "r1-edge-mini", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 4});
+
+    // A body over limits.max_body_bytes: 413 from the declared length, nothing read, nothing sent.
+    let mut big = body.clone();
+    big["messages"][0]["content"] = json!("x".repeat(8192));
+    let r = gw.client.post(&url).json(&big).send().await.unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(upstream.stats().snapshot().received, 0);
+
+    // The burst passes; the next one in the same second is a 429 with Retry-After.
+    for _ in 0..2 {
+        assert_eq!(gw.client.post(&url).json(&body).send().await.unwrap().status(), 200);
+    }
+    let r = gw.client.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    assert_eq!(
+        upstream.stats().snapshot().received,
+        2,
+        "refused requests never reach a model"
+    );
+
+    // max_tokens over the cap: a 400 naming the parameter (checked before the rate).
+    let mut greedy = body.clone();
+    greedy["max_tokens"] = json!(1_000_000);
+    let r = gw.client.post(&url).json(&greedy).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "max_tokens");
     gw.stop();
     upstream.shutdown().await.unwrap();
 }

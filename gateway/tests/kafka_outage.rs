@@ -16,6 +16,15 @@ use serde_json::{Value, json};
 use support::kafka::{Center, Names, ask_center, kafka_gateway};
 use support::{EDGE_MODEL, Edge};
 
+/// Starts the service again when dropped, so a failing test does not leave it stopped for the rest.
+struct Restart(&'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        services(&["up", self.0]);
+    }
+}
+
 fn services(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
     let status = Command::new("bash").arg(script).args(args).status().unwrap();
@@ -59,6 +68,7 @@ async fn kafka_down_for_30s_gives_fast_503s_and_loses_no_accepted_task() {
     let before = center.metric("r1_center_in_flight").await;
 
     services(&["stop", "kafka"]);
+    let restart = Restart("kafka");
     let down_at = Instant::now();
     // 30 s of traffic against a dead broker: every request ends fast with a 503 and Retry-After.
     let mut latencies = Vec::new();
@@ -80,7 +90,7 @@ async fn kafka_down_for_30s_gives_fast_503s_and_loses_no_accepted_task() {
         slowest <= Duration::from_millis(4500),
         "a 503 took {slowest:?} (send_timeout 3 s)"
     );
-    services(&["up", "kafka"]);
+    drop(restart); // up again
 
     // Every task accepted before the outage completes.
     for (i, call) in accepted.into_iter().enumerate() {

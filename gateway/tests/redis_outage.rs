@@ -1,6 +1,8 @@
 //! Redis stopped, on the real server the test command starts: `POST /v1/tasks` answers 503 with
 //! `Retry-After` instead of accepting a task whose state could be lost; interactive center traffic
-//! keeps flowing (the center's claims fail open); once Redis is back, tasks are accepted again.
+//! keeps flowing (the center's claims fail open); the result cache misses (its error counter rises)
+//! and the limits fall back to local counting — no client error; once Redis is back, tasks are
+//! accepted again.
 //!
 //! Its own test binary: it stops the shared Redis, which no other test may see.
 
@@ -16,6 +18,32 @@ use serde_json::Value;
 use support::kafka::{Center, Names, ask_center, kafka_gateway, redis_url};
 use support::{EDGE_MODEL, Edge};
 
+/// `r1_cache_errors_total` over all its `kind` labels.
+async fn cache_errors(gw: &support::Gateway) -> f64 {
+    let text = gw
+        .client
+        .get(format!("{}/metrics", gw.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("r1_cache_errors_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Starts the service again when dropped, so a failing test does not leave it stopped for the rest.
+struct Restart(&'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        services(&["up", self.0]);
+    }
+}
+
 fn services(args: &[&str]) {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
     let status = Command::new("bash").arg(script).args(args).status().unwrap();
@@ -30,7 +58,10 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
     let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
     let edge = Edge::start(EDGE_MODEL);
-    let redis = format!("[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n", redis_url());
+    let redis = format!(
+        "[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n",
+        redis_url()
+    );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
     let task = || {
@@ -45,6 +76,7 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     }
 
     services(&["stop", "redis"]);
+    let restart = Restart("redis");
     for _ in 0..5 {
         let started = Instant::now();
         let r = task().await;
@@ -61,14 +93,22 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
             "{body}"
         );
     }
-    // Interactive center requests do not depend on Redis: the node runs them unclaimed.
-    let r = gw.chat(ask_center("still answered", false)).await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["choices"][0]["message"]["content"], "fine ".repeat(3));
+    // Interactive center requests do not depend on Redis: the node runs them unclaimed, the cache
+    // lookup (temperature 0: cacheable) misses, the limits count locally.
+    let errors_before = cache_errors(&gw).await;
+    for i in 0..3 {
+        let r = gw.chat(ask_center(&format!("still answered {i}"), false)).await;
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "fine ".repeat(3));
+    }
     assert!(center.metric("r1_center_claim_errors_total").await >= 1.0);
+    assert!(
+        cache_errors(&gw).await > errors_before,
+        "the cache counted Redis errors"
+    );
 
-    services(&["up", "redis"]);
+    drop(restart); // up again
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let r = task().await;
