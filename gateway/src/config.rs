@@ -103,6 +103,21 @@ impl Default for ListenSection {
     }
 }
 
+/// `tls` of a pool: talk to its members over HTTPS.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Server name sent in the handshake (SNI) and checked against the member's certificate.
+    pub sni: String,
+    /// Check the member's certificate against the system's trust roots (turn off only for tests).
+    #[serde(default = "default_verify")]
+    pub verify: bool,
+}
+
+fn default_verify() -> bool {
+    true
+}
+
 /// `[listen.tls]`: certificate files, re-read when they change.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -292,6 +307,9 @@ pub struct EdgeSection {
     /// Active health checks.
     #[serde(default)]
     pub health: HealthSection,
+    /// HTTPS to the members (health checks too); absent, plain HTTP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
 }
 
 impl Default for EdgeSection {
@@ -301,6 +319,7 @@ impl Default for EdgeSection {
             members: Vec::new(),
             max_in_flight: default_max_in_flight(),
             health: HealthSection::default(),
+            tls: None,
         }
     }
 }
@@ -411,6 +430,9 @@ pub struct CenterSection {
     /// Active health checks.
     #[serde(default)]
     pub health: HealthSection,
+    /// HTTPS to the members (health checks too); absent, plain HTTP.
+    #[serde(default)]
+    pub tls: Option<UpstreamTls>,
     /// The Kafka hand-off (`transport = "kafka"`).
     #[serde(default)]
     pub kafka: Option<CenterKafkaSection>,
@@ -443,6 +465,7 @@ impl Default for CenterSection {
             members: Vec::new(),
             max_in_flight: default_max_in_flight(),
             health: HealthSection::default(),
+            tls: None,
         }
     }
 }

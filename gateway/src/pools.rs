@@ -134,11 +134,23 @@ impl Pool {
     /// The balancer for a pool: members from `membership`, HTTP health checks as `health` says. It
     /// must run as a Pingora background service (discovery every second, probes every interval); the
     /// pool is then built around the running service's task with [`Pool::new`].
-    pub fn balancer(members: &[String], health: &HealthSection) -> (Arc<Membership>, LoadBalancer<RoundRobin>) {
+    pub fn balancer(
+        members: &[String],
+        health: &HealthSection,
+        tls: Option<&crate::config::UpstreamTls>,
+    ) -> (Arc<Membership>, LoadBalancer<RoundRobin>) {
         let membership = Arc::new(Membership::default());
         membership.members.store(Arc::new(members.to_vec()));
         let mut backends = Backends::new(Box::new(ConfigDiscovery(membership.clone())));
-        let mut check = HttpHealthCheck::new("localhost", false);
+        let mut check = match tls {
+            Some(tls) => {
+                let mut check = HttpHealthCheck::new(&tls.sni, true);
+                check.peer_template.options.verify_cert = tls.verify;
+                check.peer_template.options.verify_hostname = tls.verify;
+                check
+            }
+            None => HttpHealthCheck::new("localhost", false),
+        };
         check.consecutive_success = health.healthy_threshold as usize;
         check.consecutive_failure = health.unhealthy_threshold as usize;
         check.peer_template.options.connection_timeout = Some(Duration::from_secs(1));

@@ -697,7 +697,19 @@ impl ProxyHttp for GatewayProxy {
         ctx.clock
             .get_or_insert_with(|| PhaseClock::new(timeouts, ctx.started.unwrap_or(now)))
             .sent(now);
-        let mut peer = HttpPeer::new(address.as_str(), false, String::new());
+        let tls = match route {
+            Route::Edge => config.edge.tls.as_ref(),
+            _ => config.center.tls.as_ref(),
+        };
+        let mut peer = HttpPeer::new(
+            address.as_str(),
+            tls.is_some(),
+            tls.map_or_else(String::new, |t| t.sni.clone()),
+        );
+        if let Some(tls) = tls {
+            peer.options.verify_cert = tls.verify;
+            peer.options.verify_hostname = tls.verify;
+        }
         peer.options.connection_timeout = Some(timeouts.connect);
         peer.options.read_timeout = Some(timeouts.first_token.max(timeouts.idle));
         peer.options.write_timeout = Some(timeouts.idle);

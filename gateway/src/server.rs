@@ -56,12 +56,14 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
         &config.edge.members,
         config.edge.max_in_flight,
         &config.edge.health,
+        config.edge.tls.as_ref(),
     );
     let (center, center_service) = pool(
         Route::Center,
         &config.center.members,
         config.center.max_in_flight,
         &config.center.health,
+        config.center.tls.as_ref(),
     );
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
@@ -128,8 +130,9 @@ fn pool(
     members: &[String],
     max_in_flight: usize,
     health: &crate::config::HealthSection,
+    tls: Option<&crate::config::UpstreamTls>,
 ) -> (Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>) {
-    let (membership, balancer) = Pool::balancer(members, health);
+    let (membership, balancer) = Pool::balancer(members, health, tls);
     let service = background_service(&format!("{} pool", route.as_str()), balancer);
     let pool = Pool::new(
         route,

@@ -216,6 +216,9 @@ impl Gateway {
         if new.center.transport != old.center.transport || new.center.kafka != old.center.kafka {
             return Err(ReloadError::NeedsRestart("center.transport and center.kafka"));
         }
+        if new.edge.tls != old.edge.tls || new.center.tls != old.center.tls {
+            return Err(ReloadError::NeedsRestart("edge.tls and center.tls"));
+        }
         if new.redis != old.redis {
             return Err(ReloadError::NeedsRestart("redis"));
         }

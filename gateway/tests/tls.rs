@@ -194,3 +194,45 @@ fn bad_tls_files_are_reported_by_check_config() {
         "{error}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pool_can_be_reached_over_tls() {
+    // The upstream here is another gateway serving HTTPS (a test CA the system does not trust, so
+    // the check of its certificate is off: `verify = false`); behind it, the model stand-in.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let model = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(2, "tls "))
+        .await
+        .unwrap();
+    let ca = Ca::new();
+    let dir = temp_dir("upstream");
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let (pem, key_pem) = ca.issue(&["localhost", "127.0.0.1"], "r1-leaf-1");
+    write_atomic(&cert, &pem);
+    write_atomic(&key, &key_pem);
+    let listen = format!("tls = {{ cert = \"{}\", key = \"{}\" }}", cert.display(), key.display());
+    let client = reqwest::Client::builder()
+        .add_root_certificate(ca.reqwest())
+        .tls_built_in_root_certs(false)
+        .build()
+        .unwrap();
+    let inner = Gateway::start_with(&[], &[model.addr()], &listen, "", client).await;
+    let inner_addr: std::net::SocketAddr = inner.public.trim_start_matches("https://").parse().unwrap();
+
+    let outer = Gateway::start_full(
+        &[],
+        &[inner_addr],
+        "",
+        "",
+        "tls = { sni = \"localhost\", verify = false }",
+        reqwest::Client::new(),
+    )
+    .await;
+    let r = outer.chat(ask(support::CENTER_MODEL, "Hello over TLS")).await;
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "tls tls ");
+    assert_eq!(model.stats().snapshot().received, 1);
+    outer.stop();
+    inner.stop();
+    model.shutdown().await.unwrap();
+}
