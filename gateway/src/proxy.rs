@@ -270,17 +270,23 @@ impl GatewayProxy {
             .check(&mut request)
             .map_err(|e| e.to_gateway_error())?;
         config.limits.check_max_tokens(&request)?;
-        let tenant = ctx.tenant.as_deref().unwrap_or(ANONYMOUS);
+        let tenant = ctx.tenant.clone().unwrap_or_else(|| ANONYMOUS.to_owned());
         let estimated = config.limits.estimated_tokens(&request);
-        ctx.admission = Some(
-            self.gateway
-                .limiter
-                .admit(tenant, estimated)
-                .await
-                .map_err(|refusal| refusal.to_gateway_error())?,
-        );
-
-        if self.cache_lookup(session, ctx, &request).await? {
+        // The limiter and the cache both ask Redis: at the same time, one round trip on the path.
+        // (A cache hit still counts against the caller's limits.)
+        let cached = self.cache_key(session, ctx, &request);
+        let admit = self.gateway.limiter.admit(&tenant, estimated);
+        let (admission, lookup) = match &cached {
+            Some((cache, key)) => {
+                let (admission, lookup) = tokio::join!(admit, cache.lookup(key));
+                (admission, Some(lookup))
+            }
+            None => (admit.await, None),
+        };
+        ctx.admission = Some(admission.map_err(|refusal| refusal.to_gateway_error())?);
+        if let (Some((cache, key)), Some(lookup)) = (cached, lookup)
+            && self.answer_lookup(session, ctx, &request, &cache, key, lookup).await?
+        {
             return Ok(Admitted::FromCache);
         }
 
@@ -316,24 +322,31 @@ impl GatewayProxy {
         Ok(Admitted::Routed)
     }
 
-    /// Looks the request up in the result cache when it may be cached: a hit is answered here; a
-    /// cold miss makes this request the one that fills the entry (identical ones wait for it).
-    async fn cache_lookup(
+    /// The cache and key of a request that may be cached.
+    fn cache_key(
+        &self,
+        session: &Session,
+        ctx: &Ctx,
+        request: &ChatCompletionRequest,
+    ) -> Option<(crate::cache::Cache, crate::cache::CacheKey)> {
+        let cache = self.gateway.cache()?;
+        cache.cacheable(request, &session.req_header().headers)?;
+        let key = cache.key(ctx.tenant.as_deref().unwrap_or(""), request)?;
+        Some((cache.clone(), key))
+    }
+
+    /// Acts on a cache lookup: a hit is answered here (`true`); a cold miss makes this request the
+    /// one that fills the entry (identical ones wait for it).
+    async fn answer_lookup(
         &self,
         session: &mut Session,
         ctx: &mut Ctx,
         request: &ChatCompletionRequest,
+        cache: &crate::cache::Cache,
+        key: crate::cache::CacheKey,
+        lookup: crate::cache::Lookup,
     ) -> std::result::Result<bool, GatewayError> {
-        let Some(cache) = self.gateway.cache() else {
-            return Ok(false);
-        };
-        if cache.cacheable(request, &session.req_header().headers).is_none() {
-            return Ok(false);
-        }
-        let Some(key) = cache.key(ctx.tenant.as_deref().unwrap_or(""), request) else {
-            return Ok(false);
-        };
-        match cache.lookup(&key).await {
+        match lookup {
             crate::cache::Lookup::Hit(stored) => {
                 let decision = RouteDecision::new(
                     Route::Cache,
