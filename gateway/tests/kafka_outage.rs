@@ -8,28 +8,11 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::kafka::{Center, Names, ask_center, kafka_gateway};
-use support::{EDGE_MODEL, Edge};
-
-/// Starts the service again when dropped, so a failing test does not leave it stopped for the rest.
-struct Restart(&'static str);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        services(&["up", self.0]);
-    }
-}
-
-fn services(args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new("bash").arg(script).args(args).status().unwrap();
-    assert!(status.success(), "services.sh {args:?} failed");
-}
+use support::{EDGE_MODEL, Edge, Restart, services};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kafka_down_for_30s_gives_fast_503s_and_loses_no_accepted_task() {
@@ -42,7 +25,11 @@ async fn kafka_down_for_30s_gives_fast_503s_and_loses_no_accepted_task() {
     let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
     let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
     let edge = Edge::start(EDGE_MODEL);
-    let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
+    // A reasoning model may be silent for minutes, and so is a stream while the broker restarts:
+    // the gateway's limits must outlast the outage (30 s + the broker's restart, slower when the
+    // machine is busy) — the deployed defaults are minutes too.
+    let timeouts = "[timeouts]\nfirst_token = \"5m\"\nidle = \"5m\"\ntotal = \"10m\"\n";
+    let gw = kafka_gateway(&names, &[edge.addr], 0, timeouts).await;
     center.wait_until_serving().await;
     let post = |body: Value| {
         let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));

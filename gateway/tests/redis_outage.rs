@@ -10,45 +10,11 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::kafka::{Center, Names, ask_center, kafka_gateway, redis_url};
-use support::{EDGE_MODEL, Edge};
-
-/// `r1_cache_errors_total` over all its `kind` labels.
-async fn cache_errors(gw: &support::Gateway) -> f64 {
-    let text = gw
-        .client
-        .get(format!("{}/metrics", gw.admin))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("r1_cache_errors_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// Starts the service again when dropped, so a failing test does not leave it stopped for the rest.
-struct Restart(&'static str);
-
-impl Drop for Restart {
-    fn drop(&mut self) {
-        services(&["up", self.0]);
-    }
-}
-
-fn services(args: &[&str]) {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
-    let status = Command::new("bash").arg(script).args(args).status().unwrap();
-    assert!(status.success(), "services.sh {args:?} failed");
-}
+use support::{EDGE_MODEL, Edge, Restart, services};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows() {
@@ -95,7 +61,7 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     }
     // Interactive center requests do not depend on Redis: the node runs them unclaimed, the cache
     // lookup (temperature 0: cacheable) misses, the limits count locally.
-    let errors_before = cache_errors(&gw).await;
+    let errors_before = gw.metric_family("r1_cache_errors_total").await;
     for i in 0..3 {
         let r = gw.chat(ask_center(&format!("still answered {i}"), false)).await;
         assert_eq!(r.status(), 200);
@@ -104,7 +70,7 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     }
     assert!(center.metric("r1_center_claim_errors_total").await >= 1.0);
     assert!(
-        cache_errors(&gw).await > errors_before,
+        gw.metric_family("r1_cache_errors_total").await > errors_before,
         "the cache counted Redis errors"
     );
 

@@ -5,6 +5,8 @@
 
 pub mod kafka;
 
+use std::process::Command;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,6 +19,22 @@ use serde_json::{Value, json};
 
 pub const EDGE_MODEL: &str = "r1-edge-mini";
 pub const CENTER_MODEL: &str = "deepseek-ai/DeepSeek-R1";
+
+/// Runs `scripts/services.sh` (the real Redis and Kafka of the test command) with `args`.
+pub fn services(args: &[&str]) {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/services.sh");
+    let status = Command::new("bash").arg(script).args(args).status().unwrap();
+    assert!(status.success(), "services.sh {args:?} failed");
+}
+
+/// Starts a service again when dropped, so a failing outage test does not leave it stopped.
+pub struct Restart(pub &'static str);
+
+impl Drop for Restart {
+    fn drop(&mut self) {
+        services(&["up", self.0]);
+    }
+}
 
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -217,6 +235,17 @@ impl Gateway {
         text.lines()
             .filter_map(|l| l.strip_prefix(line_prefix))
             .filter_map(|v| v.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    /// A metric family's total over all its labels (`name{...} value` lines).
+    pub async fn metric_family(&self, name: &str) -> f64 {
+        let url = format!("{}/metrics", self.admin);
+        let text = self.client.get(url).send().await.unwrap().text().await.unwrap();
+        let labelled = format!("{name}{{");
+        text.lines()
+            .filter(|l| l.starts_with(&labelled))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
 
