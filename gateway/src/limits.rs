@@ -151,6 +151,58 @@ pub struct LimitsSection {
     /// Fixed at start: a reload does not change it.
     #[serde(default = "default_local_max_subjects")]
     pub local_max_subjects: u64,
+    /// The JWT claim that names a caller's tier (e.g. `tier`); its value picks `[limits.tiers.<value>]`.
+    #[serde(default = "default_tier_claim")]
+    pub tier_claim: String,
+    /// Per-tier per-subject limits, replacing the ones above for callers whose token names that tier
+    /// (`[limits.tiers.premium] requests_per_second = 50`). A key left out keeps the default's value.
+    #[serde(default)]
+    pub tiers: std::collections::BTreeMap<String, TierLimits>,
+}
+
+/// `[limits.tiers.<name>]`: a tier's per-subject limits.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierLimits {
+    /// Requests per second.
+    #[serde(default)]
+    pub requests_per_second: Option<f64>,
+    /// Burst above the rate.
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Requests in flight at once.
+    #[serde(default)]
+    pub concurrent_requests: Option<u32>,
+    /// Tokens (prompt + completion) per minute.
+    #[serde(default)]
+    pub tokens_per_minute: Option<u64>,
+}
+
+fn default_tier_claim() -> String {
+    "tier".to_owned()
+}
+
+impl LimitsSection {
+    /// These limits with `tier`'s overrides applied (unchanged for an unknown or absent tier).
+    pub fn for_tier(&self, tier: Option<&str>) -> std::borrow::Cow<'_, Self> {
+        let Some(t) = tier.and_then(|t| self.tiers.get(t)) else {
+            return std::borrow::Cow::Borrowed(self);
+        };
+        let mut section = self.clone();
+        if t.requests_per_second.is_some() {
+            section.requests_per_second = t.requests_per_second;
+            section.burst = t.burst;
+        } else if t.burst.is_some() {
+            section.burst = t.burst;
+        }
+        if t.concurrent_requests.is_some() {
+            section.concurrent_requests = t.concurrent_requests;
+        }
+        if t.tokens_per_minute.is_some() {
+            section.tokens_per_minute = t.tokens_per_minute;
+        }
+        std::borrow::Cow::Owned(section)
+    }
 }
 
 impl Default for LimitsSection {
@@ -170,6 +222,8 @@ impl Default for LimitsSection {
             concurrency_lease: default_concurrency_lease(),
             local_fallback_share: default_local_fallback_share(),
             local_max_subjects: default_local_max_subjects(),
+            tier_claim: default_tier_claim(),
+            tiers: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -209,6 +263,23 @@ impl Validate for LimitsSection {
     /// Every problem of the table, each prefixed with its key (`limits.burst: …`).
     fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
+        if self.tier_claim.trim().is_empty() {
+            problems.push("limits.tier_claim: must not be empty".to_owned());
+        }
+        for (name, t) in &self.tiers {
+            if t.requests_per_second.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+                problems.push(format!("limits.tiers.{name}.requests_per_second: must be above 0"));
+            }
+            if t.burst == Some(0) {
+                problems.push(format!("limits.tiers.{name}.burst: must be at least 1"));
+            }
+            if t.concurrent_requests == Some(0) {
+                problems.push(format!("limits.tiers.{name}.concurrent_requests: must be at least 1"));
+            }
+            if t.tokens_per_minute == Some(0) {
+                problems.push(format!("limits.tiers.{name}.tokens_per_minute: must be at least 1"));
+            }
+        }
         let mut check = |ok: bool, problem: String| {
             if !ok {
                 problems.push(problem);
@@ -648,7 +719,19 @@ impl Limiter {
     /// [`LimitsSection::estimated_tokens`]), or refuses it with a 429 [`Refusal`] and a `Retry-After`.
     /// Answers within about `redis_timeout`: Redis trouble falls back to local counting.
     pub async fn admit(&self, subject: &str, estimated_tokens: u64) -> Result<Admission, Refusal> {
-        let section = self.inner.section.load_full();
+        self.admit_tier(subject, None, estimated_tokens).await
+    }
+
+    /// [`Limiter::admit`] for a caller of `tier` (the value of its `tier_claim`): that tier's limits
+    /// from `[limits.tiers]` apply, the defaults for an unknown or absent tier.
+    pub async fn admit_tier(
+        &self,
+        subject: &str,
+        tier: Option<&str>,
+        estimated_tokens: u64,
+    ) -> Result<Admission, Refusal> {
+        let loaded = self.inner.section.load_full();
+        let section = loaded.for_tier(tier);
         if !section.has_subject_limits() {
             return Ok(Admission::unlimited());
         }

@@ -275,7 +275,9 @@ impl GatewayProxy {
         // The limiter and the cache both ask Redis: at the same time, one round trip on the path.
         // (A cache hit still counts against the caller's limits.)
         let cached = self.cache_key(session, ctx, &request);
-        let admit = self.gateway.limiter.admit(&tenant, estimated);
+        // A tier claim in the token picks that tier's limits.
+        let tier = ctx.principal.as_ref().and_then(|p| p.claim(&config.limits.tier_claim));
+        let admit = self.gateway.limiter.admit_tier(&tenant, tier, estimated);
         let (admission, lookup) = match &cached {
             Some((cache, key)) => {
                 let (admission, lookup) = tokio::join!(admit, cache.lookup(key));

@@ -266,3 +266,55 @@ async fn over_the_limits_is_a_429_with_retry_after_and_an_oversize_body_a_413_wi
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tier_claim_picks_that_tiers_limits() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(1, "ok"))
+        .await
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("r1-gw-tier-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), SECRET).unwrap();
+    let config = format!(
+        "[auth]\nsecret_file = \"{}\"\n[limits]\nrequests_per_second = 0.2\nburst = 1\n\
+         [limits.tiers.premium]\nrequests_per_second = 100\nburst = 100\n",
+        dir.join("secret").display()
+    );
+    let gw = Gateway::start(&[upstream.addr()], &[], &config).await;
+    let url = format!("{}/v1/chat/completions", gw.public);
+    let body = json!({"model": "r1-edge-mini", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2});
+    let basic = token(json!({"user_id": "carol", "exp": now() + 600}), SECRET);
+    let premium = token(
+        json!({"user_id": "dave", "exp": now() + 600, "tier": "premium"}),
+        SECRET,
+    );
+    let statuses = |t: String| {
+        let (client, url, body) = (gw.client.clone(), url.clone(), body.clone());
+        async move {
+            let mut out = Vec::new();
+            for _ in 0..5 {
+                out.push(
+                    client
+                        .post(&url)
+                        .bearer_auth(&t)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16(),
+                );
+            }
+            out
+        }
+    };
+    assert_eq!(
+        statuses(basic).await,
+        [200, 429, 429, 429, 429],
+        "the default: a burst of 1"
+    );
+    assert_eq!(statuses(premium).await, [200; 5], "the premium tier's limits");
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}

@@ -576,6 +576,7 @@ local_max_subjects = 5000
         concurrency_lease: Duration::from_millis(500),
         local_fallback_share: 0.0,
         local_max_subjects: 0,
+        ..LimitsSection::default()
     };
     let problems = bad.problems();
     for key in [
