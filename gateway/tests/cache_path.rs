@@ -44,7 +44,10 @@ async fn identical_cold_requests_cause_one_generation_and_tenants_never_share_en
     let dir = std::env::temp_dir().join(format!("r1-gw-cache-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("secret"), SECRET).unwrap();
-    let routing = format!("[auth]\nsecret_file = \"{}\"\n", dir.join("secret").display());
+    let routing = format!(
+        "[auth]\nsecret_file = \"{}\"\n[cache]\nenabled = true\n",
+        dir.join("secret").display()
+    );
     let client = reqwest::Client::builder().pool_max_idle_per_host(2000).build().unwrap();
     let gw = Gateway::start_full(&[upstream.addr()], &[], "", &routing, "", client).await;
     let url = format!("{}/v1/chat/completions", gw.public);

@@ -25,7 +25,7 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
     let edge = Edge::start(EDGE_MODEL);
     let redis = format!(
-        "[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n",
+        "[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n[cache]\nenabled = true\n",
         redis_url()
     );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;

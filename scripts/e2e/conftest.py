@@ -53,6 +53,8 @@ def stack():
         f'[edge]\nmodel = "r1-edge-mini"\nmembers = ["{edge}"]\nhealth = {{ interval = "200ms" }}\n'
         f'[center]\ntransport = "embedded"\nmodel = "deepseek-ai/DeepSeek-R1"\nmembers = ["{center}"]\nhealth = {{ interval = "200ms" }}\n'
         '[auth]\nenabled = true\n'
+        # The route headers are under test: answers come from the models, not the result cache.
+        '[cache]\nenabled = false\n'
     )
     config.close()
     log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)

@@ -151,12 +151,17 @@ impl Gateway {
             members(edge),
             members(center)
         );
-        // Authentication is its own tests' business (tests/auth.rs); elsewhere it is off unless asked.
-        let text = if [listen, routing, center_extra].iter().any(|t| t.contains("[auth]")) {
-            text
-        } else {
-            format!("{text}\n[auth]\nenabled = false\n")
-        };
+        // Authentication and the result cache are their own tests' business (tests/auth.rs,
+        // tests/cache_path.rs); elsewhere they are off unless asked for (a cached answer would not
+        // exercise the path a test is about).
+        let given = |table: &str| [listen, routing, center_extra].iter().any(|t| t.contains(table));
+        let mut text = text;
+        if !given("[auth]") {
+            text.push_str("\n[auth]\nenabled = false\n");
+        }
+        if !given("[cache]") {
+            text.push_str("\n[cache]\nenabled = false\n");
+        }
         let dir = std::env::temp_dir().join(format!("r1-gw-test-{}-{public}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("gateway.toml");
