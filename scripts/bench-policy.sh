@@ -47,7 +47,9 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  if [[ -f "$work/gateway.pids" ]]; then mapfile -t -O "${#pids[@]}" pids <"$work/gateway.pids"; fi
+  # SIGINT: the gateways stop at once (SIGTERM would drain for its grace period first).
+  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
@@ -95,7 +97,7 @@ gateway() { # name policy? -> public address
     fi
   } >"$work/gateway-$name.toml"
   RUST_LOG=warn "$bin/r1-gateway" --config "$work/gateway-$name.toml" >"$work/gateway-$name.log" 2>&1 &
-  pids+=($!)
+  echo $! >>"$work/gateway.pids" # this function runs in a $(...) subshell: pids+= would not reach cleanup
   wait_for "http://$public/healthz" "gateway ($name)"
   local deadline=$((SECONDS + 30))
   until curl -fsS "http://$admin/admin/pools" | grep -q '"ready":true'; do
