@@ -51,30 +51,14 @@ scripts/services.sh up >&2
 eval "$(scripts/services.sh env)"
 
 mkdir -p "$out"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  if [[ -f "$work/gateway.pids" ]]; then mapfile -t -O "${#pids[@]}" pids <"$work/gateway.pids"; fi
-  # SIGINT: the gateways stop at once (SIGTERM would drain for its grace period first).
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() { # URL, what
-  local deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || { log "$2 did not come up ($1)"; exit 1; }
-    sleep 0.1
-  done
-}
+# shellcheck source=scripts/lib/loopback.sh
+source "$root/scripts/lib/loopback.sh"
 
 model="deepseek-ai/DeepSeek-R1"
 suffix="bench$(date +%s)"
 backend="127.0.0.1:$(port)"
 "$bin/r1-mock-upstream" --listen "$backend" --chunks 1 --text "ok" >"$work/backend.log" 2>&1 &
-pids+=($!)
+track $!
 wait_for "http://$backend/healthz" backend
 
 center_metrics="127.0.0.1:$(port)"
@@ -100,7 +84,7 @@ dlq = "bench.$suffix.dlq"
 url = "$R1_TEST_REDIS_URL"
 EOF
 RUST_LOG=warn "$bin/r1-center" --config "$work/center.toml" >"$work/center.log" 2>&1 &
-pids+=($!)
+track $!
 wait_for "http://$center_metrics/healthz" r1-center
 
 gateway() { # name transport -> writes config, starts, echoes the public address
@@ -119,7 +103,7 @@ gateway() { # name transport -> writes config, starts, echoes the public address
     fi
   } >"$work/gateway-$name.toml"
   RUST_LOG=warn "$bin/r1-gateway" --config "$work/gateway-$name.toml" >"$work/gateway-$name.log" 2>&1 &
-  echo $! >>"$work/gateway.pids" # this function runs in a $(...) subshell: pids+= would not reach cleanup
+  track $!
   wait_for "http://$public/healthz" "gateway ($name)"
   if [[ "$transport" == kafka ]]; then
     local deadline=$((SECONDS + 60))

@@ -44,28 +44,12 @@ scripts/services.sh up redis >&2
 eval "$(scripts/services.sh env)"
 
 mkdir -p "$out"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  if [[ -f "$work/gateway.pids" ]]; then mapfile -t -O "${#pids[@]}" pids <"$work/gateway.pids"; fi
-  # SIGINT: the gateways stop at once (SIGTERM would drain for its grace period first).
-  for pid in "${pids[@]}"; do kill -INT "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_for() {
-  local deadline=$((SECONDS + 60))
-  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
-    ((SECONDS < deadline)) || { log "$2 did not come up ($1)"; exit 1; }
-    sleep 0.1
-  done
-}
+# shellcheck source=scripts/lib/loopback.sh
+source "$root/scripts/lib/loopback.sh"
 
 upstream="127.0.0.1:$(port)"
 "$bin/r1-mock-upstream" --listen "$upstream" --chunks 1 --text "Paris." >"$work/upstream.log" 2>&1 &
-pids+=($!)
+track $!
 wait_for "http://$upstream/healthz" upstream
 
 secret="bench-policy-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
@@ -97,7 +81,7 @@ gateway() { # name policy? -> public address
     fi
   } >"$work/gateway-$name.toml"
   RUST_LOG=warn "$bin/r1-gateway" --config "$work/gateway-$name.toml" >"$work/gateway-$name.log" 2>&1 &
-  echo $! >>"$work/gateway.pids" # this function runs in a $(...) subshell: pids+= would not reach cleanup
+  track $!
   wait_for "http://$public/healthz" "gateway ($name)"
   local deadline=$((SECONDS + 30))
   until curl -fsS "http://$admin/admin/pools" | grep -q '"ready":true'; do

@@ -187,7 +187,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         model_dir = ?config.backend.model_dir,
         "r1-center ready"
     );
-    worker.run(shutdown_signal()).await;
+    Arc::new(worker).run(shutdown_signal()).await;
     tracing::info!("r1-center stopped");
     Ok(())
 }

@@ -99,8 +99,8 @@ impl Worker {
         backend: Arc<dyn Backend>,
         settings: WorkerSettings,
         metrics: CenterMetrics,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Self {
+        Self {
             source,
             sink,
             claims,
@@ -111,19 +111,14 @@ impl Worker {
             running: Mutex::new(HashMap::new()),
             states: None,
             webhooks: reqwest::Client::new(),
-        })
+        }
     }
 
     /// With a store for asynchronous tasks' state (batch-class tasks): their result is written
     /// there, and their webhook called, when they end.
-    pub fn with_states(self: Arc<Self>, states: Arc<dyn StateStore>) -> Arc<Self> {
-        match Arc::try_unwrap(self) {
-            Ok(mut worker) => {
-                worker.states = Some(states);
-                Arc::new(worker)
-            }
-            Err(shared) => shared, // already running: keep it as it is
-        }
+    pub fn with_states(mut self, states: Arc<dyn StateStore>) -> Self {
+        self.states = Some(states);
+        self
     }
 
     /// Takes tasks until `shutdown` resolves, then lets running ones finish within the grace period

@@ -59,7 +59,7 @@ fn start() -> Stack {
         metrics.clone(),
     );
     let (stop, rx) = tokio::sync::oneshot::channel();
-    tokio::spawn(worker.run(async {
+    tokio::spawn(Arc::new(worker).run(async {
         let _ = rx.await;
     }));
     Stack {

@@ -35,7 +35,7 @@ use r1_proto::{
 use r1_queue::kafka_transport::{KafkaTaskSink, ensure_topics, spawn_results_reader};
 use r1_queue::memory::MemoryQueue;
 use r1_queue::reply::{ReplyEvent, ResultRouter};
-use r1_queue::state::{BatchState, MemoryStateStore, RedisStateStore, StateStore, StoreError, TaskState};
+use r1_queue::state::{MemoryStateStore, RedisStateStore, StateStore};
 use r1_queue::topics::ReplyTo;
 use r1_queue::transport::{SendError, TaskSink};
 
@@ -67,29 +67,6 @@ enum Transport {
         model: String,
         memory_states: Arc<MemoryStateStore>,
     },
-}
-
-/// The embedded stack's in-memory store, shared by the gateway and its in-process worker.
-#[derive(Debug)]
-struct MemoryStateStoreHandle(Arc<MemoryStateStore>);
-
-#[async_trait]
-impl StateStore for MemoryStateStoreHandle {
-    async fn put_task(&self, state: &TaskState, ttl: Duration) -> Result<(), StoreError> {
-        self.0.put_task(state, ttl).await
-    }
-    async fn task(&self, id: &str) -> Result<Option<TaskState>, StoreError> {
-        self.0.task(id).await
-    }
-    async fn tasks(&self, ids: &[String]) -> Result<Vec<Option<TaskState>>, StoreError> {
-        self.0.tasks(ids).await
-    }
-    async fn put_batch(&self, batch: &BatchState, ttl: Duration) -> Result<(), StoreError> {
-        self.0.put_batch(batch, ttl).await
-    }
-    async fn batch(&self, id: &str) -> Result<Option<BatchState>, StoreError> {
-        self.0.batch(id).await
-    }
 }
 
 impl Handoff {
@@ -142,9 +119,7 @@ impl Handoff {
         };
         let states = arc_swap::ArcSwapOption::empty();
         if let Transport::Embedded { memory_states, .. } = &transport {
-            states.store(Some(Arc::new(
-                Box::new(MemoryStateStoreHandle(memory_states.clone())) as Box<dyn StateStore>
-            )));
+            states.store(Some(Arc::new(Box::new(memory_states.clone()) as Box<dyn StateStore>)));
         }
         Ok(Some(Arc::new(Self {
             sink,
@@ -340,25 +315,27 @@ fn embedded_worker(
         attempts: 3,
         backoff: Duration::from_millis(200),
     })?;
-    Ok(r1_center::worker::Worker::new(
-        queue.clone(),
-        queue,
-        Arc::new(r1_center::claims::MemoryClaims::default()),
-        Arc::new(backend),
-        r1_center::worker::WorkerSettings {
-            node_id: "embedded".to_owned(),
-            max_in_flight: 64,
-            max_attempts: 3,
-            claim_ttl: Duration::from_secs(15),
-            done_ttl: Duration::from_secs(600),
-            result_timeout: Duration::from_secs(5),
-            retry_backoff: Duration::from_millis(200),
-            shutdown_grace: Duration::from_secs(5),
-            state_ttl: crate::tasks::STATE_TTL,
-        },
-        r1_center::metrics::CenterMetrics::new()?,
-    )
-    .with_states(Arc::new(MemoryStateStoreHandle(states))))
+    Ok(Arc::new(
+        r1_center::worker::Worker::new(
+            queue.clone(),
+            queue,
+            Arc::new(r1_center::claims::MemoryClaims::default()),
+            Arc::new(backend),
+            r1_center::worker::WorkerSettings {
+                node_id: "embedded".to_owned(),
+                max_in_flight: 64,
+                max_attempts: 3,
+                claim_ttl: Duration::from_secs(15),
+                done_ttl: Duration::from_secs(600),
+                result_timeout: Duration::from_secs(5),
+                retry_backoff: Duration::from_millis(200),
+                shutdown_grace: Duration::from_secs(5),
+                state_ttl: crate::tasks::STATE_TTL,
+            },
+            r1_center::metrics::CenterMetrics::new()?,
+        )
+        .with_states(states),
+    ))
 }
 
 fn error_kind(code: TaskErrorCode) -> ErrorKind {
@@ -681,7 +658,7 @@ struct Answer {
     reasoning: String,
     finish: Option<FinishReason>,
     /// Text of an earlier attempt the client already has; a new attempt must reproduce it.
-    replay: Option<String>,
+    replay: Option<(String, String)>,
     /// Lengths of reasoning and content already forwarded.
     last_len: (usize, usize),
     /// Tokens the answer used (prompt + completion), once complete.
@@ -731,7 +708,7 @@ impl Answer {
                 tracing::info!(id = %self.id, attempt, "the task was redelivered and runs again");
                 if self.stream && self.header_sent {
                     // The client has this text; the new run must reproduce it before we forward more.
-                    self.replay = Some(format!("{}\u{0}{}", self.reasoning, self.content));
+                    self.replay = Some((std::mem::take(&mut self.reasoning), std::mem::take(&mut self.content)));
                 }
                 self.last_len = (0, 0);
                 self.content.clear();
@@ -830,22 +807,20 @@ impl Answer {
     /// client has, `Err` if it differs, `Ok(Some(new text))` once past it. Without a replay, the
     /// newest delta.
     fn unreplayed(&mut self) -> Result<Option<(String, String)>, ()> {
-        let now = format!("{}\u{0}{}", self.reasoning, self.content);
-        let Some(sent) = &self.replay else {
+        let Some((sent_r, sent_c)) = &self.replay else {
             return Ok(Some(self.newest()));
         };
-        // Compare reasoning and content separately: the marker splits them.
-        let (sent_r, sent_c) = sent.split_once('\u{0}').unwrap_or((sent.as_str(), ""));
-        let (now_r, now_c) = now.split_once('\u{0}').unwrap_or((now.as_str(), ""));
-        let consistent_r = sent_r.starts_with(now_r) || now_r.starts_with(sent_r);
-        let consistent_c = sent_c.starts_with(now_c) || now_c.starts_with(sent_c);
-        if !consistent_r || !consistent_c || (!now_c.is_empty() && now_r.len() < sent_r.len()) {
+        let (now_r, now_c) = (self.reasoning.as_str(), self.content.as_str());
+        let consistent = |sent: &str, now: &str| sent.starts_with(now) || now.starts_with(sent);
+        // Reasoning comes before content: content while the reasoning is still short is a different answer.
+        if !consistent(sent_r, now_r) || !consistent(sent_c, now_c) || (!now_c.is_empty() && now_r.len() < sent_r.len())
+        {
             return Err(());
         }
         if now_r.len() >= sent_r.len() && now_c.len() >= sent_c.len() {
             let fresh = (now_r[sent_r.len()..].to_owned(), now_c[sent_c.len()..].to_owned());
-            self.replay = None;
             self.last_len = (now_r.len(), now_c.len());
+            self.replay = None;
             return Ok(Some(fresh));
         }
         Ok(None)

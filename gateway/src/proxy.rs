@@ -256,14 +256,7 @@ impl GatewayProxy {
                 GatewayError::downstream(ErrorKind::InvalidRequest, "`messages` must not be empty").param("messages"),
             );
         }
-        if let Some(role) = request.first_unknown_role() {
-            return Err(
-                GatewayError::downstream(ErrorKind::InvalidRequest, format!("unknown message role `{role}`"))
-                    .param("messages"),
-            );
-        }
-
-        // Input hygiene, the max_tokens cap, then the caller's limits (shared through Redis).
+        // Input hygiene (roles included), the max_tokens cap, then the caller's limits (shared through Redis).
         let mut request = request;
         self.gateway
             .hygiene()

@@ -97,6 +97,26 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     async fn batch(&self, id: &str) -> Result<Option<BatchState>, StoreError>;
 }
 
+/// A shared store is a store (the embedded stack hands one to the gateway and its worker).
+#[async_trait]
+impl<T: StateStore + ?Sized> StateStore for std::sync::Arc<T> {
+    async fn put_task(&self, state: &TaskState, ttl: Duration) -> Result<(), StoreError> {
+        (**self).put_task(state, ttl).await
+    }
+    async fn task(&self, id: &str) -> Result<Option<TaskState>, StoreError> {
+        (**self).task(id).await
+    }
+    async fn tasks(&self, ids: &[String]) -> Result<Vec<Option<TaskState>>, StoreError> {
+        (**self).tasks(ids).await
+    }
+    async fn put_batch(&self, batch: &BatchState, ttl: Duration) -> Result<(), StoreError> {
+        (**self).put_batch(batch, ttl).await
+    }
+    async fn batch(&self, id: &str) -> Result<Option<BatchState>, StoreError> {
+        (**self).batch(id).await
+    }
+}
+
 /// Updates a task's state in place (read, change, write) unless it is already final — a cancelled
 /// task stays cancelled when its late answer arrives.
 pub async fn update_task(
