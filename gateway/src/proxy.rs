@@ -172,7 +172,7 @@ impl GatewayProxy {
                     usize::try_from(config.limits.max_body_bytes).unwrap_or(usize::MAX),
                 )
                 .await?;
-                crate::tasks::create_task(&config, handoff, tenant, &body).await
+                crate::tasks::create_task(&config, &self.gateway.hygiene(), handoff, tenant, &body).await
             }
             ("GET", ["v1", "tasks", id]) => crate::tasks::get_task(handoff, tenant, id).await,
             ("DELETE", ["v1", "tasks", id]) => crate::tasks::cancel_task(handoff, tenant, id).await,
@@ -180,7 +180,7 @@ impl GatewayProxy {
                 // A batch carries many requests: up to 16 × the single-request limit.
                 let limit = usize::try_from(config.limits.max_body_bytes.saturating_mul(16)).unwrap_or(usize::MAX);
                 let body = read_body(session, limit).await?;
-                crate::tasks::create_batch(&config, handoff, tenant, &body).await
+                crate::tasks::create_batch(&config, &self.gateway.hygiene(), handoff, tenant, &body).await
             }
             ("GET", ["v1", "batches", id]) => crate::tasks::get_batch(handoff, tenant, id).await,
             ("GET", ["v1", "batches", id, "output"]) => crate::tasks::batch_output(handoff, tenant, id).await,

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use crate::config::GatewayConfig;
 use crate::error::{GatewayError, Source};
 use crate::handoff::Handoff;
+use crate::hygiene::Hygiene;
 
 /// How long task and batch state is kept.
 pub const STATE_TTL: Duration = Duration::from_secs(7 * 86_400);
@@ -92,8 +93,9 @@ fn task_view(state: &TaskState) -> Value {
     v
 }
 
-/// Parses and checks a chat request for the center; the model becomes the center's.
-fn center_request(config: &GatewayConfig, value: Value) -> Result<ChatCompletionRequest, String> {
+/// Parses and checks a chat request for the center — the same input hygiene and `max_tokens` cap
+/// as an interactive request; the model becomes the center's.
+fn center_request(config: &GatewayConfig, hygiene: &Hygiene, value: Value) -> Result<ChatCompletionRequest, String> {
     let mut request: ChatCompletionRequest =
         serde_json::from_value(value).map_err(|e| format!("not a valid chat completion request: {e}"))?;
     if !config.knows_model(&request.model) {
@@ -102,9 +104,8 @@ fn center_request(config: &GatewayConfig, value: Value) -> Result<ChatCompletion
     if request.messages.is_empty() {
         return Err("`messages` must not be empty".to_owned());
     }
-    if let Some(role) = request.first_unknown_role() {
-        return Err(format!("unknown message role `{role}`"));
-    }
+    hygiene.check(&mut request).map_err(|e| e.to_gateway_error().message)?;
+    config.limits.check_max_tokens(&request).map_err(|e| e.message)?;
     request.model.clone_from(&config.center.model);
     request.stream = None; // the answer is stored, not streamed
     request.stream_options = None;
@@ -157,6 +158,7 @@ fn queued(id: &str, tenant: &str, batch: Option<(String, String)>, webhook: Opti
 /// `POST /v1/tasks`.
 pub async fn create_task(
     config: &GatewayConfig,
+    hygiene: &Hygiene,
     handoff: &Handoff,
     tenant: &str,
     body: &[u8],
@@ -178,7 +180,7 @@ pub async fn create_task(
         }
         None => (value, None),
     };
-    let request = center_request(config, request).map_err(|m| invalid(m).param("request"))?;
+    let request = center_request(config, hygiene, request).map_err(|m| invalid(m).param("request"))?;
     let id = format!("task_{}", uuid::Uuid::new_v4().simple());
     let state = queued(&id, tenant, None, webhook.clone());
     store.put_task(&state, STATE_TTL).await.map_err(store_down)?;
@@ -239,6 +241,7 @@ pub async fn cancel_task(handoff: &Handoff, tenant: &str, id: &str) -> Result<Re
 /// `POST /v1/batches`.
 pub async fn create_batch(
     config: &GatewayConfig,
+    hygiene: &Hygiene,
     handoff: &Handoff,
     tenant: &str,
     body: &[u8],
@@ -263,7 +266,7 @@ pub async fn create_batch(
         if v["url"].as_str().is_some_and(|u| u != "/v1/chat/completions") {
             return Err(at("`url` must be /v1/chat/completions".into()));
         }
-        let request = center_request(config, v["body"].clone()).map_err(at)?;
+        let request = center_request(config, hygiene, v["body"].clone()).map_err(at)?;
         lines.push((custom_id, request));
         if lines.len() > MAX_BATCH_LINES {
             return Err(invalid(format!("a batch holds at most {MAX_BATCH_LINES} lines")));

@@ -432,6 +432,18 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     }
     assert_eq!(poll(client, &slow_url, |_| true).await["status"], "cancelled");
 
+    // Async tasks get the same input hygiene as interactive requests: an unknown role is a 400.
+    let mut bad = ask_center("hi", false);
+    bad["messages"][0]["role"] = json!("wizard");
+    let r = client
+        .post(api("/v1/tasks"))
+        .json(&json!({"request": bad}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("unknown role"));
+
     // Unknown ids are 404 with an OpenAI error body.
     let r = client.get(api("/v1/tasks/task_nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
