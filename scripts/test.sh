@@ -46,4 +46,7 @@ for f in deploy/config/*.toml; do
   esac
 done
 
+step "deploy manifests, alerts, dashboards (scripts/check-deploy.sh)"
+scripts/check-deploy.sh
+
 step "all checks passed in $((SECONDS - started)) s"
