@@ -640,6 +640,10 @@ def scrape_and_reload(renders: dict[str, list[dict]], tmp: Path) -> None:
             scrapes[name] = body.decode()
             (tmp / f"{name}.prom").write_text(scrapes[name])
         seen = set().union(*(families(t) for t in scrapes.values()))
+        # The rules and panels select on these label values.
+        routes = set(re.findall(r'^r1_requests_total\{[^}]*route="([a-z]+)"', scrapes["r1-gateway"], re.M))
+        expect({"edge", "center", "cache"} <= routes, f"r1_requests_total routes {sorted(routes)}: expected edge, center and cache")
+        reasons = set(re.findall(r'^r1_route_decisions_total\{[^}]*reason="([a-z_]+)"', scrapes["r1-gateway"], re.M))
         used = used_metric_names()
         missing = []
         for name, where in sorted(used.items()):
@@ -657,6 +661,7 @@ def scrape_and_reload(renders: dict[str, list[dict]], tmp: Path) -> None:
                 missing.append(f"{name} (used by {', '.join(sorted(where))})")
         for m in missing:
             fail(f"metric not in the binaries' scrape: {m}")
+        say(f"scrape: routes seen {sorted(routes)}, decision reasons {sorted(reasons)}")
         say(f"scrape: {len(used)} metric names used by alerts, dashboard and autoscaling; "
             f"{len([n for n in used if n in seen])} seen in the scrape of the running binaries, {len(missing)} missing")
 
