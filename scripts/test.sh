@@ -27,6 +27,16 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "production build: r1-gateway without the embedded center"
+# The demo build embeds r1-center's worker and r1-edge's engine; a production gateway links neither.
+embedded="$(cargo tree -p r1-gateway --no-default-features -e normal,build --locked --prefix none |
+  grep -E '^(r1-center|r1-edge|ort|ort-sys|tokenizers|nvml-wrapper) ' | sort -u || true)"
+if [[ -n "$embedded" ]]; then
+  printf 'r1-gateway --no-default-features still links:\n%s\n' "$embedded" >&2
+  exit 1
+fi
+cargo clippy -p r1-gateway --no-default-features --lib --bins --locked -- -D warnings
+
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 

@@ -93,6 +93,12 @@ impl Default for NodeSection {
     }
 }
 
+/// A node name when `node.id` is not set: the host name and the process id.
+pub fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "center".to_owned(), |h| h.trim().to_owned());
+    format!("{host}-{}", std::process::id())
+}
+
 fn default_max_in_flight() -> usize {
     16
 }
@@ -155,6 +161,26 @@ pub struct BackendSection {
     /// `onnx`: ONNX Runtime intra-op threads (0: ONNX Runtime's default).
     #[serde(default)]
     pub intra_threads: usize,
+}
+
+impl BackendSection {
+    /// An `openai` backend at `base_url` serving `model`, every other key at its default.
+    pub fn openai(base_url: impl Into<String>, model: impl Into<String>) -> Self {
+        Self {
+            kind: BackendKind::Openai,
+            base_url: Some(base_url.into()),
+            model: Some(model.into()),
+            api_key_env: None,
+            connect_timeout: default_connect_timeout(),
+            first_token_timeout: default_first_token_timeout(),
+            idle_timeout: default_idle_timeout(),
+            attempts: default_backend_attempts(),
+            backoff: default_backend_backoff(),
+            model_dir: None,
+            max_batch_size: default_onnx_batch(),
+            intra_threads: 0,
+        }
+    }
 }
 
 /// Backend kinds.

@@ -71,7 +71,8 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: CenterConfig) -> anyhow::Result<()> {
-    let node_id = config.node.id.clone().unwrap_or_else(default_node_id);
+    let worker_settings = WorkerSettings::from(&config);
+    let node_id = worker_settings.node_id.clone();
     let metrics = CenterMetrics::new()?;
     r1_center::gpu::GpuMetrics::start(metrics.registry(), Duration::from_secs(5));
     let settings = config.kafka_settings();
@@ -114,16 +115,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
                 }
                 None => None,
             };
-            Arc::new(OpenAiBackend::new(OpenAiSettings {
-                base_url: b.base_url.clone().unwrap_or_default(),
-                model: b.model.clone().unwrap_or_default(),
-                api_key,
-                connect_timeout: b.connect_timeout,
-                first_token_timeout: b.first_token_timeout,
-                idle_timeout: b.idle_timeout,
-                attempts: b.attempts,
-                backoff: b.backoff,
-            })?)
+            Arc::new(OpenAiBackend::new(OpenAiSettings::from_section(b, api_key))?)
         }
         BackendKind::Onnx => {
             let dir = config.backend.model_dir.clone().unwrap_or_default();
@@ -164,17 +156,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         Arc::new(sink),
         Arc::new(claims),
         backend,
-        WorkerSettings {
-            node_id: node_id.clone(),
-            max_in_flight: config.node.max_in_flight,
-            max_attempts: config.node.max_attempts,
-            claim_ttl: config.node.claim_ttl,
-            done_ttl: Duration::from_secs(86_400),
-            result_timeout: config.node.result_timeout,
-            retry_backoff: config.node.retry_backoff,
-            shutdown_grace: config.node.shutdown_grace,
-            state_ttl: Duration::from_secs(86_400),
-        },
+        worker_settings,
         metrics,
     )
     .with_states(Arc::new(states));
@@ -190,11 +172,6 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     Arc::new(worker).run(shutdown_signal()).await;
     tracing::info!("r1-center stopped");
     Ok(())
-}
-
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "center".to_owned(), |h| h.trim().to_owned());
-    format!("{host}-{}", std::process::id())
 }
 
 async fn shutdown_signal() {

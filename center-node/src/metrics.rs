@@ -53,16 +53,23 @@ impl CenterMetrics {
                 "Tasks waiting on the brokers for this node's partitions.",
             )?,
         };
-        m.registry.register(Box::new(m.in_flight.clone()))?;
-        m.registry.register(Box::new(m.tasks.clone()))?;
-        m.registry.register(Box::new(m.redeliveries.clone()))?;
-        m.registry.register(Box::new(m.duplicates.clone()))?;
-        m.registry.register(Box::new(m.dead_lettered.clone()))?;
-        m.registry.register(Box::new(m.time_to_first_token.clone()))?;
-        m.registry.register(Box::new(m.generated_tokens.clone()))?;
-        m.registry.register(Box::new(m.claim_errors.clone()))?;
-        m.registry.register(Box::new(m.queue_lag.clone()))?;
+        m.register_in(&m.registry)?;
         Ok(m)
+    }
+
+    /// Registers every family in `registry` too (an embedding process's own registry), so one scrape
+    /// shows them.
+    pub fn register_in(&self, registry: &Registry) -> Result<(), prometheus::Error> {
+        registry.register(Box::new(self.in_flight.clone()))?;
+        registry.register(Box::new(self.tasks.clone()))?;
+        registry.register(Box::new(self.redeliveries.clone()))?;
+        registry.register(Box::new(self.duplicates.clone()))?;
+        registry.register(Box::new(self.dead_lettered.clone()))?;
+        registry.register(Box::new(self.time_to_first_token.clone()))?;
+        registry.register(Box::new(self.generated_tokens.clone()))?;
+        registry.register(Box::new(self.claim_errors.clone()))?;
+        registry.register(Box::new(self.queue_lag.clone()))?;
+        Ok(())
     }
 
     /// The registry (to add more families, e.g. GPU utilisation).

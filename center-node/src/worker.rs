@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, BackendError};
 use crate::claims::{Claim, Claims};
+use crate::config::{CenterConfig, NodeSection};
 use crate::metrics::CenterMetrics;
 
 /// How long a node waits for an unreachable claim store before running a task unclaimed.
@@ -53,6 +54,33 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// How long an asynchronous task's state is kept.
     pub state_ttl: Duration,
+}
+
+/// How long a node remembers that a task was answered, to drop late duplicate deliveries.
+pub const DONE_TTL: Duration = Duration::from_secs(86_400);
+
+impl From<&NodeSection> for WorkerSettings {
+    /// The settings of `[node]` — for r1-center and for the gateway's embedded worker alike. Task state
+    /// lives [`r1_queue::state::TASK_STATE_TTL`], the same as the gateway keeps it.
+    fn from(node: &NodeSection) -> Self {
+        Self {
+            node_id: node.id.clone().unwrap_or_else(crate::config::default_node_id),
+            max_in_flight: node.max_in_flight,
+            max_attempts: node.max_attempts,
+            claim_ttl: node.claim_ttl,
+            done_ttl: DONE_TTL,
+            result_timeout: node.result_timeout,
+            retry_backoff: node.retry_backoff,
+            shutdown_grace: node.shutdown_grace,
+            state_ttl: r1_queue::state::TASK_STATE_TTL,
+        }
+    }
+}
+
+impl From<&CenterConfig> for WorkerSettings {
+    fn from(config: &CenterConfig) -> Self {
+        Self::from(&config.node)
+    }
 }
 
 /// The pipeline.

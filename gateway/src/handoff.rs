@@ -1,20 +1,23 @@
-//! Center traffic through the task hand-off (`center.transport = "kafka"` or `"embedded"`).
+//! Center traffic through the task hand-off (`center.transport = "kafka"` or `"embedded"`), behind one
+//! interface: [`Handoff::submit`] hands a request over and returns an [`Answering`], the stream of
+//! [`AnswerEvent`]s that make the client's answer; `respond::answer` writes them. Nothing here touches
+//! the client's connection.
 //!
-//! A center-routed request becomes a task envelope (deadline = now + `timeouts.total`,
-//! `reply_to` = this instance's results partition, keyed by the conversation's session key so it
-//! keeps landing on the same center node). The gateway registers for the task's results *before*
-//! producing it, then answers the client from the result chunks: SSE chunks as they come (with
-//! keep-alive comments while the model is silent), or one JSON response at the end.
+//! A submitted request becomes a task envelope (deadline = now + `timeouts.total`, `reply_to` = this
+//! instance's results partition, keyed by the conversation's session key so it keeps landing on the
+//! same center node). The gateway registers for the task's results *before* producing it.
 //!
 //! - A produce the brokers do not acknowledge within `send_timeout` is a 503 with `Retry-After`.
 //! - Until the first chunk (or the first keep-alive), nothing is written, so an error that comes
 //!   first — deadline, backend refusal — is a real HTTP status with an OpenAI error body.
 //! - The first-token, idle and total limits of `[timeouts]` apply; a stream cut by them, or by a
-//!   failed task, ends with an in-band error event, never a `[DONE]`.
+//!   failed task, ends with an in-band error event, never a `[DONE]`; keep-alive comments go out
+//!   every `timeouts.sse_keepalive` while the model is silent.
 //! - A redelivered task (its center node died) restarts as a new attempt: a JSON answer simply
 //!   starts over; a stream continues if the new run reproduces what the client already has
 //!   (deterministic requests), and otherwise ends with an error event rather than a doubled answer.
-//! - A client that goes away, or a timeout, publishes a cancel record so the center node stops.
+//! - A client that goes away ([`Answering::cancel`]), or a timeout, publishes a cancel record so the
+//!   center node stops.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -22,28 +25,24 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora::http::ResponseHeader;
-use pingora::prelude::*;
-use pingora::proxy::Session;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use r1_proto::{
-    CancelReason, CancelRecord, ChatCompletionChunk, ChatCompletionResponse, ChatMessage, ChunkChoice, ChunkDelta,
-    ErrorKind, FinishReason, Nullable, ResultChunk, Role, TaskClass, TaskEnvelope, TaskError, TaskErrorCode, Usage,
-    WIRE_VERSION, sse,
+    CancelReason, CancelRecord, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage,
+    ChunkChoice, ChunkDelta, ErrorKind, FinishReason, Nullable, ResultChunk, Role, TaskClass, TaskEnvelope, TaskError,
+    TaskErrorCode, Usage, WIRE_VERSION, sse,
 };
 use r1_queue::kafka_transport::{KafkaTaskSink, ensure_topics, spawn_results_reader};
-use r1_queue::memory::MemoryQueue;
-use r1_queue::reply::{ReplyEvent, ResultRouter};
-use r1_queue::state::{MemoryStateStore, RedisStateStore, StateStore};
+use r1_queue::reply::{ReplyEvent, ReplyStream, ResultRouter};
+use r1_queue::state::{RedisStateStore, StateStore};
 use r1_queue::topics::ReplyTo;
 use r1_queue::transport::{SendError, TaskSink};
+use tokio::sync::watch;
 
-use crate::config::{CenterTransport, GatewayConfig};
+use crate::config::{CenterKafkaSection, CenterTransport, CenterVersion, GatewayConfig, RedisSection, TimeoutsSection};
 use crate::deadline::{Phase, PhaseClock};
 use crate::error::{GatewayError, Source};
-use crate::proxy::Ctx;
-use crate::state::Gateway;
+use crate::metrics::Metrics;
 
 /// The hand-off of one gateway instance.
 #[derive(Debug)]
@@ -55,25 +54,23 @@ pub struct Handoff {
     ready: AtomicBool,
     in_flight: AtomicUsize,
     states: arc_swap::ArcSwapOption<Box<dyn StateStore>>,
-    redis: Option<crate::config::RedisSection>,
+    redis: Option<RedisSection>,
+    metrics: Metrics,
 }
 
 #[derive(Debug)]
 enum Transport {
-    Kafka(crate::config::CenterKafkaSection),
-    Embedded {
-        queue: Arc<MemoryQueue>,
-        base_url: String,
-        model: String,
-        memory_states: Arc<MemoryStateStore>,
-    },
+    Kafka(CenterKafkaSection),
+    #[cfg(feature = "embedded")]
+    Embedded(crate::embedded::EmbeddedCenter),
 }
 
 impl Handoff {
     /// The hand-off `config` asks for, or `None` for plain HTTP. Nothing connects yet: the
     /// [`HandoffService`] does, and readiness is false until it has.
-    pub fn new(config: &GatewayConfig) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn new(config: &GatewayConfig, metrics: &Metrics) -> anyhow::Result<Option<Arc<Self>>> {
         let router = ResultRouter::new();
+        let states = arc_swap::ArcSwapOption::empty();
         let (sink, reply_to, transport): (Arc<dyn TaskSink>, _, _) = match config.center.transport {
             CenterTransport::Http => return Ok(None),
             CenterTransport::Kafka => {
@@ -82,45 +79,29 @@ impl Handoff {
                 };
                 let instance = k.instance.clone().unwrap_or_else(default_instance);
                 let sink = KafkaTaskSink::new(k.settings(), k.topics(), k.send_timeout)?;
-                // A StatefulSet passes its pod's ordinal (metadata.labels['apps.kubernetes.io/pod-index']).
-                let partition = match std::env::var("R1_RESULTS_PARTITION") {
-                    Ok(v) => v
-                        .trim()
-                        .parse::<i32>()
-                        .ok()
-                        .filter(|p| (0..k.result_partitions).contains(p))
-                        .ok_or_else(|| {
-                            anyhow::anyhow!(
-                                "R1_RESULTS_PARTITION=`{v}` must be 0..{} (center.kafka.result_partitions)",
-                                k.result_partitions
-                            )
-                        })?,
-                    Err(_) => k.results_partition,
+                let reply_to = ReplyTo {
+                    instance,
+                    partition: k.results_partition,
                 };
-                let reply_to = ReplyTo { instance, partition };
                 (Arc::new(sink), reply_to, Transport::Kafka(k.clone()))
             }
+            #[cfg(feature = "embedded")]
             CenterTransport::Embedded => {
-                let queue = MemoryQueue::new(1024);
                 let reply_to = ReplyTo {
                     instance: "embedded".to_owned(),
                     partition: 0,
                 };
-                queue.attach(&reply_to.to_string(), router.clone());
-                let member = config.center.members.first().cloned().unwrap_or_default();
-                let transport = Transport::Embedded {
-                    queue: queue.clone(),
-                    base_url: format!("http://{member}/v1"),
-                    model: config.center.model.clone(),
-                    memory_states: Arc::new(MemoryStateStore::default()),
-                };
-                (queue, reply_to, transport)
+                let center = crate::embedded::EmbeddedCenter::new(config, metrics, &reply_to, router.clone())?;
+                states.store(Some(Arc::new(center.states())));
+                (center.queue(), reply_to, Transport::Embedded(center))
+            }
+            #[cfg(not(feature = "embedded"))]
+            CenterTransport::Embedded => {
+                anyhow::bail!(
+                    "center.transport = \"embedded\" needs r1-gateway built with the `embedded` feature (the demo build)"
+                )
             }
         };
-        let states = arc_swap::ArcSwapOption::empty();
-        if let Transport::Embedded { memory_states, .. } = &transport {
-            states.store(Some(Arc::new(Box::new(memory_states.clone()) as Box<dyn StateStore>)));
-        }
         Ok(Some(Arc::new(Self {
             sink,
             router,
@@ -130,12 +111,18 @@ impl Handoff {
             in_flight: AtomicUsize::new(0),
             states,
             redis: config.redis.clone(),
+            metrics: metrics.clone(),
         })))
     }
 
     /// Whether tasks can be handed over now.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.sink.is_ready()
+    }
+
+    /// Whether the center is reached in this process (its backend is then a member of the center pool).
+    pub fn is_embedded(&self) -> bool {
+        !matches!(self.transport, Transport::Kafka(_))
     }
 
     /// Requests waiting for a result now.
@@ -170,6 +157,261 @@ impl Handoff {
     pub async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError> {
         self.sink.cancel(record).await
     }
+
+    /// Hands an interactive request over and returns its answer as it will come. `Err`: the queue did
+    /// not take it (503 + `Retry-After`); nothing was sent anywhere.
+    pub async fn submit(self: &Arc<Self>, submission: Submission<'_>) -> Result<Answering, GatewayError> {
+        let Submission {
+            request,
+            tenant,
+            session_key,
+            started,
+            config,
+        } = submission;
+        let now = r1_queue::unix_ms();
+        let total_ms = u64::try_from(config.timeouts.total.as_millis()).unwrap_or(u64::MAX);
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        let key = format!("{session_key:016x}");
+        let version = pick_version(&config.center.versions, &key).map(str::to_owned);
+        let stream = request.is_stream();
+        let include_usage = request.include_usage();
+        let envelope = TaskEnvelope {
+            v: WIRE_VERSION,
+            task_id: task_id.clone(),
+            created_at: now,
+            deadline: now.saturating_add(total_ms),
+            reply_to: self.reply_to.to_string(),
+            tenant: tenant.to_owned(),
+            class: TaskClass::Interactive,
+            request,
+            attempt: 0,
+            model_version: version.clone(),
+            affinity_key: Some(key.clone()),
+            webhook: None,
+        };
+        if let Some(v) = &version {
+            self.metrics.center_versions.with_label_values(&[v.as_str()]).inc();
+        }
+        let waiting = Waiting::enter(self.clone());
+        let replies = self.router.register(&task_id);
+        if let Err(e) = self
+            .sink
+            .submit(TaskClass::Interactive, version.as_deref(), &key, &envelope)
+            .await
+        {
+            let reason = match e {
+                SendError::Full => "full",
+                SendError::Timeout(_) => "timeout",
+                SendError::Fatal(_) | SendError::Other(_) => "error",
+            };
+            self.metrics.handoff_produce_errors.with_label_values(&[reason]).inc();
+            return Err(GatewayError::upstream(
+                ErrorKind::Overloaded,
+                Source::Queue,
+                format!("the center queue did not take the request: {e}"),
+            )
+            .retry_after(1));
+        }
+        let mut clock = PhaseClock::new(&config.timeouts, started);
+        clock.sent(Instant::now());
+        Ok(Answering {
+            answer: Answer::new(&task_id, &config.center.model, stream, include_usage),
+            task_id,
+            version,
+            replies,
+            clock,
+            timeouts: config.timeouts.clone(),
+            last_emit: Instant::now(),
+            finished: false,
+            _waiting: waiting,
+        })
+    }
+}
+
+/// What [`Handoff::submit`] takes: the request (its `model` already the center's) and who asks.
+#[derive(Debug)]
+pub struct Submission<'a> {
+    /// The request.
+    pub request: ChatCompletionRequest,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// The conversation's key (`route::session_key`): its affinity and its model version.
+    pub session_key: u64,
+    /// When the request arrived (the total timeout counts from there).
+    pub started: Instant,
+    /// The configuration the request runs under.
+    pub config: &'a GatewayConfig,
+}
+
+/// One piece of a hand-off answer, for `respond::answer` to write.
+#[derive(Debug)]
+pub enum AnswerEvent {
+    /// Stream bytes carrying tokens (the first ones open the stream with the assistant's role).
+    Stream(Bytes),
+    /// A keep-alive comment while the model is silent (it may open the stream too).
+    KeepAlive(Bytes),
+    /// The complete answer: a stream's last events and `[DONE]`, or the whole JSON body.
+    Done(Bytes),
+    /// The answer failed (a status while nothing was written, an in-band event after).
+    Failed(GatewayError),
+}
+
+/// How a hand-off answer ended (for the access log and metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A complete answer.
+    Complete,
+    /// An error was answered (status or in-band event).
+    Failed,
+    /// The client went away.
+    ClientGone,
+}
+
+/// A handed-over request's answer as it comes: result chunks turned into the client's events, with
+/// the timeouts and keep-alives of `[timeouts]`. [`Answering::next`] is cancel-safe.
+#[derive(Debug)]
+pub struct Answering {
+    answer: Answer,
+    task_id: String,
+    version: Option<String>,
+    replies: ReplyStream,
+    clock: PhaseClock,
+    timeouts: TimeoutsSection,
+    last_emit: Instant,
+    finished: bool,
+    _waiting: Waiting,
+}
+
+impl Answering {
+    /// The task's id.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// The center model version the task went to, when versions are configured.
+    pub fn version(&self) -> Option<&str> {
+        self.version.as_deref()
+    }
+
+    /// Whether the client asked for a stream.
+    pub fn is_stream(&self) -> bool {
+        self.answer.stream
+    }
+
+    /// The next piece of the answer; `None` after the last one.
+    pub async fn next(&mut self) -> Option<AnswerEvent> {
+        if self.finished {
+            return None;
+        }
+        loop {
+            let next_tick = (self.last_emit + self.timeouts.sse_keepalive).min(self.clock.next_deadline());
+            tokio::select! {
+                event = self.replies.next() => {
+                    let Some(event) = event else {
+                        self.finished = true;
+                        return Some(AnswerEvent::Failed(GatewayError::upstream(
+                            ErrorKind::Upstream,
+                            Source::Center,
+                            "the center's answer stopped before it was complete",
+                        )));
+                    };
+                    match self.answer.take(event) {
+                        Step::Continue(None) => {}
+                        Step::Continue(Some(bytes)) => {
+                            self.clock.observe(Instant::now(), true).ok();
+                            self.last_emit = Instant::now();
+                            return Some(AnswerEvent::Stream(self.answer.open(bytes)));
+                        }
+                        Step::Done(bytes) => {
+                            self.finished = true;
+                            let bytes = if self.answer.stream { self.answer.open(bytes) } else { bytes };
+                            return Some(AnswerEvent::Done(bytes));
+                        }
+                        Step::Fail(error) => {
+                            self.finished = true;
+                            return Some(AnswerEvent::Failed(error));
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next_tick.into()) => {
+                    let now = Instant::now();
+                    if let Err(phase) = self.clock.check(now) {
+                        self.finished = true;
+                        self.cut(phase);
+                        return Some(AnswerEvent::Failed(GatewayError::upstream(
+                            ErrorKind::Timeout,
+                            Source::Center,
+                            phase.message(&self.timeouts),
+                        )));
+                    }
+                    if self.answer.stream && self.last_emit + self.timeouts.sse_keepalive <= now {
+                        self.last_emit = now;
+                        let keepalive = self.answer.open(Bytes::from_static(sse::KEEP_ALIVE));
+                        return Some(AnswerEvent::KeepAlive(keepalive));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A timeout ended the answer: counted, and the center node told to stop.
+    fn cut(&self, phase: Phase) {
+        self.waiting()
+            .metrics
+            .upstream_errors
+            .with_label_values(&["center", phase.as_str()])
+            .inc();
+        let reason = if phase == Phase::Total {
+            CancelReason::DeadlineExceeded
+        } else {
+            CancelReason::Other
+        };
+        let (handoff, task_id) = (self.waiting().clone(), self.task_id.clone());
+        tokio::spawn(async move { publish_cancel(&handoff, &task_id, reason).await });
+    }
+
+    fn waiting(&self) -> &Arc<Handoff> {
+        &self._waiting.0
+    }
+
+    /// The complete answer as one chat completion (for the result cache), once [`AnswerEvent::Done`] came.
+    pub fn take_completed(&mut self) -> Option<ChatCompletionResponse> {
+        self.answer.completed.take()
+    }
+
+    /// Tokens the answer used (prompt + completion), when the center reported them.
+    pub fn used_tokens(&self) -> Option<u64> {
+        self.answer.used_tokens
+    }
+
+    /// Tells the center node to stop (the client went away).
+    pub async fn cancel(&self, reason: CancelReason) {
+        publish_cancel(self.waiting(), &self.task_id, reason).await;
+    }
+}
+
+async fn publish_cancel(handoff: &Handoff, task_id: &str, reason: CancelReason) {
+    let record = CancelRecord::new(task_id, reason, r1_queue::unix_ms());
+    if let Err(e) = handoff.sink.cancel(&record).await {
+        tracing::warn!(%task_id, error = %e, "cancel record not published (the task's deadline still bounds it)");
+    }
+}
+
+/// Counts a waiting request in [`Handoff::in_flight`] for as long as it lives.
+#[derive(Debug)]
+struct Waiting(Arc<Handoff>);
+
+impl Waiting {
+    fn enter(handoff: Arc<Handoff>) -> Self {
+        handoff.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(handoff)
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 fn default_instance() -> String {
@@ -178,164 +420,119 @@ fn default_instance() -> String {
 }
 
 /// Connects the hand-off and keeps its reader (Kafka) or its in-process worker (embedded) running;
-/// with Kafka, it also creates the task topics of model versions as they appear in the config.
+/// with Kafka, it also creates the task topics of model versions as they appear in the configuration
+/// (watched through `config`).
 #[derive(Debug)]
-pub struct HandoffService(pub Arc<Handoff>, pub Arc<Gateway>);
+pub struct HandoffService {
+    /// The hand-off.
+    pub handoff: Arc<Handoff>,
+    /// The configuration as it is reloaded.
+    pub config: watch::Receiver<Arc<GatewayConfig>>,
+}
 
 #[async_trait]
 impl BackgroundService for HandoffService {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let handoff = &self.0;
-        match &handoff.transport {
-            Transport::Kafka(k) => {
-                let (settings, topics) = (k.settings(), k.topics());
-                let mut wait = Duration::from_millis(200);
-                let reader = loop {
-                    let attempt = async {
-                        ensure_topics(&settings, &topics, 12, k.result_partitions).await?;
-                        let (settings, topics, reply_to, router) = (
-                            settings.clone(),
-                            topics.clone(),
-                            handoff.reply_to.clone(),
-                            handoff.router.clone(),
-                        );
-                        tokio::task::spawn_blocking(move || {
-                            spawn_results_reader_blocking(&settings, &topics, &reply_to, router)
-                        })
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?
-                    };
-                    match attempt.await {
-                        Ok(reader) => break reader,
-                        Err(e) => {
-                            tracing::warn!(error = %format!("{e:#}"), "Kafka hand-off not ready; retrying");
-                            tokio::select! {
-                                _ = shutdown.changed() => return,
-                                () = tokio::time::sleep(wait) => {}
-                            }
-                            wait = (wait * 2).min(Duration::from_secs(5));
-                        }
-                    }
-                };
-                handoff.ready.store(true, Ordering::Relaxed);
-                tracing::info!(reply_to = %handoff.reply_to, "Kafka hand-off ready");
-                if let Some(redis) = handoff.redis.clone() {
-                    let handoff = handoff.clone();
-                    tokio::spawn(async move {
-                        let mut wait = Duration::from_millis(200);
-                        loop {
-                            match RedisStateStore::connect(&redis.url, redis.timeout).await {
-                                Ok(store) => {
-                                    handoff
-                                        .states
-                                        .store(Some(Arc::new(Box::new(store) as Box<dyn StateStore>)));
-                                    tracing::info!("asynchronous task store connected (Redis)");
-                                    return;
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "asynchronous task store (Redis) not reachable; retrying");
-                                    tokio::time::sleep(wait).await;
-                                    wait = (wait * 2).min(Duration::from_secs(5));
-                                }
-                            }
-                        }
-                    });
-                }
-                let mut known = std::collections::HashSet::new();
-                let mut tick = tokio::time::interval(Duration::from_secs(5));
-                loop {
-                    tokio::select! {
-                        _ = shutdown.changed() => break,
-                        _ = tick.tick() => {
-                            for version in &self.1.config().center.versions {
-                                if known.contains(&version.name) {
-                                    continue;
-                                }
-                                match ensure_topics(&settings, &topics.for_version(&version.name), 12, k.result_partitions).await {
-                                    Ok(()) => {
-                                        known.insert(version.name.clone());
-                                    }
-                                    Err(e) => tracing::warn!(version = %version.name, error = %e, "creating the version's topics"),
-                                }
-                            }
-                        }
-                    }
-                }
-                handoff.ready.store(false, Ordering::Relaxed);
-                reader.abort();
-            }
-            Transport::Embedded {
-                queue,
-                base_url,
-                model,
-                memory_states,
-            } => {
-                let worker = match embedded_worker(queue.clone(), base_url, model, memory_states.clone()) {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::error!(error = %format!("{e:#}"), "the embedded center worker cannot start");
-                        return;
-                    }
-                };
-                handoff.ready.store(true, Ordering::Relaxed);
-                tracing::info!(backend = %base_url, "in-process hand-off ready");
-                worker
-                    .run(async move {
-                        let _ = shutdown.changed().await;
-                    })
-                    .await;
+    async fn start(&self, shutdown: ShutdownWatch) {
+        match &self.handoff.transport {
+            Transport::Kafka(k) => run_kafka(&self.handoff, k, self.config.clone(), shutdown).await,
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(center) => {
+                self.handoff.ready.store(true, Ordering::Relaxed);
+                center.run(shutdown).await;
             }
         }
     }
 }
 
-fn spawn_results_reader_blocking(
-    settings: &r1_queue::kafka::KafkaSettings,
-    topics: &r1_queue::topics::Topics,
-    reply_to: &ReplyTo,
-    router: Arc<ResultRouter>,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    Ok(spawn_results_reader(settings, topics, reply_to, router)?)
+async fn run_kafka(
+    handoff: &Arc<Handoff>,
+    k: &CenterKafkaSection,
+    mut config: watch::Receiver<Arc<GatewayConfig>>,
+    mut shutdown: ShutdownWatch,
+) {
+    let (settings, topics) = (k.settings(), k.topics());
+    let mut wait = Duration::from_millis(200);
+    let reader = loop {
+        let attempt = async {
+            ensure_topics(&settings, &topics, 12, k.result_partitions).await?;
+            let (settings, topics, reply_to, router) = (
+                settings.clone(),
+                topics.clone(),
+                handoff.reply_to.clone(),
+                handoff.router.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                spawn_results_reader(&settings, &topics, &reply_to, router).map_err(anyhow::Error::from)
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        match attempt.await {
+            Ok(reader) => break reader,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "Kafka hand-off not ready; retrying");
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    handoff.ready.store(true, Ordering::Relaxed);
+    tracing::info!(reply_to = %handoff.reply_to, "Kafka hand-off ready");
+    if let Some(redis) = handoff.redis.clone() {
+        tokio::spawn(connect_states(handoff.clone(), redis));
+    }
+    let mut known = std::collections::HashSet::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = config.changed() => tick.reset_immediately(),
+            _ = tick.tick() => {
+                let versions: Vec<String> = config
+                    .borrow()
+                    .center
+                    .versions
+                    .iter()
+                    .filter(|v| !known.contains(&v.name))
+                    .map(|v| v.name.clone())
+                    .collect();
+                for version in versions {
+                    match ensure_topics(&settings, &topics.for_version(&version), 12, k.result_partitions).await {
+                        Ok(()) => {
+                            known.insert(version);
+                        }
+                        Err(e) => tracing::warn!(%version, error = %e, "creating the version's topics"),
+                    }
+                }
+            }
+        }
+    }
+    handoff.ready.store(false, Ordering::Relaxed);
+    reader.abort();
 }
 
-fn embedded_worker(
-    queue: Arc<MemoryQueue>,
-    base_url: &str,
-    model: &str,
-    states: Arc<MemoryStateStore>,
-) -> anyhow::Result<Arc<r1_center::worker::Worker>> {
-    use r1_center::backend::openai::{OpenAiBackend, OpenAiSettings};
-    let backend = OpenAiBackend::new(OpenAiSettings {
-        base_url: base_url.to_owned(),
-        model: model.to_owned(),
-        api_key: None,
-        connect_timeout: Duration::from_secs(2),
-        first_token_timeout: Duration::from_secs(300),
-        idle_timeout: Duration::from_secs(120),
-        attempts: 3,
-        backoff: Duration::from_millis(200),
-    })?;
-    Ok(Arc::new(
-        r1_center::worker::Worker::new(
-            queue.clone(),
-            queue,
-            Arc::new(r1_center::claims::MemoryClaims::default()),
-            Arc::new(backend),
-            r1_center::worker::WorkerSettings {
-                node_id: "embedded".to_owned(),
-                max_in_flight: 64,
-                max_attempts: 3,
-                claim_ttl: Duration::from_secs(15),
-                done_ttl: Duration::from_secs(600),
-                result_timeout: Duration::from_secs(5),
-                retry_backoff: Duration::from_millis(200),
-                shutdown_grace: Duration::from_secs(5),
-                state_ttl: crate::tasks::STATE_TTL,
-            },
-            r1_center::metrics::CenterMetrics::new()?,
-        )
-        .with_states(states),
-    ))
+/// Connects the asynchronous task store (Redis), retrying until it answers.
+async fn connect_states(handoff: Arc<Handoff>, redis: RedisSection) {
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match RedisStateStore::connect(&redis.url, redis.timeout).await {
+            Ok(store) => {
+                handoff
+                    .states
+                    .store(Some(Arc::new(Box::new(store) as Box<dyn StateStore>)));
+                tracing::info!("asynchronous task store connected (Redis)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "asynchronous task store (Redis) not reachable; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 fn error_kind(code: TaskErrorCode) -> ErrorKind {
@@ -352,184 +549,9 @@ fn task_error(error: &TaskError) -> GatewayError {
     GatewayError::upstream(error_kind(error.code), Source::Center, error.message.clone())
 }
 
-/// Counts a waiting request for as long as it lives.
-struct Waiting<'a>(&'a AtomicUsize);
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// How a hand-off answer ended (for the access log and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// A complete answer.
-    Complete,
-    /// An error was answered (status or in-band event).
-    Failed,
-    /// The client went away.
-    ClientGone,
-}
-
-/// Serves a center-routed request through the hand-off. The caller has written nothing yet.
-pub async fn serve(gateway: &Gateway, handoff: &Handoff, session: &mut Session, ctx: &mut Ctx) -> Result<Outcome> {
-    let config = gateway.config();
-    let Some(request) = ctx.request.clone() else {
-        return Ok(Outcome::Failed);
-    };
-    let now = r1_queue::unix_ms();
-    let total_ms = u64::try_from(config.timeouts.total.as_millis()).unwrap_or(u64::MAX);
-    let task_id = uuid::Uuid::new_v4().simple().to_string();
-    let key = format!(
-        "{:016x}",
-        crate::route::session_key(
-            &request,
-            session
-                .req_header()
-                .headers
-                .get(config.routing.session_header.as_str())
-                .and_then(|v| v.to_str().ok())
-        )
-    );
-    let version = pick_version(&config.center.versions, &key).map(str::to_owned);
-    let envelope = TaskEnvelope {
-        v: WIRE_VERSION,
-        task_id: task_id.clone(),
-        created_at: now,
-        deadline: now.saturating_add(total_ms),
-        reply_to: handoff.reply_to.to_string(),
-        tenant: ctx.tenant.clone().unwrap_or_else(|| crate::proxy::ANONYMOUS.to_owned()),
-        class: TaskClass::Interactive,
-        request,
-        attempt: 0,
-        model_version: version.clone(),
-        affinity_key: Some(key.clone()),
-        webhook: None,
-    };
-    ctx.task_id = Some(task_id.clone());
-    ctx.model_version.clone_from(&version);
-    if let Some(v) = &version {
-        gateway.metrics.center_versions.with_label_values(&[v.as_str()]).inc();
-    }
-    handoff.in_flight.fetch_add(1, Ordering::Relaxed);
-    let _waiting = Waiting(&handoff.in_flight);
-    let mut replies = handoff.router.register(&task_id);
-    if let Err(e) = handoff
-        .sink
-        .submit(TaskClass::Interactive, version.as_deref(), &key, &envelope)
-        .await
-    {
-        let status = match e {
-            SendError::Full => "full",
-            SendError::Timeout(_) => "timeout",
-            SendError::Fatal(_) | SendError::Other(_) => "error",
-        };
-        gateway
-            .metrics
-            .handoff_produce_errors
-            .with_label_values(&[status])
-            .inc();
-        tracing::warn!(request_id = %ctx.request_id, error = %e, "task hand-off failed");
-        let error = GatewayError::upstream(
-            ErrorKind::Overloaded,
-            Source::Center,
-            format!("the center queue did not take the request: {e}"),
-        )
-        .retry_after(1);
-        write_error(session, ctx, &error).await?;
-        return Ok(Outcome::Failed);
-    }
-    let started = ctx.started.unwrap_or_else(Instant::now);
-    let mut clock = PhaseClock::new(&config.timeouts, started);
-    clock.sent(Instant::now());
-    let mut answer = Answer::new(
-        &task_id,
-        &config.center.model,
-        ctx.stream,
-        ctx.request.as_ref().is_some_and(|r| r.include_usage()),
-    );
-    let keepalive = config.timeouts.sse_keepalive;
-    let mut last_write = Instant::now();
-    let mut watch_client = true;
-    let outcome = loop {
-        let next_tick = (last_write + keepalive).min(clock.next_deadline());
-        tokio::select! {
-            event = replies.next() => {
-                let Some(event) = event else { break Outcome::Failed };
-                match answer.take(event) {
-                    Step::Continue(bytes) => {
-                        clock.observe(Instant::now(), true).ok();
-                        if let Some(bytes) = bytes {
-                            if !write(session, ctx, &mut answer, bytes).await {
-                                break Outcome::ClientGone;
-                            }
-                            last_write = Instant::now();
-                            observe_ttft(gateway, ctx);
-                        }
-                    }
-                    Step::Done(bytes) => {
-                        if !answer.header_sent && !answer.stream {
-                            write_json(session, ctx, bytes).await?;
-                        } else if !write(session, ctx, &mut answer, bytes).await {
-                            break Outcome::ClientGone;
-                        } else {
-                            let _ = session.write_response_body(None, true).await;
-                        }
-                        observe_ttft(gateway, ctx);
-                        break Outcome::Complete;
-                    }
-                    Step::Fail(error) => {
-                        fail(session, ctx, &mut answer, &error).await?;
-                        break Outcome::Failed;
-                    }
-                }
-            }
-            () = tokio::time::sleep_until(next_tick.into()) => {
-                if let Err(phase) = clock.check(Instant::now()) {
-                    gateway.metrics.upstream_errors.with_label_values(&["center", phase.as_str()]).inc();
-                    let error = GatewayError::upstream(ErrorKind::Timeout, Source::Center, phase.message(&config.timeouts));
-                    fail(session, ctx, &mut answer, &error).await?;
-                    cancel(handoff, &task_id, if phase == Phase::Total { CancelReason::DeadlineExceeded } else { CancelReason::Other }).await;
-                    break Outcome::Failed;
-                }
-                if answer.stream && last_write + keepalive <= Instant::now() {
-                    if !write(session, ctx, &mut answer, Bytes::from_static(sse::KEEP_ALIVE)).await {
-                        break Outcome::ClientGone;
-                    }
-                    last_write = Instant::now();
-                }
-            }
-            closed = session.read_body_or_idle(true), if watch_client => {
-                match closed {
-                    Err(_) => break Outcome::ClientGone,
-                    Ok(_) => watch_client = false, // bytes from a pipelining client: stop watching
-                }
-            }
-        }
-    };
-    // A complete answer fills the cache entry this request was the first for (if any).
-    if outcome == Outcome::Complete
-        && let (Some(fill), Some(response), Some(cache)) =
-            (ctx.cache_fill.take(), answer.completed.take(), gateway.cache())
-    {
-        fill.complete(cache.clone(), response);
-    }
-    // The caller's token budget is charged what the answer really used (its estimate until now).
-    if let (Some(used), Some(admission)) = (answer.used_tokens, ctx.admission.take()) {
-        admission.record_usage(used);
-    }
-    if outcome == Outcome::ClientGone {
-        tracing::info!(request_id = %ctx.request_id, %task_id, "client went away: cancelling the task");
-        cancel(handoff, &task_id, CancelReason::ClientDisconnected).await;
-    }
-    drop(replies);
-    Ok(outcome)
-}
-
 /// The model version of a conversation (by its key): a stable bucket of the versions' total
 /// weight, so a conversation stays on one version while the weights stay the same.
-fn pick_version<'a>(versions: &'a [crate::config::CenterVersion], key: &str) -> Option<&'a str> {
+fn pick_version<'a>(versions: &'a [CenterVersion], key: &str) -> Option<&'a str> {
     let total: u64 = versions.iter().map(|v| u64::from(v.weight)).sum();
     if total == 0 {
         return None;
@@ -548,95 +570,6 @@ fn pick_version<'a>(versions: &'a [crate::config::CenterVersion], key: &str) -> 
     None
 }
 
-fn observe_ttft(gateway: &Gateway, ctx: &mut Ctx) {
-    if ctx.first_byte.is_none() {
-        ctx.first_byte = Some(Instant::now());
-        if let Some(started) = ctx.started {
-            gateway
-                .metrics
-                .time_to_first_token
-                .with_label_values(&["center"])
-                .observe(started.elapsed().as_secs_f64());
-        }
-    }
-}
-
-async fn cancel(handoff: &Handoff, task_id: &str, reason: CancelReason) {
-    let record = CancelRecord::new(task_id, reason, r1_queue::unix_ms());
-    if let Err(e) = handoff.sink.cancel(&record).await {
-        tracing::warn!(%task_id, error = %e, "cancel record not published (the task's deadline still bounds it)");
-    }
-}
-
-fn header(ctx: &Ctx, status: u16, content_type: &str) -> Result<ResponseHeader> {
-    let mut header = ResponseHeader::build(status, Some(8))?;
-    header.insert_header("content-type", content_type)?;
-    header.insert_header("x-request-id", ctx.request_id.as_str())?;
-    if let Some(d) = &ctx.decision {
-        header.insert_header("x-r1-route", d.route.as_str())?;
-        header.insert_header("x-r1-route-reason", d.reason.as_str())?;
-    }
-    if let Some(task) = &ctx.task_id {
-        header.insert_header("x-r1-task-id", task.as_str())?;
-    }
-    if let Some(version) = &ctx.model_version {
-        header.insert_header("x-r1-model-version", version.as_str())?;
-    }
-    Ok(header)
-}
-
-/// Writes stream bytes, sending the SSE header first if it has not gone yet. `false`: the client is gone.
-async fn write(session: &mut Session, ctx: &Ctx, answer: &mut Answer, bytes: Bytes) -> bool {
-    if !answer.header_sent {
-        let Ok(mut h) = header(ctx, 200, "text/event-stream") else {
-            return false;
-        };
-        let _ = h.insert_header("cache-control", "no-cache");
-        let _ = h.insert_header("transfer-encoding", "chunked");
-        let _ = h.insert_header("x-accel-buffering", "no");
-        if session.write_response_header(Box::new(h), false).await.is_err() {
-            return false;
-        }
-        answer.header_sent = true;
-        let first = answer.first_frame();
-        if session.write_response_body(Some(first), false).await.is_err() {
-            return false;
-        }
-    }
-    session.write_response_body(Some(bytes), false).await.is_ok()
-}
-
-async fn write_json(session: &mut Session, ctx: &Ctx, body: Bytes) -> Result<()> {
-    let mut h = header(ctx, 200, "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
-    session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await
-}
-
-async fn write_error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
-    let body = Bytes::from(error.body().to_json());
-    let mut h = header(ctx, error.status(), "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
-    if let Some(seconds) = error.retry_after {
-        h.insert_header("retry-after", seconds.to_string())?;
-    }
-    session.write_response_header(Box::new(h), false).await?;
-    session.write_response_body(Some(body), true).await
-}
-
-/// Ends the answer with `error`: a status if nothing was written yet, an in-band event otherwise.
-async fn fail(session: &mut Session, ctx: &mut Ctx, answer: &mut Answer, error: &GatewayError) -> Result<()> {
-    tracing::warn!(request_id = %ctx.request_id, kind = error.kind.as_str(), message = %error.message, "center answer failed");
-    if answer.header_sent {
-        let _ = session
-            .write_response_body(Some(Bytes::from(error.body().to_sse_event())), true)
-            .await;
-        Ok(())
-    } else {
-        write_error(session, ctx, error).await
-    }
-}
-
 enum Step {
     /// Keep going; write these bytes (stream), if any.
     Continue(Option<Bytes>),
@@ -647,13 +580,15 @@ enum Step {
 }
 
 /// Turns result chunks into the client's answer.
+#[derive(Debug)]
 struct Answer {
     id: String,
     model: String,
     created: u64,
     stream: bool,
     include_usage: bool,
-    header_sent: bool,
+    /// Whether the stream was opened (the client has its first bytes).
+    opened: bool,
     content: String,
     reasoning: String,
     finish: Option<FinishReason>,
@@ -675,7 +610,7 @@ impl Answer {
             created: r1_queue::unix_ms() / 1000,
             stream,
             include_usage,
-            header_sent: false,
+            opened: false,
             content: String::new(),
             reasoning: String::new(),
             finish: None,
@@ -694,6 +629,18 @@ impl Answer {
         c
     }
 
+    /// Stream bytes to send; the first ones are preceded by the assistant's role frame.
+    fn open(&mut self, bytes: Bytes) -> Bytes {
+        if self.opened {
+            return bytes;
+        }
+        self.opened = true;
+        let mut out = Vec::with_capacity(256 + bytes.len());
+        out.extend_from_slice(&self.first_frame());
+        out.extend_from_slice(&bytes);
+        Bytes::from(out)
+    }
+
     fn first_frame(&self) -> Bytes {
         let delta = ChunkDelta {
             content: Nullable::Value(String::new()),
@@ -706,7 +653,7 @@ impl Answer {
         let chunk = match event {
             ReplyEvent::Restarted { attempt } => {
                 tracing::info!(id = %self.id, attempt, "the task was redelivered and runs again");
-                if self.stream && self.header_sent {
+                if self.stream && self.opened {
                     // The client has this text; the new run must reproduce it before we forward more.
                     self.replay = Some((std::mem::take(&mut self.reasoning), std::mem::take(&mut self.content)));
                 }
@@ -766,8 +713,9 @@ impl Answer {
             return Step::Continue((!out.is_empty()).then(|| Bytes::from(out)));
         }
         let finish = self.finish.take().unwrap_or(FinishReason::Stop);
+        // Without a reported usage the caller keeps its reservation (never a refund of it).
+        self.used_tokens = usage.as_ref().map(|u| u.total_tokens);
         let usage = usage.unwrap_or_else(|| Usage::new(0, 0));
-        self.used_tokens = Some(usage.total_tokens);
         let mut message = ChatMessage::assistant(self.content.clone());
         if !self.reasoning.is_empty() {
             message.reasoning_content = Nullable::Value(self.reasoning.clone());

@@ -1,25 +1,34 @@
-//! r1-gateway: r1-hybrid's front door, on Pingora.
+//! r1-gateway: r1-hybrid's front door, on Pingora. A request's path, top-down:
 //!
-//! - [`config`]: the configuration file's typed tree and validation;
-//! - [`auth`]: JWT bearer authentication (`[auth]`, HS256 secrets, JWKS keys, reason-labelled refusals);
-//! - [`score`]: the complexity scorer;
+//! - [`proxy`]: the Pingora hooks, each a few lines calling the modules below;
+//! - [`admit`]: the request's policy in order — in-flight bound, [`auth`] (JWT), body, parse,
+//!   [`hygiene`], [`limits`] with the [`cache`] lookup alongside — then the [`route`] decision
+//!   ([`score`]: the complexity scorer);
+//! - [`respond`]: the one writer of the responses the gateway makes itself;
+//! - [`handoff`]: center traffic through the task queue (Kafka or in-process), answers as events;
+//! - [`usage`]: the token usage of a proxied answer, charged to the caller;
 //! - [`deadline`]: the time-to-first-token, idle and total timeouts of an exchange;
-//! - [`route`]: the route decision (rules → score → thresholds → weights → sticky → failover);
-//! - [`explain`]: decisions for JSON lines of requests, with no network (`r1-gateway explain`);
-//! - [`proxy`]: the request path (Pingora hooks), [`error`]: errors and their OpenAI bodies;
-//! - [`handoff`]: center traffic through the task queue (Kafka or in-process) and results back;
-//! - [`tasks`]: asynchronous tasks (`/v1/tasks`) and batches (`/v1/batches`);
-//! - [`pools`]: the edge and center pools, [`state`]: shared state and live reload;
-//! - [`admin`]: the admin listener, [`metrics`]: metric families, [`server`]: assembly;
-//! - [`tls`]: HTTPS on the public listener (rustls, certificates reloaded on change);
-//! - [`demo`]: the embedded stack (`r1-gateway demo`).
+//! - [`ctx`]: per-request state, [`error`]: errors and their OpenAI bodies.
+//!
+//! Around it: [`config`] (the typed file and its validation), [`env`](mod@env) (the one reader of the process
+//! environment), [`state`] (shared state and live
+//! reload), [`pools`] (the edge and center pools), [`tasks`] (`/v1/tasks`, `/v1/batches`),
+//! [`admin`] (the admin listener), [`metrics`], [`tls`] (HTTPS, certificates reloaded on change),
+//! [`server`] (assembly), [`explain`] (decisions for JSON lines of requests, no network), and with the
+//! `embedded` feature `embedded` (the center in this process) and `demo` (`r1-gateway demo`).
 
 pub mod admin;
+pub mod admit;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod ctx;
 pub mod deadline;
+#[cfg(feature = "embedded")]
 pub mod demo;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod env;
 pub mod error;
 pub mod explain;
 pub mod handoff;
@@ -29,9 +38,11 @@ pub mod metrics;
 pub mod pools;
 pub mod proxy;
 pub mod request_id;
+pub mod respond;
 pub mod route;
 pub mod score;
 pub mod server;
 pub mod state;
 pub mod tasks;
 pub mod tls;
+pub mod usage;

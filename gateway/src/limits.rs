@@ -387,6 +387,16 @@ impl LimitsSection {
         self.requests_per_second.is_some() || self.concurrent_requests.is_some() || self.tokens_per_minute.is_some()
     }
 
+    /// `max_body_bytes` as a size in memory (validated to at most 64 MiB, so it always fits).
+    pub fn body_limit(&self) -> usize {
+        usize::try_from(self.max_body_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// The largest body of a batch: it carries many requests, up to 16 × the single-request limit.
+    pub fn batch_body_limit(&self) -> usize {
+        self.body_limit().saturating_mul(16)
+    }
+
     /// A body of `len` bytes (the `Content-Length`, or what was read so far): a 413 above `max_body_bytes`.
     pub fn check_body_len(&self, len: u64) -> Result<(), GatewayError> {
         if len > self.max_body_bytes {

@@ -1,6 +1,5 @@
 //! `r1-gateway`: serve, check a config, explain routing decisions, or run the embedded demo stack.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -9,15 +8,22 @@ use r1_gateway::config::GatewayConfig;
 
 /// r1-gateway — the OpenAI-compatible front door of r1-hybrid.
 ///
-/// Serves the public OpenAI-compatible API and the admin listener from one TOML file
+/// Serves the public OpenAI-compatible API (chat completions, stream and not, the simple
+/// /v1/r1/inference API, /v1/models, asynchronous /v1/tasks and /v1/batches) and the admin
+/// listener (/metrics, /admin/pools, /admin/route/explain) from one TOML file
 /// (deploy/config/gateway.toml), which reloads live on change or SIGHUP. SIGTERM drains.
-/// `--check-config` validates a file; `explain` prints routing decisions for JSON lines of chat
-/// requests with no network.
 ///
-/// `demo` runs the embedded stack on loopback (gateway + r1-edge + a local center).
+/// Per request: JWT authentication, limits (shared through Redis, local fallback), input
+/// hygiene, the result cache, then the route decision (rules, complexity score, weights,
+/// sticky sessions, fail-over): the edge pool over HTTP, the center through the Kafka
+/// hand-off (or HTTP). `--check-config` validates a file; `explain` prints routing decisions
+/// for JSON lines of chat requests with no network.
 ///
-/// STATUS: the center is reached over plain HTTP (the Kafka hand-off arrives with its issue);
-/// authentication, limits and the cache arrive with the guard issue.
+/// `demo` (builds with the `embedded` feature, the default) runs the whole stack on loopback:
+/// gateway + r1-edge + the center in process.
+///
+/// Environment: R1_JWT_SECRET (the HS256 secret, unless [auth] names another source),
+/// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal).
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -36,14 +42,15 @@ enum Command {
     /// Read chat requests as JSON lines on stdin; print one decision {"route","score","tier","reason"}
     /// per line on stdout. No network, no running services.
     Explain,
-    /// Run the embedded stack on loopback: gateway + r1-edge + a local "center", sample prompts, until Ctrl-C.
+    /// Run the embedded stack on loopback: gateway + r1-edge + the center in process, sample prompts, until Ctrl-C.
+    #[cfg(feature = "embedded")]
     Demo {
         /// Public listener.
         #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
+        listen: std::net::SocketAddr,
         /// Admin listener.
         #[arg(long, default_value = "127.0.0.1:9090")]
-        admin: SocketAddr,
+        admin: std::net::SocketAddr,
         /// Directory holding the shipped models.
         #[arg(long, default_value = "models")]
         models: PathBuf,
@@ -77,6 +84,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        #[cfg(feature = "embedded")]
         Some(Command::Demo { listen, admin, models }) => {
             let path = cli
                 .config
@@ -91,6 +99,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         None => {
             let config = load(cli.config.as_deref())?;
             if cli.check_config {
+                let problems = r1_gateway::server::preflight(&config);
+                if !problems.is_empty() {
+                    anyhow::bail!("{} problem(s):\n  {}", problems.len(), problems.join("\n  "));
+                }
                 tracing::info!("configuration is valid");
                 return Ok(ExitCode::SUCCESS);
             }

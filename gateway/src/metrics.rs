@@ -2,7 +2,15 @@
 //! Labels come from bounded sets only (route, reason, status class, phase) — never a model string,
 //! user or request id.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
+use std::sync::Mutex;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+use crate::limits::{Limiter, RefusalKind};
 
 /// Every metric the gateway exports (on the admin listener only).
 #[derive(Debug, Clone)]
@@ -129,6 +137,95 @@ impl Metrics {
         let mut out = Vec::new();
         // Encoding our own well-formed families cannot fail; an empty scrape would show it if it did.
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+/// The limiter's counters, read from it at every scrape:
+/// `r1_limit_refusals_total{kind}` (`rate`, `concurrency`, `tokens`, `overload`),
+/// `r1_limit_redis_errors_total`, `r1_limit_fallback_admissions_total`, `r1_limit_fallback_active`
+/// (1 while this replica counts locally because Redis is unreachable) and `r1_in_flight` (requests
+/// holding a place under `limits.max_in_flight`).
+#[derive(Debug)]
+pub struct LimiterCollector {
+    limiter: Limiter,
+    families: Mutex<LimitFamilies>,
+    descs: Vec<Desc>,
+}
+
+#[derive(Debug)]
+struct LimitFamilies {
+    refusals: IntCounterVec,
+    redis_errors: IntCounter,
+    fallback_admissions: IntCounter,
+    fallback_active: IntGauge,
+    in_flight: IntGauge,
+}
+
+impl LimiterCollector {
+    /// The families of `limiter`.
+    pub fn new(limiter: Limiter) -> Result<Self, prometheus::Error> {
+        let families = LimitFamilies {
+            refusals: IntCounterVec::new(
+                Opts::new("r1_limit_refusals_total", "Requests refused by a limit, by kind."),
+                &["kind"],
+            )?,
+            redis_errors: IntCounter::new("r1_limit_redis_errors_total", "Limiter calls to Redis that failed.")?,
+            fallback_admissions: IntCounter::new(
+                "r1_limit_fallback_admissions_total",
+                "Admissions decided locally because Redis was unreachable.",
+            )?,
+            fallback_active: IntGauge::new(
+                "r1_limit_fallback_active",
+                "1 while this replica counts limits locally because Redis is unreachable.",
+            )?,
+            in_flight: IntGauge::new("r1_in_flight", "Requests holding a place under limits.max_in_flight.")?,
+        };
+        let descs = [
+            families.refusals.desc(),
+            families.redis_errors.desc(),
+            families.fallback_admissions.desc(),
+            families.fallback_active.desc(),
+            families.in_flight.desc(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        Ok(Self {
+            limiter,
+            families: Mutex::new(families),
+            descs,
+        })
+    }
+}
+
+impl Collector for LimiterCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = self.limiter.stats();
+        let f = self.families.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // The limiter's own counters are the truth: copied as they are.
+        f.refusals.reset();
+        for kind in RefusalKind::ALL {
+            f.refusals
+                .with_label_values(&[kind.as_str()])
+                .inc_by(stats.refusals(kind));
+        }
+        f.redis_errors.reset();
+        f.redis_errors.inc_by(stats.redis_errors);
+        f.fallback_admissions.reset();
+        f.fallback_admissions.inc_by(stats.fallback_admissions);
+        f.fallback_active.set(i64::from(stats.fallback_active));
+        f.in_flight.set(i64::try_from(stats.in_flight).unwrap_or(i64::MAX));
+        let mut out = f.refusals.collect();
+        out.extend(f.redis_errors.collect());
+        out.extend(f.fallback_admissions.collect());
+        out.extend(f.fallback_active.collect());
+        out.extend(f.in_flight.collect());
         out
     }
 }

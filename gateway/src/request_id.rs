@@ -1,4 +1,4 @@
-//! `x-request-id` values the gateway makes: 32 hex digits, like a UUID's simple form, without a
+//! `x-request-id`: the client's, or one the gateway makes: 32 hex digits, like a UUID's simple form, without a
 //! `getrandom` syscall per request — a random 64-bit prefix drawn once per process, then a counter.
 //! Unique across processes (the prefix) and within one (the counter); not secret, never used as a
 //! credential.
@@ -8,6 +8,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 static PREFIX: OnceLock<u64> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The request's id: the client's `x-request-id` (1..=128 bytes), or the next one of ours.
+pub fn of(header: &pingora::http::RequestHeader) -> String {
+    header
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map_or_else(next, str::to_owned)
+}
 
 /// The next request id.
 pub fn next() -> String {

@@ -36,6 +36,17 @@ pub struct Built {
     pub gateway: Arc<Gateway>,
 }
 
+/// What `config` would refuse at start that validation does not look at (it reads no files): the
+/// public listener's certificate files. One `key.path: problem` line each.
+pub fn preflight(config: &GatewayConfig) -> Vec<String> {
+    config
+        .listen
+        .tls
+        .as_ref()
+        .map(crate::tls::file_problems)
+        .unwrap_or_default()
+}
+
 /// Builds the gateway for `config` (re-read from `path` on reload, if given).
 pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drain: Duration) -> anyhow::Result<Built> {
     let conf = ServerConf {
@@ -67,7 +78,8 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     );
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
-    let handoff = crate::handoff::Handoff::new(&config)?;
+    let metrics = Metrics::new()?;
+    let handoff = crate::handoff::Handoff::new(&config, &metrics)?;
     let verifier = config.auth.verifier().context("[auth]")?;
     let limiter = crate::limits::Limiter::new(config.limits.clone(), config.redis.as_ref().map(|r| r.url.as_str()))
         .context("[limits]")?;
@@ -77,7 +89,7 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
         path,
         edge,
         center,
-        Metrics::new()?,
+        metrics,
         handoff.clone(),
         crate::state::Policy {
             verifier,
@@ -88,7 +100,10 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     if let Some(handoff) = handoff {
         server.add_service(background_service(
             "task hand-off",
-            crate::handoff::HandoffService(handoff, gateway.clone()),
+            crate::handoff::HandoffService {
+                handoff,
+                config: gateway.subscribe(),
+            },
         ));
     }
 

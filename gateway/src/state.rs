@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 use r1_proto::Route;
+use tokio::sync::watch;
 
 use crate::config::GatewayConfig;
 use crate::metrics::Metrics;
@@ -17,6 +18,8 @@ use crate::route::{Pools, Router};
 #[derive(Debug)]
 pub struct Gateway {
     config: ArcSwap<GatewayConfig>,
+    /// Every applied configuration, for background services that follow reloads.
+    config_watch: watch::Sender<Arc<GatewayConfig>>,
     config_path: Option<PathBuf>,
     /// Route decisions.
     pub router: Router,
@@ -83,6 +86,15 @@ impl Gateway {
             limiter,
             hygiene,
         } = policy;
+        let config = Arc::new(config);
+        match crate::metrics::LimiterCollector::new(limiter.clone()) {
+            Ok(collector) => {
+                if let Err(e) = metrics.registry().register(Box::new(collector)) {
+                    tracing::warn!(error = %e, "limit metrics not registered");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "limit metrics not registered"),
+        }
         Self {
             limiter,
             cache: std::sync::OnceLock::new(),
@@ -90,7 +102,8 @@ impl Gateway {
             verifier: arc_swap::ArcSwapOption::from(verifier.map(Arc::new)),
             handoff,
             router: Router::new(&config),
-            config: ArcSwap::from_pointee(config),
+            config: ArcSwap::new(config.clone()),
+            config_watch: watch::Sender::new(config),
             config_path,
             edge,
             center,
@@ -102,6 +115,11 @@ impl Gateway {
     /// The file the configuration is reloaded from, if any.
     pub fn config_path(&self) -> Option<&std::path::Path> {
         self.config_path.as_deref()
+    }
+
+    /// The configuration as it is reloaded (for background services).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<GatewayConfig>> {
+        self.config_watch.subscribe()
     }
 
     /// The configuration now (cheap: an `Arc`).
@@ -124,7 +142,7 @@ impl Gateway {
         let center = match &self.handoff {
             None => self.center.state(),
             Some(handoff) => {
-                let members = self.config().center.transport == crate::config::CenterTransport::Embedded;
+                let members = handoff.is_embedded();
                 crate::route::PoolState {
                     healthy: handoff.is_ready() && (!members || self.center.state().healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,
@@ -243,7 +261,9 @@ impl Gateway {
             new.center.max_in_flight,
             new.center.health.unhealthy_threshold,
         );
-        self.config.store(Arc::new(new));
+        let new = Arc::new(new);
+        self.config.store(new.clone());
+        self.config_watch.send_replace(new);
         Ok(())
     }
 }

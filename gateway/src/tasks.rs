@@ -23,13 +23,17 @@ use r1_proto::{CancelReason, CancelRecord, ChatCompletionRequest, ErrorKind, Tas
 use r1_queue::state::{BatchState, TaskState, TaskStatus, update_task};
 use serde_json::{Value, json};
 
+use pingora::proxy::Session;
+
 use crate::config::GatewayConfig;
+use crate::ctx::Tenant;
 use crate::error::{GatewayError, Source};
 use crate::handoff::Handoff;
 use crate::hygiene::Hygiene;
+use crate::state::Gateway;
 
-/// How long task and batch state is kept.
-pub const STATE_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// How long task and batch state is kept (the center node keeps the states it writes as long).
+pub use r1_queue::state::TASK_STATE_TTL as STATE_TTL;
 /// How long an asynchronous task may wait and run before it is dropped as expired.
 pub const TASK_DEADLINE: Duration = Duration::from_secs(86_400);
 /// Lines in one batch.
@@ -61,7 +65,7 @@ fn store_down(e: impl std::fmt::Display) -> GatewayError {
     tracing::warn!(error = %e, "task state store unavailable");
     GatewayError::upstream(
         ErrorKind::Overloaded,
-        Source::Internal,
+        Source::Queue,
         "the task store is unavailable; try again",
     )
     .retry_after(1)
@@ -155,6 +159,44 @@ fn queued(id: &str, tenant: &str, batch: Option<(String, String)>, webhook: Opti
     }
 }
 
+/// Serves `method path` of the tasks and batches API for `tenant`, reading the body it needs
+/// (bounded by `limits.max_body_bytes`, 16 × for a batch).
+pub async fn serve(
+    gateway: &Gateway,
+    session: &mut Session,
+    tenant: &Tenant,
+    method: &str,
+    path: &str,
+) -> Result<Reply, GatewayError> {
+    let Some(handoff) = gateway.handoff() else {
+        return Err(GatewayError::downstream(
+            ErrorKind::NotFound,
+            "asynchronous tasks need the task hand-off (center.transport = \"kafka\" or \"embedded\")",
+        ));
+    };
+    let config = gateway.config();
+    let tenant = tenant.as_str();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match (method, segments.as_slice()) {
+        ("POST", ["v1", "tasks"]) => {
+            let body = crate::admit::read_body(session, config.limits.body_limit()).await?;
+            create_task(&config, &gateway.hygiene(), handoff, tenant, &body).await
+        }
+        ("GET", ["v1", "tasks", id]) => get_task(handoff, tenant, id).await,
+        ("DELETE", ["v1", "tasks", id]) => cancel_task(handoff, tenant, id).await,
+        ("POST", ["v1", "batches"]) => {
+            let body = crate::admit::read_body(session, config.limits.batch_body_limit()).await?;
+            create_batch(&config, &gateway.hygiene(), handoff, tenant, &body).await
+        }
+        ("GET", ["v1", "batches", id]) => get_batch(handoff, tenant, id).await,
+        ("GET", ["v1", "batches", id, "output"]) => batch_output(handoff, tenant, id).await,
+        _ => Err(GatewayError::downstream(
+            ErrorKind::NotFound,
+            format!("no route for {method} {path}"),
+        )),
+    }
+}
+
 /// `POST /v1/tasks`.
 pub async fn create_task(
     config: &GatewayConfig,
@@ -198,7 +240,7 @@ pub async fn create_task(
         .await;
         return Err(GatewayError::upstream(
             ErrorKind::Overloaded,
-            Source::Center,
+            Source::Queue,
             format!("the task queue did not take the task: {e}"),
         )
         .retry_after(1));

@@ -96,6 +96,21 @@ fn certified_key(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
 }
 
 /// The public listener's TLS settings (HTTP/2 offered by ALPN beside HTTP/1.1).
+/// What the listener's certificate files would refuse at start: `listen.tls` (certificate and key)
+/// and `listen.tls.client_ca`, one line each. Reads the files; validation of the configuration does not.
+pub fn file_problems(section: &TlsSection) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = CertStore::load(&section.cert, &section.key) {
+        problems.push(format!("listen.tls: {e:#}"));
+    }
+    if let Some(ca) = &section.client_ca
+        && let Err(e) = client_roots(ca)
+    {
+        problems.push(format!("listen.tls.client_ca: {e:#}"));
+    }
+    problems
+}
+
 pub fn settings(section: &TlsSection, store: Arc<CertStore>) -> anyhow::Result<TlsSettings> {
     // Empty paths: the resolver supplies the certificate.
     let mut settings = TlsSettings::intermediate("", "").map_err(|e| anyhow!("{e}"))?;

@@ -402,6 +402,22 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     let done = poll(client, &api(&location), |v| v["status"] == "succeeded").await;
     assert_eq!(done["result"]["choices"][0]["message"]["content"], "async ".repeat(5));
     assert_eq!(done["result"]["object"], "chat.completion");
+    // The center node wrote that final state: it is kept as long as the gateway keeps a new task's.
+    let mut redis = redis::Client::open(support::kafka::redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let kept_ms: i64 = redis::cmd("PTTL")
+        .arg(r1_queue::state::task_key(&id))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let full_ms = i64::try_from(r1_queue::state::TASK_STATE_TTL.as_millis()).unwrap();
+    assert!(
+        kept_ms > full_ms - 60_000 && kept_ms <= full_ms,
+        "a finished task is kept {kept_ms} ms, not the {full_ms} ms of a new one"
+    );
     let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
         .await
         .unwrap()

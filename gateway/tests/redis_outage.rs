@@ -1,8 +1,8 @@
 //! Redis stopped, on the real server the test command starts: `POST /v1/tasks` answers 503 with
 //! `Retry-After` instead of accepting a task whose state could be lost; interactive center traffic
 //! keeps flowing (the center's claims fail open); the result cache misses (its error counter rises)
-//! and the limits fall back to local counting — no client error; once Redis is back, tasks are
-//! accepted again.
+//! and the limits fall back to local counting — no client error, and `r1_limit_fallback_active` says so;
+//! once Redis is back, tasks are accepted again and the limits count in Redis again.
 //!
 //! Its own test binary: it stops the shared Redis, which no other test may see.
 
@@ -73,6 +73,11 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
         gw.metric_family("r1_cache_errors_total").await > errors_before,
         "the cache counted Redis errors"
     );
+    // The limiter's fallback is visible: active, with its admissions and the Redis errors counted.
+    assert_eq!(gw.metric("r1_limit_fallback_active ").await, 1.0);
+    assert!(gw.metric("r1_limit_redis_errors_total ").await >= 1.0);
+    assert!(gw.metric("r1_limit_fallback_admissions_total ").await >= 3.0);
+    assert_eq!(gw.metric_family("r1_limit_refusals_total").await, 0.0);
 
     drop(restart); // up again
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -84,6 +89,16 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
         assert!(
             Instant::now() < deadline,
             "tasks are not accepted after Redis came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // With Redis back, the next requests' probe switches the limiter back to shared counting.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.metric("r1_limit_fallback_active ").await != 0.0 {
+        assert!(Instant::now() < deadline, "the limiter stayed in its local fallback");
+        assert_eq!(
+            gw.chat(ask_center("back to shared counting", false)).await.status(),
+            200
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

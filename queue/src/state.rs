@@ -14,6 +14,11 @@ use async_trait::async_trait;
 use r1_proto::TaskError;
 use serde::{Deserialize, Serialize};
 
+/// How long an asynchronous task's (and a batch's) state is kept after its last write — by the gateway
+/// that creates it and by the center node that finishes it alike, so a result never outlives its task
+/// nor vanishes before it.
+pub const TASK_STATE_TTL: Duration = Duration::from_secs(7 * 86_400);
+
 /// Where an asynchronous task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -137,7 +142,8 @@ pub async fn update_task(
     Ok(Some(state))
 }
 
-fn task_key(id: &str) -> String {
+/// The Redis key of a task's state.
+pub fn task_key(id: &str) -> String {
     format!("r1:async:{id}")
 }
 

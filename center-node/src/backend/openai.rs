@@ -46,6 +46,23 @@ pub struct OpenAiBackend {
     url: String,
 }
 
+impl OpenAiSettings {
+    /// The settings of an `openai` `[backend]`, with the API key read by the caller (from the
+    /// environment variable the section names).
+    pub fn from_section(section: &crate::config::BackendSection, api_key: Option<String>) -> Self {
+        Self {
+            base_url: section.base_url.clone().unwrap_or_default(),
+            model: section.model.clone().unwrap_or_default(),
+            api_key,
+            connect_timeout: section.connect_timeout,
+            first_token_timeout: section.first_token_timeout,
+            idle_timeout: section.idle_timeout,
+            attempts: section.attempts,
+            backoff: section.backoff,
+        }
+    }
+}
+
 impl OpenAiBackend {
     /// A backend with its own connection pool.
     pub fn new(settings: OpenAiSettings) -> Result<Self, reqwest::Error> {

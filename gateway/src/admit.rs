@@ -1,0 +1,369 @@
+//! Admission: a request's policy, in order, before anything is answered or sent upstream —
+//!
+//! 1. [`enter`]: the global in-flight bound (503 + `Retry-After`, before anything else), then the JWT
+//!    (401 with `WWW-Authenticate`: no body read, no upstream call);
+//! 2. [`chat`]: the body, bounded by `limits.max_body_bytes` (413 before it is all read); parse; model
+//!    and messages; input hygiene; the `max_tokens` cap (400); the caller's limits (429 + `Retry-After`)
+//!    with the result-cache lookup alongside (one Redis round trip); then the route decision and the
+//!    upstream body for the chosen pool.
+//!
+//! Each step returns what was decided — an [`Admitted`] request or a [`GatewayError`] — and fills the
+//! request's [`Ctx`]; nothing here writes a response (`respond` does).
+
+use bytes::Bytes;
+use pingora::http::RequestHeader;
+use pingora::proxy::Session;
+use r1_proto::{
+    ChatCompletionRequest, ErrorKind, InferenceRequest, Route, RouteDecision, RouteReason, StreamOptions, Tier,
+};
+
+use crate::cache::{Cache, CacheKey, Lookup};
+use crate::config::GatewayConfig;
+use crate::ctx::{CacheFill, Ctx, Routing, Tenant};
+use crate::error::{GatewayError, Source};
+use crate::route::RequestFacts;
+use crate::state::Gateway;
+
+/// Largest body that can be proxied over HTTP (Pingora replays the request body from its 64 KiB retry
+/// buffer after we have read it for routing). Larger requests can only go through the hand-off.
+pub const MAX_PROXIED_BODY_BYTES: usize = 64 * 1024;
+
+/// What a request asks for, by method and path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `GET /healthz`.
+    Health,
+    /// `GET /readyz`.
+    Ready,
+    /// `GET /v1/models`.
+    Models,
+    /// `POST /v1/chat/completions`, or `POST /v1/r1/inference` (`inference`: the simple prompt API).
+    Chat {
+        /// The simple prompt API.
+        inference: bool,
+    },
+    /// `/v1/tasks…` and `/v1/batches…`.
+    Tasks,
+    /// Anything else under `/v1/` (404 after authentication).
+    UnknownApi,
+    /// Anything else (404).
+    Unknown,
+}
+
+impl Endpoint {
+    /// The endpoint of `header`.
+    pub fn of(header: &RequestHeader) -> Self {
+        let path = header.uri.path();
+        match (header.method.as_str(), path) {
+            ("GET", "/healthz") => Self::Health,
+            ("GET", "/readyz") => Self::Ready,
+            ("GET", "/v1/models") => Self::Models,
+            ("POST", "/v1/chat/completions") => Self::Chat { inference: false },
+            ("POST", "/v1/r1/inference") => Self::Chat { inference: true },
+            _ if path.starts_with("/v1/tasks") || path.starts_with("/v1/batches") => Self::Tasks,
+            _ if path.starts_with("/v1/") => Self::UnknownApi,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// Whether it is the API (bounded by `max_in_flight`, authenticated).
+    pub fn is_api(self) -> bool {
+        !matches!(self, Self::Health | Self::Ready | Self::Unknown)
+    }
+}
+
+/// Step 1 for an API request: a place under the global in-flight bound, then the caller's identity.
+pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    ctx.policy.in_flight = Some(gateway.limiter.try_enter().map_err(|r| r.to_gateway_error())?);
+    let Some(verifier) = gateway.verifier() else {
+        return Ok(());
+    };
+    match verifier.verify(&header.headers, &header.uri) {
+        Ok(principal) => {
+            ctx.identity.tenant = Tenant::new(&principal.subject);
+            ctx.identity.principal = Some(principal);
+            Ok(())
+        }
+        Err(e) => {
+            gateway.metrics.auth_failures.with_label_values(&[e.reason()]).inc();
+            tracing::info!(request_id = %ctx.request_id, reason = e.reason(), "authentication refused");
+            Err(e.to_gateway_error())
+        }
+    }
+}
+
+/// How a chat request was admitted.
+#[derive(Debug)]
+pub enum Admitted {
+    /// Answered by the result cache: the body to replay (one JSON piece, or SSE events).
+    Cached {
+        /// The pieces, in order.
+        pieces: Vec<Bytes>,
+        /// Whether they are SSE events.
+        stream: bool,
+    },
+    /// Routed to a pool (`ctx.route` holds the decision and the upstream body).
+    Routed,
+}
+
+/// Step 2: reads and checks a chat API request, applies the caller's limits, looks the answer up in the
+/// cache, decides the route and prepares the upstream body.
+pub async fn chat(
+    gateway: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    inference: bool,
+) -> Result<Admitted, GatewayError> {
+    let config = gateway.config();
+    let body = read_body(session, config.limits.body_limit()).await?;
+    // A request we cannot forward over HTTP is refused before it is routed — unless the center takes
+    // tasks through the hand-off, which carries any body up to the gateway's limit.
+    let too_big_to_proxy = session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES;
+    if too_big_to_proxy && gateway.handoff().is_none() {
+        return Err(GatewayError::downstream(
+            ErrorKind::PayloadTooLarge,
+            format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied over HTTP"),
+        ));
+    }
+    let mut request = parse(&config, &body, inference)?;
+    gateway
+        .hygiene()
+        .check(&mut request)
+        .map_err(|e| e.to_gateway_error())?;
+    config.limits.check_max_tokens(&request)?;
+
+    if let Some(pieces) = limits_and_cache(gateway, &config, session, ctx, &request).await? {
+        return Ok(Admitted::Cached {
+            stream: request.is_stream(),
+            pieces,
+        });
+    }
+
+    let decided = gateway.router.decide(
+        &config,
+        &request,
+        &HeaderFacts(session.req_header(), ctx.identity.principal.as_ref()),
+        gateway.pool_states(),
+    );
+    let decision = decided.decision;
+    gateway
+        .metrics
+        .decisions
+        .with_label_values(&[decision.route.as_str(), decision.reason.as_str()])
+        .inc();
+    if let Some(shadow) = &decided.shadow {
+        gateway
+            .metrics
+            .shadow_decisions
+            .with_label_values(&[shadow.route.as_str(), shadow.reason.as_str()])
+            .inc();
+    }
+    if too_big_to_proxy && decision.route == Route::Edge {
+        return Err(GatewayError::downstream(
+            ErrorKind::PayloadTooLarge,
+            format!("requests over {MAX_PROXIED_BODY_BYTES} bytes can only be served by the center"),
+        ));
+    }
+    let route = &mut ctx.route;
+    route.pinned = request.model == config.edge.model || request.model == config.center.model;
+    route.stream = request.is_stream();
+    route.request = Some(request);
+    retarget(route, decision, &config)?;
+    Ok(Admitted::Routed)
+}
+
+/// The request in the body: a chat completion, or the simple prompt API's, for a model the gateway knows.
+fn parse(config: &GatewayConfig, body: &[u8], inference: bool) -> Result<ChatCompletionRequest, GatewayError> {
+    let request: ChatCompletionRequest = if inference {
+        let simple: InferenceRequest = serde_json::from_slice(body).map_err(|e| {
+            GatewayError::downstream(
+                ErrorKind::InvalidRequest,
+                format!("not a valid /v1/r1/inference request: {e}"),
+            )
+        })?;
+        let model = config
+            .models
+            .routed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "r1-hybrid".to_owned());
+        simple.into_chat_request(model)
+    } else {
+        serde_json::from_slice(body).map_err(|e| {
+            GatewayError::downstream(
+                ErrorKind::InvalidRequest,
+                format!("not a valid chat completion request: {e}"),
+            )
+        })?
+    };
+    if !config.knows_model(&request.model) {
+        return Err(GatewayError::downstream(
+            ErrorKind::NotFound,
+            format!("the model `{}` does not exist", request.model),
+        )
+        .code("model_not_found")
+        .param("model"));
+    }
+    if request.messages.is_empty() {
+        return Err(
+            GatewayError::downstream(ErrorKind::InvalidRequest, "`messages` must not be empty").param("messages"),
+        );
+    }
+    Ok(request)
+}
+
+/// The caller's limits, with the cache lookup at the same time (both ask Redis: one round trip on the
+/// path). A hit is returned as the body to replay; a hit still counts against the caller's limits.
+async fn limits_and_cache(
+    gateway: &Gateway,
+    config: &GatewayConfig,
+    session: &Session,
+    ctx: &mut Ctx,
+    request: &ChatCompletionRequest,
+) -> Result<Option<Vec<Bytes>>, GatewayError> {
+    let cached = cache_key(gateway, session, ctx, request);
+    let estimated = config.limits.estimated_tokens(request);
+    // A tier claim in the token picks that tier's limits.
+    let tier = ctx
+        .identity
+        .principal
+        .as_ref()
+        .and_then(|p| p.claim(&config.limits.tier_claim));
+    let admit = gateway
+        .limiter
+        .admit_tier(ctx.identity.tenant.as_str(), tier, estimated);
+    let (admission, lookup) = match &cached {
+        Some((cache, key)) => {
+            let (admission, lookup) = tokio::join!(admit, cache.lookup(key));
+            (admission, Some(lookup))
+        }
+        None => (admit.await, None),
+    };
+    ctx.policy.admission = Some(admission.map_err(|refusal| refusal.to_gateway_error())?);
+    let (Some((cache, key)), Some(lookup)) = (cached, lookup) else {
+        return Ok(None);
+    };
+    match lookup {
+        Lookup::Hit(stored) => {
+            let decision = RouteDecision::new(Route::Cache, 0.0, Tier::Uncertain, RouteReason::CacheHit);
+            gateway
+                .metrics
+                .decisions
+                .with_label_values(&[decision.route.as_str(), decision.reason.as_str()])
+                .inc();
+            ctx.route.decision = Some(decision);
+            // Nothing was generated: the caller's token budget gets its reservation back.
+            ctx.policy.record_usage(0);
+            Ok(Some(if request.is_stream() {
+                cache.hit_sse(&stored, request)
+            } else {
+                vec![cache.hit_json(&stored)]
+            }))
+        }
+        Lookup::Leader(guard) => {
+            ctx.cache.fill = Some(CacheFill::Leader(guard));
+            Ok(None)
+        }
+        Lookup::Miss(_) => {
+            ctx.cache.fill = Some(CacheFill::Key(key));
+            Ok(None)
+        }
+    }
+}
+
+/// The cache and key of a request that may be cached.
+fn cache_key(
+    gateway: &Gateway,
+    session: &Session,
+    ctx: &Ctx,
+    request: &ChatCompletionRequest,
+) -> Option<(Cache, CacheKey)> {
+    let cache = gateway.cache()?;
+    cache.cacheable(request, &session.req_header().headers)?;
+    let key = cache.key(ctx.identity.tenant.as_str(), request)?;
+    Some((cache.clone(), key))
+}
+
+/// Points the request at `decision`'s pool: its model name in the upstream body. A stream asks the
+/// upstream for its usage chunk even when the client did not (the caller is charged what was generated;
+/// `usage::UsageTap` hides that chunk from such a client).
+pub fn retarget(route: &mut Routing, decision: RouteDecision, config: &GatewayConfig) -> Result<(), GatewayError> {
+    if let Some(request) = route.request.as_mut() {
+        request.model = match decision.route {
+            Route::Edge => config.edge.model.clone(),
+            _ => config.center.model.clone(),
+        };
+        let asked = request.stream_options.clone();
+        if request.is_stream() && !request.include_usage() {
+            let mut options = asked.clone().unwrap_or(StreamOptions {
+                include_usage: None,
+                extra: serde_json::Map::new(),
+            });
+            options.include_usage = Some(true);
+            request.stream_options = Some(options);
+        }
+        let body = serde_json::to_vec(request);
+        request.stream_options = asked;
+        route.upstream_body = Bytes::from(body.map_err(|e| {
+            GatewayError::upstream(
+                ErrorKind::Internal,
+                Source::Internal,
+                format!("serializing the upstream request: {e}"),
+            )
+        })?);
+    }
+    route.decision = Some(decision);
+    Ok(())
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes (`limits.max_body_bytes`) before
+/// reading it all: a declared length over it is refused at once, an undeclared one as soon as it passes.
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let too_large = || {
+        GatewayError::downstream(
+            ErrorKind::PayloadTooLarge,
+            format!("the request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = session
+        .req_header()
+        .headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    // Keep a replayable copy: Pingora sends it upstream (through request_body_filter) after routing.
+    session.enable_retry_buffering();
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Err(too_large());
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(Bytes::from(body)),
+            Err(e) => {
+                return Err(GatewayError::downstream(
+                    ErrorKind::InvalidRequest,
+                    format!("reading the request body: {e}"),
+                ));
+            }
+        }
+    }
+}
+
+/// Headers and token claims of the client request, for routing rules.
+struct HeaderFacts<'a>(&'a RequestHeader, Option<&'a crate::auth::Principal>);
+
+impl RequestFacts for HeaderFacts<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.0.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn claim(&self, name: &str) -> Option<&str> {
+        self.1.and_then(|p| p.claim(name))
+    }
+}
