@@ -253,6 +253,10 @@ def check_workloads(path: str, docs: list[dict], tmp: Path) -> None:
         pod = doc["spec"]["template"]["spec"]
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         for c in pod["containers"]:
+            # The schemas do not see references: every mount must name a volume of the pod.
+            for m in c.get("volumeMounts", []):
+                if m["name"] not in volumes:
+                    fail(f"{path}: {doc['metadata']['name']}/{c['name']} mounts volume {m['name']}, which the pod lacks")
             binary = binary_of(c["image"])
             if not binary:
                 notes.append(f"{path}: {doc['metadata']['name']}/{c['name']} runs {c['image']}, not ours: its flags are its own")
