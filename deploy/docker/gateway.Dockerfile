@@ -31,6 +31,7 @@ USER 10001:10001
 # bash's /dev/tcp: no curl in the image.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
   CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '^HTTP/1.[01] 200' <&3"]
+# The config is mounted, not baked in: deploy/k8s (a ConfigMap) and deploy/compose mount /etc/r1/gateway.toml.
 ENTRYPOINT ["/usr/local/bin/r1-gateway"]
 CMD ["--config", "/etc/r1/gateway.toml"]
 
