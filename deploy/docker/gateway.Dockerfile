@@ -45,7 +45,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-confi
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p r1-gateway && mkdir -p /out && cp target/release/r1-gateway /out/
+RUN cargo build --release --locked -p r1-gateway --no-default-features && mkdir -p /out && cp target/release/r1-gateway /out/
 
 FROM runtime AS source
 COPY --from=build /out/r1-gateway /usr/local/bin/r1-gateway

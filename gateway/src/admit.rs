@@ -142,7 +142,7 @@ pub async fn chat(
     let decided = gateway.router.decide(
         &config,
         &request,
-        &HeaderFacts(session.req_header(), ctx.identity.principal.as_ref()),
+        &HeaderFacts(session.req_header(), ctx),
         gateway.pool_states(),
     );
     let decision = decided.decision;
@@ -356,14 +356,17 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
     }
 }
 
-/// Headers and token claims of the client request, for routing rules.
-struct HeaderFacts<'a>(&'a RequestHeader, Option<&'a crate::auth::Principal>);
+/// Headers, token claims and tenant of the client request, for routing rules and the session key.
+struct HeaderFacts<'a>(&'a RequestHeader, &'a Ctx);
 
 impl RequestFacts for HeaderFacts<'_> {
     fn header(&self, name: &str) -> Option<&str> {
         self.0.headers.get(name).and_then(|v| v.to_str().ok())
     }
     fn claim(&self, name: &str) -> Option<&str> {
-        self.1.and_then(|p| p.claim(name))
+        self.1.identity.principal.as_ref().and_then(|p| p.claim(name))
+    }
+    fn tenant(&self) -> &str {
+        self.1.identity.tenant.as_str()
     }
 }

@@ -8,9 +8,9 @@
 //! |---|---|---|
 //! | `request_filter` | request header read | local endpoints; for the API: `admit::enter` (in-flight bound, JWT); for the chat API `admit::chat` (body, parse, hygiene, limits + cache lookup, route decision, upstream body), then a cache hit is replayed, a center request handed off and answered (`handoff` → `respond::answer`), an edge request goes on upstream; refusals through `respond::error` (default: nothing) |
 //! | `upstream_peer` | before each connect attempt | a ready member of the chosen pool, skipping members already tried; none left → the other pool if nothing was sent (default: required) |
-//! | `upstream_request_filter` | before the header goes upstream | path, `content-length` of the rewritten body, `x-request-id`; the client's credentials never go upstream (default: nothing) |
+//! | `upstream_request_filter` | before the header goes upstream | path, `content-length` of the rewritten body, `x-request-id`; only allow-listed client headers go upstream — never credentials, cookies or forwarding claims (default: nothing) |
 //! | `request_body_filter` | body chunks to upstream | the rewritten body replaces the client's (default: pass through) |
-//! | `response_filter` | response header to the client | `x-request-id`, `x-r1-route`, `x-r1-route-reason`; SSE gets `x-accel-buffering: no`; a 200 starts the usage tap and the cache capture (default: nothing) |
+//! | `response_filter` | response header to the client | an upstream 5xx becomes the gateway's 502 (through `fail_to_proxy`); the upstream's `server` and `x-*` headers are dropped; `x-request-id`, `x-r1-route`, `x-r1-route-reason`; SSE gets `x-accel-buffering: no`; a 200 starts the usage tap and the cache capture (default: nothing) |
 //! | `response_body_filter` | response chunks to the client | time to first token; first-token / idle / total timeouts of a stream (keep-alive comments are not tokens); usage read (and the usage chunk the client did not ask for taken out), the caller charged it at the end; the cache entry filled (default: nothing) |
 //! | `fail_to_connect` | a connect failed | retry on another member: nothing was sent yet (default: no retry) |
 //! | `error_while_proxy` | failure after connecting | retry only a stale pooled connection that failed before any answer (the upstream closed it while idle: nothing was processed); anything else is final, the body may have reached a live upstream (default: retry idempotent requests only) |
@@ -38,6 +38,9 @@ use crate::usage::UsageTap;
 
 /// Connect attempts per request (each on another member).
 const MAX_CONNECT_TRIES: usize = 3;
+/// Client request headers that go upstream (the gateway sets `content-type`, `content-length` and
+/// `x-request-id` itself); every other one stays at the gateway.
+const FORWARDED_HEADERS: [&str; 5] = ["host", "accept", "user-agent", "traceparent", "tracestate"];
 
 /// The Pingora proxy application.
 #[derive(Debug, Clone)]
@@ -158,7 +161,7 @@ impl GatewayProxy {
             .get(config.routing.session_header.as_str())
             .and_then(|v| v.to_str().ok());
         let submission = Submission {
-            session_key: crate::route::session_key(&request, header),
+            session_key: crate::route::session_key(ctx.identity.tenant.as_str(), &request, header),
             request,
             tenant: ctx.identity.tenant.as_str(),
             started: ctx.started,
@@ -336,8 +339,17 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         upstream.set_uri(http::Uri::from_static("/v1/chat/completions"));
-        upstream.remove_header("transfer-encoding");
-        upstream.remove_header("authorization");
+        // An allow-list: the client's credentials, cookies, forwarding claims it could spoof, and an
+        // encoding that no longer matches the rewritten body never go upstream.
+        let dropped: Vec<http::HeaderName> = upstream
+            .headers
+            .keys()
+            .filter(|name| !FORWARDED_HEADERS.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        for name in dropped {
+            upstream.remove_header(&name);
+        }
         upstream.insert_header("content-type", "application/json")?;
         upstream.insert_header("content-length", ctx.route.upstream_body.len().to_string())?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -363,6 +375,27 @@ impl ProxyHttp for GatewayProxy {
         response: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        let status = response.status.as_u16();
+        if status >= 500 {
+            // An upstream failure is the gateway's 502 with an OpenAI body (`fail_to_proxy`): the
+            // upstream's own body and headers (addresses, versions) never reach the client.
+            ctx.upstream.error = Some(GatewayError::upstream(
+                ErrorKind::Upstream,
+                ctx.source(),
+                format!("the upstream model failed (HTTP {status})"),
+            ));
+            return Err(Error::explain(HTTPStatus(502), "upstream answered 5xx"));
+        }
+        // The upstream's identity and private headers stay inside.
+        let private: Vec<http::HeaderName> = response
+            .headers
+            .keys()
+            .filter(|name| name.as_str() == "server" || name.as_str().starts_with("x-"))
+            .cloned()
+            .collect();
+        for name in private {
+            response.remove_header(&name);
+        }
         response.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let Some(d) = &ctx.route.decision {
             response.insert_header("x-r1-route", d.route.as_str())?;

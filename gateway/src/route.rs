@@ -23,6 +23,11 @@ pub trait RequestFacts {
     fn header(&self, name: &str) -> Option<&str>;
     /// A JWT claim's value as text.
     fn claim(&self, name: &str) -> Option<&str>;
+    /// Who is calling (the tenant): a conversation is one tenant's, so its session key includes it.
+    /// Empty when unknown (`explain`).
+    fn tenant(&self) -> &str {
+        ""
+    }
 }
 
 /// No headers, no claims: what `explain` runs with.
@@ -133,7 +138,7 @@ impl Router {
         pools: Pools,
     ) -> Decision {
         let routing = &config.routing;
-        let session = session_key(request, facts.header(&routing.session_header));
+        let session = session_key(facts.tenant(), request, facts.header(&routing.session_header));
         let (edge_max, center_min) = (routing.edge_max, routing.center_min);
 
         let pinned = if request.model == config.edge.model {
@@ -252,10 +257,13 @@ fn failover(mut decision: RouteDecision, pools: Pools, pinned: bool) -> RouteDec
     decision
 }
 
-/// The conversation key: the session header if given, else a stable hash of the conversation's first
-/// system and user messages (the same on every turn of one chat, and on every gateway replica).
-pub fn session_key(request: &ChatCompletionRequest, header: Option<&str>) -> u64 {
+/// The conversation key, within one tenant: the session header if given, else a stable hash of the
+/// conversation's first system and user messages (the same on every turn of one chat, and on every
+/// gateway replica). Two tenants never share a conversation, whatever their messages or headers say.
+pub fn session_key(tenant: &str, request: &ChatCompletionRequest, header: Option<&str>) -> u64 {
     let mut hash = Fnv1a::default();
+    hash.write(tenant.as_bytes());
+    hash.write(b"\0");
     match header {
         Some(value) => {
             hash.write(b"header\0");
@@ -443,6 +451,47 @@ mod tests {
         );
     }
 
+    /// A caller's facts: its tenant only.
+    struct TenantFacts(&'static str);
+
+    impl RequestFacts for TenantFacts {
+        fn header(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn claim(&self, _: &str) -> Option<&str> {
+            None
+        }
+        fn tenant(&self) -> &str {
+            self.0
+        }
+    }
+
+    #[test]
+    fn one_tenants_sticky_conversation_never_moves_another_tenants() {
+        let c = config("[routing]\nedge_max = 0.0\ncenter_min = 1.0\n[routing.weights]\nedge = 1\ncenter = 0\n");
+        let router = Router::new(&c);
+        let edge_down = Pools {
+            edge: PoolState::DOWN,
+            center: PoolState::READY,
+        };
+        let hello = request("deepseek-r1", "hello");
+        // Tenant a's chat reaches the center once: it stays there.
+        assert_eq!(
+            router.decide(&c, &hello, &TenantFacts("a"), edge_down).decision.route,
+            Route::Center
+        );
+        let again = router.decide(&c, &hello, &TenantFacts("a"), Pools::READY).decision;
+        assert_eq!((again.route, again.reason), (Route::Center, RouteReason::StickySession));
+        // Tenant b's chat with the same opening is b's own: the edge.
+        assert_eq!(
+            router
+                .decide(&c, &hello, &TenantFacts("b"), Pools::READY)
+                .decision
+                .route,
+            Route::Edge
+        );
+    }
+
     #[test]
     fn a_conversation_only_moves_up() {
         // Weights send the middle band all to the edge, so only stickiness can move a turn to the center.
@@ -503,22 +552,28 @@ mod tests {
                 ChatMessage::assistant("ok"),
             ],
         );
-        let k1 = session_key(&first, None);
+        let k1 = session_key("t", &first, None);
         first.messages.push(ChatMessage::user("and the budget?"));
-        assert_eq!(session_key(&first, None), k1, "later turns keep the key");
+        assert_eq!(session_key("t", &first, None), k1, "later turns keep the key");
         assert_ne!(
-            session_key(&request("m", "plan a trip"), None),
+            session_key("t", &request("m", "plan a trip"), None),
             k1,
             "a different system prompt is another chat"
         );
         assert_eq!(
-            session_key(&request("m", "x"), Some("abc")),
-            session_key(&request("m", "y"), Some("abc"))
+            session_key("t", &request("m", "x"), Some("abc")),
+            session_key("t", &request("m", "y"), Some("abc"))
         );
         // Pinned value: the hash must not change between versions or replicas.
         assert_eq!(
-            session_key(&request("m", "hello"), None),
-            session_key(&request("m", "hello"), None)
+            session_key("t", &request("m", "hello"), None),
+            session_key("t", &request("m", "hello"), None)
+        );
+        // Another tenant's chat with the same opening, or the same session header, is another conversation.
+        assert_ne!(session_key("t", &first, None), session_key("u", &first, None));
+        assert_ne!(
+            session_key("t", &request("m", "x"), Some("abc")),
+            session_key("u", &request("m", "x"), Some("abc"))
         );
     }
 }
