@@ -14,7 +14,7 @@
 #
 # Cores: with 2 or more, the load generator is pinned to CPU 0 and the proxy + upstream share CPU 1
 # (taskset), so the generator's own work never competes with the path it measures. The gateway runs
-# Pingora's 2 worker threads (hard-coded in gateway/src/server.rs) and nginx gets worker_processes 2 to
+# Pingora's 2 worker threads (listen.threads defaults to the core count) and nginx gets worker_processes 2 to
 # match; the upstream gets 1 runtime thread. Upstream keep-alive is the same size on both: Pingora's
 # connection pool holds 128 idle connections (ServerConf::upstream_keepalive_pool_size, its default; the
 # gateway does not set it), nginx's `keepalive` is per worker, so 64 × 2 workers.
