@@ -299,8 +299,13 @@ impl Worker {
                         } else {
                             error.code
                         };
-                        self.answer_error(&task, attempt, sent, TaskError::new(code, error.message, false))
-                            .await;
+                        self.answer_error(
+                            &task,
+                            attempt,
+                            sent,
+                            TaskError::new(code, error.message, false).with_upstream(error.upstream.map(|u| *u)),
+                        )
+                        .await;
                         self.finish(&task, &delivery, "error").await;
                         return;
                     }

@@ -1,4 +1,5 @@
-//! Choosing the next token: greedy, temperature, top-k, top-p, with a per-request seed.
+//! Choosing the next token: presence/frequency penalties, then greedy, temperature, top-k, top-p,
+//! with a per-request seed.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,6 +15,10 @@ pub struct SamplingParams {
     pub top_k: usize,
     /// Seed for reproducible sampling; `None` draws one.
     pub seed: Option<u64>,
+    /// Subtracted once from the logit of every token already generated (OpenAI's `presence_penalty`).
+    pub presence_penalty: f32,
+    /// Subtracted from a token's logit once per time it was generated (`frequency_penalty`).
+    pub frequency_penalty: f32,
 }
 
 impl SamplingParams {
@@ -23,6 +28,8 @@ impl SamplingParams {
         top_p: 1.0,
         top_k: 0,
         seed: None,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     };
 
     /// Whether this always picks the most likely token.
@@ -37,6 +44,10 @@ pub struct Sampler {
     params: SamplingParams,
     rng: StdRng,
     scratch: Vec<(f32, u32)>,
+    /// Times each token was generated, while a penalty applies (few distinct tokens: a short list).
+    counts: Vec<(u32, u32)>,
+    /// The logits with penalties applied.
+    penalized: Vec<f32>,
 }
 
 /// What was chosen.
@@ -60,11 +71,38 @@ impl Sampler {
             params,
             rng,
             scratch: Vec::new(),
+            counts: Vec::new(),
+            penalized: Vec::new(),
         }
     }
 
-    /// Picks the next token from `logits`.
+    /// Picks the next token from `logits`, after penalties for the tokens this sampler already picked.
     pub fn sample(&mut self, logits: &[f32]) -> Choice {
+        let (presence, frequency) = (self.params.presence_penalty, self.params.frequency_penalty);
+        if presence == 0.0 && frequency == 0.0 {
+            return self.pick(logits);
+        }
+        let mut penalized = std::mem::take(&mut self.penalized);
+        penalized.clear();
+        penalized.extend_from_slice(logits);
+        for &(token, count) in &self.counts {
+            if let Some(l) = penalized.get_mut(token as usize) {
+                *l -= presence + frequency * count as f32;
+            }
+        }
+        let mut choice = self.pick(&penalized);
+        self.penalized = penalized;
+        // The confidence metric reads the model's own distribution, before penalties.
+        let (_, max) = argmax(logits);
+        choice.probability = (logits[choice.token as usize] - max).exp() / exp_sum(logits, max);
+        match self.counts.iter_mut().find(|(t, _)| *t == choice.token) {
+            Some((_, count)) => *count += 1,
+            None => self.counts.push((choice.token, 1)),
+        }
+        choice
+    }
+
+    fn pick(&mut self, logits: &[f32]) -> Choice {
         let (argmax, max) = argmax(logits);
         // The softmax denominator over the whole vocabulary, for every row of every step: with libm's
         // `expf` this loop cost more than the model itself at batch 32 (see docs/BENCHMARKS.md).
@@ -198,6 +236,7 @@ mod tests {
             top_p: 1.0,
             top_k: 0,
             seed: Some(7),
+            ..SamplingParams::GREEDY
         };
         let draw = |p: SamplingParams| {
             let mut s = Sampler::new(p);
@@ -224,6 +263,7 @@ mod tests {
             top_p: 0.5,
             top_k: 0,
             seed: Some(1),
+            ..SamplingParams::GREEDY
         });
         assert!((0..200).all(|_| s.sample(&logits).token == 0));
         // top_k 2 never picks tokens 2 or 3.
@@ -232,7 +272,37 @@ mod tests {
             top_p: 1.0,
             top_k: 2,
             seed: Some(1),
+            ..SamplingParams::GREEDY
         });
         assert!((0..200).all(|_| s.sample(&logits).token < 2));
+    }
+
+    #[test]
+    fn penalties_push_away_from_what_was_generated() {
+        let logits = [2.0, 1.5, 0.0];
+        let mut plain = Sampler::new(SamplingParams::GREEDY);
+        assert!((0..5).all(|_| plain.sample(&logits).token == 0));
+        // A presence penalty of 1: token 0 (2.0 - 1) loses to token 1 after its first pick; once both
+        // were picked, each pays it once and token 0 leads again.
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 1.0,
+            ..SamplingParams::GREEDY
+        });
+        let picks: Vec<u32> = (0..4).map(|_| s.sample(&logits).token).collect();
+        assert_eq!(picks, vec![0, 1, 0, 0]);
+        // A frequency penalty grows with each pick: 0, 1, then 0 again (2.0 - 0.6 > 1.5 - 0.6)...
+        let mut s = Sampler::new(SamplingParams {
+            frequency_penalty: 0.6,
+            ..SamplingParams::GREEDY
+        });
+        let picks: Vec<u32> = (0..4).map(|_| s.sample(&logits).token).collect();
+        assert_eq!(picks, vec![0, 1, 0, 1]);
+        // ...and the reported probability is the model's own.
+        let expected = 2f32.exp() / (2f32.exp() + 1.5f32.exp() + 1.0);
+        let mut s = Sampler::new(SamplingParams {
+            presence_penalty: 2.0,
+            ..SamplingParams::GREEDY
+        });
+        assert!((s.sample(&logits).probability - expected).abs() < 1e-6);
     }
 }

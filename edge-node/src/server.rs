@@ -19,9 +19,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::StreamExt;
 use r1_proto::{
-    ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice, ChunkDelta,
-    ErrorBody, ErrorKind, ModelCard, ModelList, Nullable, Role, Usage, sse,
+    Capabilities, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse, ChatMessage, ChunkChoice,
+    ChunkDelta, ErrorBody, ErrorKind, ModelCard, ModelList, Needs, Nullable, Role, Usage, sse,
 };
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::batcher::{self, BatchSettings, Event, FinishReason, GenerationRequest, SubmitError, Submitter};
@@ -48,6 +49,8 @@ struct AppState {
     limits: Limits,
     defaults: SamplingParams,
     keepalive: std::time::Duration,
+    /// Prompt bytes per token of this tokenizer, measured at start (advertised for routers).
+    bytes_per_token: f32,
 }
 
 /// What a request may ask for.
@@ -156,6 +159,7 @@ pub async fn run(
     let metrics = EdgeMetrics::new()?;
     warm_up(&mut model)?;
     let text = model.text.clone();
+    let bytes_per_token = text.bytes_per_token();
     let context_length = model.engine.spec().context_length;
     let defaults = default_sampling(&model);
     let settings = BatchSettings {
@@ -179,6 +183,7 @@ pub async fn run(
         },
         defaults,
         keepalive: config.server.sse_keepalive,
+        bytes_per_token,
     });
     tracing::info!(addr = %listener.local_addr()?, model = %state.model_name, "r1-edge ready");
 
@@ -244,6 +249,8 @@ pub fn default_sampling(model: &LoadedModel) -> SamplingParams {
         top_p: g.top_p.unwrap_or(1.0),
         top_k: g.top_k.unwrap_or(0),
         seed: None,
+        presence_penalty: 0.0,
+        frequency_penalty: 0.0,
     }
 }
 
@@ -263,13 +270,24 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
+/// The served model, with what it can serve: vLLM's `max_model_len` and r1-hybrid's `capabilities`
+/// (the gateway reads them with its probes and routes what this server cannot serve elsewhere).
 async fn models(State(state): State<Arc<AppState>>) -> Response {
-    let list = ModelList::new(vec![ModelCard::new(
-        state.model_name.clone(),
-        state.created,
-        "r1-hybrid",
-    )]);
-    axum::Json(list).into_response()
+    let limits = state.limits;
+    let capabilities = Capabilities {
+        context_length: u32::try_from(limits.context_length).ok(),
+        max_tokens: Some(limits.max_tokens_cap),
+        default_max_tokens: Some(limits.default_max_tokens),
+        bytes_per_token: Some(state.bytes_per_token),
+        ..Capabilities::plain()
+    };
+    let mut card = ModelCard::new(state.model_name.clone(), state.created, "r1-hybrid");
+    card.extra
+        .insert("max_model_len".to_owned(), Value::from(limits.context_length));
+    if let Ok(value) = serde_json::to_value(capabilities) {
+        card.extra.insert("capabilities".to_owned(), value);
+    }
+    axum::Json(ModelList::new(vec![card])).into_response()
 }
 
 /// A validated request, ready to queue.
@@ -395,6 +413,7 @@ pub fn prepare(
     if request.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "only n = 1 is supported"));
     }
+    refuse_unserved(request)?;
     let max_tokens = request.effective_max_tokens().unwrap_or(limits.default_max_tokens);
     if max_tokens == 0 || max_tokens > limits.max_tokens_cap {
         return Err(ApiError::invalid(
@@ -449,6 +468,60 @@ pub fn prepare(
     })
 }
 
+/// What this server does not serve is refused, naming the parameter — never answered as if it had
+/// not been asked (the gateway routes such requests to a pool that serves them, from the capabilities
+/// in `GET /v1/models`).
+fn refuse_unserved(request: &ChatCompletionRequest) -> Result<(), ApiError> {
+    let needs = Needs::of(request);
+    let extra = &request.extra;
+    if needs.tools {
+        return Err(ApiError::invalid(
+            "tools",
+            "this model does not support function calling",
+        ));
+    }
+    match extra.get("tool_choice") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "tool_choice",
+                "this model does not support function calling",
+            ));
+        }
+    }
+    if needs.response_format.is_some() {
+        return Err(ApiError::invalid(
+            "response_format",
+            "this model answers in plain text only (`response_format` `text`)",
+        ));
+    }
+    if needs.logprobs || extra.get("top_logprobs").is_some_and(|v| !v.is_null()) {
+        let param = if needs.logprobs { "logprobs" } else { "top_logprobs" };
+        return Err(ApiError::invalid(
+            param,
+            "this server does not return log probabilities",
+        ));
+    }
+    if extra
+        .get("logit_bias")
+        .and_then(Value::as_object)
+        .is_some_and(|bias| !bias.is_empty())
+    {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "this server does not apply `logit_bias`",
+        ));
+    }
+    if needs.images {
+        return Err(ApiError::invalid(
+            "messages",
+            "this model takes text only, not image parts",
+        ));
+    }
+    Ok(())
+}
+
 fn sampling(request: &ChatCompletionRequest, defaults: &SamplingParams) -> Result<SamplingParams, ApiError> {
     let temperature = request.temperature.map_or(defaults.temperature, |t| t as f32);
     if !(0.0..=2.0).contains(&temperature) {
@@ -466,11 +539,18 @@ fn sampling(request: &ChatCompletionRequest, defaults: &SamplingParams) -> Resul
         Some(k) if k <= 0 => 0,
         Some(k) => k as usize,
     };
+    let penalty = |value: Option<f64>, param: &'static str| match value {
+        None => Ok(0.0),
+        Some(p) if (-2.0..=2.0).contains(&p) => Ok(p as f32),
+        Some(_) => Err(ApiError::invalid(param, format!("`{param}` must be between -2 and 2"))),
+    };
     Ok(SamplingParams {
         temperature,
         top_p,
         top_k,
         seed: request.seed.map(|s| s as u64),
+        presence_penalty: penalty(request.presence_penalty, "presence_penalty")?,
+        frequency_penalty: penalty(request.frequency_penalty, "frequency_penalty")?,
     })
 }
 

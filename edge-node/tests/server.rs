@@ -287,16 +287,46 @@ async fn bad_requests_get_openai_errors() {
     let huge = greedy(&"a".repeat(10_000), 5);
     error_of(server.post(huge).await, 413).await;
 
+    // What this server does not serve is refused naming the parameter, never silently ignored.
+    let tool = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]);
+    let unserved = [
+        ("tools", json!({"tools": tool})),
+        ("tool_choice", json!({"tool_choice": "required"})),
+        ("response_format", json!({"response_format": {"type": "json_object"}})),
+        ("logprobs", json!({"logprobs": true})),
+        ("top_logprobs", json!({"top_logprobs": 2})),
+        ("logit_bias", json!({"logit_bias": {"42": 5}})),
+        ("presence_penalty", json!({"presence_penalty": 3.0})),
+    ];
+    for (param, extra) in &unserved {
+        let mut request = greedy("Hi", 5);
+        for (k, v) in extra.as_object().unwrap() {
+            request[k] = v.clone();
+        }
+        let body = error_of(server.post(request).await, 400).await;
+        assert_eq!(body["error"]["param"], *param, "{body}");
+    }
+    let mut image = greedy("Hi", 5);
+    image["messages"][0]["content"] =
+        json!([{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {"url": "data:,"}}]);
+    let body = error_of(server.post(image).await, 400).await;
+    assert!(body["error"]["message"].as_str().unwrap().contains("image"), "{body}");
+    // tool_choice "none" with tools asks for no call: served.
+    let mut none = greedy("Hi", 3);
+    none["tools"] = tool;
+    none["tool_choice"] = json!("none");
+    assert_eq!(server.post(none).await.status(), 200);
+
     assert_eq!(
         server
             .metric("r1_edge_rejected_requests_total{kind=\"invalid_request\"}")
             .await,
-        3.0
+        3.0 + unserved.len() as f64 + 1.0
     );
     assert_eq!(
         server.metric("r1_edge_generated_tokens_total").await,
-        0.0,
-        "no refused request reached the model"
+        3.0,
+        "no refused request reached the model (the tool_choice none request generated 3)"
     );
     server.stop().await;
 }
@@ -337,6 +367,27 @@ async fn a_full_queue_answers_429_with_retry_after() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn penalties_change_a_greedy_answer_and_stay_deterministic() {
+    let server = TestServer::start(MODEL, |_| {}).await;
+    let mut ask = greedy("Tell me a fact about cats.", 40);
+    ask["ignore_eos"] = json!(true);
+    let plain = server.chat(ask.clone()).await;
+    ask["frequency_penalty"] = json!(2.0);
+    let penalized = server.chat(ask.clone()).await;
+    assert_ne!(
+        text(&plain),
+        text(&penalized),
+        "a penalty changes what greedy decoding picks"
+    );
+    assert_eq!(
+        text(&penalized),
+        text(&server.chat(ask).await),
+        "and stays deterministic"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_int8_model_serves_through_the_same_path() {
     let server = TestServer::start("r1-edge-mini-int8", |_| {}).await;
     let answer = server.chat(greedy("What is the capital of France?", 20)).await;
@@ -353,6 +404,17 @@ async fn health_readiness_models() {
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
     let models: Value = get("/v1/models").await.unwrap().json().await.unwrap();
     assert_eq!(models["data"][0]["id"], MODEL);
+    // What it can serve, for the gateway's router.
+    let card = &models["data"][0];
+    assert_eq!(card["max_model_len"], 512);
+    let capabilities = &card["capabilities"];
+    assert_eq!(capabilities["context_length"], 512);
+    assert!(capabilities["max_tokens"].as_u64().unwrap() > 0);
+    let per_token = capabilities["bytes_per_token"].as_f64().unwrap();
+    assert!((0.5..8.0).contains(&per_token), "{capabilities}");
+    assert_eq!(capabilities["tools"], false);
+    assert_eq!(capabilities["logprobs"], false);
+    assert_eq!(capabilities["max_n"], 1);
     server.stop().await;
 }
 

@@ -1,7 +1,7 @@
 //! Every error the gateway answers with: where it came from, and the OpenAI error body and status it
 //! becomes ([`GatewayError::body`]); `respond` is the one place that writes it.
 
-use r1_proto::{ErrorBody, ErrorKind};
+use r1_proto::{ErrorBody, ErrorKind, Nullable, UpstreamError};
 
 /// Where an error came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,6 +51,9 @@ pub struct GatewayError {
     pub retry_after: Option<u64>,
     /// `WWW-Authenticate` of a 401: how to authenticate.
     pub challenge: Option<&'static str>,
+    /// A model server's own refusal behind the hand-off: its 4xx status, `type`, `param` and `code`
+    /// are the client's, as if it had asked that server.
+    pub refusal: Option<Box<UpstreamError>>,
 }
 
 impl GatewayError {
@@ -64,6 +67,7 @@ impl GatewayError {
             param: None,
             retry_after: None,
             challenge: None,
+            refusal: None,
         }
     }
 
@@ -99,13 +103,34 @@ impl GatewayError {
         self
     }
 
+    /// With a model server's refusal, passed on as it was given.
+    pub fn refusal(mut self, refusal: UpstreamError) -> Self {
+        self.refusal = Some(Box::new(refusal));
+        self
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> u16 {
-        self.kind.status()
+        match &self.refusal {
+            Some(r) if (400..500).contains(&r.status) => r.status,
+            _ => self.kind.status(),
+        }
     }
 
     /// The OpenAI error body.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param)
+        let mut body = ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param);
+        if let Some(refusal) = &self.refusal {
+            if let Some(kind) = &refusal.error_type {
+                body.error.error_type.clone_from(kind);
+            }
+            if let Some(param) = &refusal.param {
+                body.error.param = Nullable::Value(param.clone());
+            }
+            if let Some(code) = &refusal.code {
+                body.error.code = Nullable::Value(code.clone());
+            }
+        }
+        body
     }
 }

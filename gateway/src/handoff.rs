@@ -15,7 +15,10 @@
 //!   every `timeouts.sse_keepalive` while the model is silent.
 //! - A redelivered task (its center node died) restarts as a new attempt: a JSON answer simply
 //!   starts over; a stream continues if the new run reproduces what the client already has
-//!   (deterministic requests), and otherwise ends with an error event rather than a doubled answer.
+//!   (deterministic requests), and otherwise ends with an error event rather than a doubled answer;
+//!   one that already carried tool calls, log probabilities or a second choice always ends so.
+//! - Result chunks carry each choice's text, reasoning, tool-call fragments and log probabilities;
+//!   a stream relays them as the model server sent them, a JSON answer merges them per choice.
 //! - A client that goes away ([`Answering::cancel`]), or a timeout, publishes a cancel record so the
 //!   center node stops.
 
@@ -178,8 +181,6 @@ impl Handoff {
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         let key = format!("{session_key:016x}");
         let version = pick_version(&config.center.versions, &key).map(str::to_owned);
-        let stream = request.is_stream();
-        let include_usage = request.include_usage();
         let envelope = TaskEnvelope {
             v: WIRE_VERSION,
             task_id: task_id.clone(),
@@ -220,7 +221,7 @@ impl Handoff {
         let mut clock = PhaseClock::new(&config.timeouts, started);
         clock.sent(Instant::now());
         Ok(Answering {
-            answer: Answer::new(&task_id, &config.center.model, stream, include_usage),
+            answer: Answer::new(&task_id, &config.center.model, &envelope.request),
             task_id,
             version,
             replies,

@@ -532,3 +532,86 @@ async fn poll(client: &reqwest::Client, url: &str, ready: impl Fn(&Value) -> boo
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tool_calls_and_backend_refusals_come_back_through_the_hand_off_as_the_server_sent_them() {
+    let names = Names::new();
+    // The stand-in for the big-model API: reasoning, then a streamed tool call when tools are offered;
+    // a 400 for one poison prompt.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .reasoning(2, "think ")
+        .content(3, "ok ")
+        .when("refuse me", r1_mock_upstream::Reply::status(400));
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
+    let edge = Edge::start(support::EDGE_MODEL);
+    let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
+    center.wait_until_serving().await;
+
+    let tools = json!([{"type": "function", "function": {
+        "name": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]);
+    let mut ask = ask_center("Find the weather in Paris.", false);
+    ask["tools"] = tools.clone();
+
+    // Not streamed: one message with the call, content null, finish_reason tool_calls.
+    let r = gw.chat(ask.clone()).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+    assert_eq!(choice["message"]["content"], Value::Null, "{body}");
+    assert_eq!(choice["message"]["reasoning_content"], "think think ");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "search");
+    assert_eq!(call["function"]["arguments"], "{\"query\": \"mock\"}");
+    assert!(call["id"].as_str().is_some_and(|id| !id.is_empty()), "{call}");
+
+    // Streamed: the fragments with their index, id first, then argument pieces that concatenate.
+    ask["stream"] = json!(true);
+    let r = gw.chat(ask).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let (_, usage, done, error) = read_sse(&text);
+    assert_eq!(error, None, "{text}");
+    assert!(done && usage.is_some());
+    let mut arguments = String::new();
+    let mut names_seen = Vec::new();
+    let mut finish = None;
+    for event in text.split("\n\n").filter_map(|e| e.strip_prefix("data: ")) {
+        let Ok(v) = serde_json::from_str::<Value>(event) else {
+            continue;
+        };
+        let Some(choice) = v["choices"].get(0) else { continue };
+        for fragment in choice["delta"]["tool_calls"].as_array().into_iter().flatten() {
+            assert_eq!(fragment["index"], 0);
+            if let Some(name) = fragment["function"]["name"].as_str() {
+                names_seen.push(name.to_owned());
+                assert!(
+                    fragment["id"].is_string(),
+                    "the first fragment carries the id: {fragment}"
+                );
+            }
+            arguments.push_str(fragment["function"]["arguments"].as_str().unwrap_or(""));
+        }
+        if choice["finish_reason"].is_string() {
+            finish = choice["finish_reason"].as_str().map(str::to_owned);
+        }
+    }
+    assert_eq!(names_seen, vec!["search".to_owned()], "{text}");
+    assert_eq!(arguments, "{\"query\": \"mock\"}");
+    assert_eq!(finish.as_deref(), Some("tool_calls"));
+
+    // The server's refusal is the client's: its status and error type, not a 502.
+    let r = gw.chat(ask_center("refuse me", false)).await;
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+    assert_eq!(
+        body["error"]["message"], "scripted failure",
+        "the server's own sentence: {body}"
+    );
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}

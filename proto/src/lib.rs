@@ -42,14 +42,15 @@ pub use error::{ErrorBody, ErrorDetail, ErrorKind};
 pub use inference::InferenceRequest;
 pub use nullable::Nullable;
 pub use openai::{
-    CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT, ChatCompletionChunk, ChatCompletionRequest,
+    CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT, Capabilities, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta, CompletionTokensDetails, ContentPart,
-    FinishReason, MessageContent, ModelCard, ModelList, PromptTokensDetails, Role, Stop, StreamOptions, Usage,
+    FinishReason, MessageContent, ModelCard, ModelList, Needs, PromptTokensDetails, RESPONSE_FORMATS, ResponseFormats,
+    Role, Stop, StreamOptions, Unmet, Usage,
 };
 pub use route::{Route, RouteDecision, RouteReason, Tier};
 pub use task::{
     CancelReason, CancelRecord, DecodeError, ResultChunk, ResultDelta, TaskClass, TaskEnvelope, TaskError,
-    TaskErrorCode, WIRE_VERSION,
+    TaskErrorCode, UpstreamError, WIRE_VERSION,
 };
 
 /// Compact JSON of one of this crate's types.

@@ -2,6 +2,7 @@
 //!
 //! How `null`, absent and unknown keys are handled is described in the [crate docs](crate).
 
+mod capabilities;
 mod chunk;
 mod message;
 mod models;
@@ -9,6 +10,7 @@ mod request;
 mod response;
 mod usage;
 
+pub use capabilities::{Capabilities, Needs, RESPONSE_FORMATS, ResponseFormats, Unmet};
 pub use chunk::{ChatCompletionChunk, ChunkChoice, ChunkDelta};
 pub use message::{ChatMessage, ContentPart, MessageContent, Role};
 pub use models::{ModelCard, ModelList};

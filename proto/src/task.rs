@@ -7,6 +7,7 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use crate::{ChatCompletionRequest, FinishReason, Usage};
 
@@ -138,15 +139,25 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
-/// The text a result chunk adds.
+/// What a result chunk adds to one choice of the answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResultDelta {
+    /// The choice it belongs to (`n > 1`); 0 for the first.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub index: u32,
     /// New answer text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
     /// New reasoning text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
+    /// Tool-call fragments, exactly as the model server streamed them (OpenAI's `delta.tool_calls`:
+    /// each with its `index`, the first with `id`, `type` and `function.name`, then `arguments` pieces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_calls: Option<Value>,
+    /// Token log probabilities of this piece, as the model server sent them (`{"content": [...]}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Value>,
     /// Why generation stopped, on the delta that ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<FinishReason>,
@@ -198,6 +209,26 @@ pub struct TaskError {
     pub message: String,
     /// Whether running the task again (elsewhere) may succeed.
     pub retryable: bool,
+    /// The model server's own error, when it refused the request: its HTTP status and the
+    /// `type`, `param` and `code` of its OpenAI error body, for the client's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<UpstreamError>,
+}
+
+/// A model server's refusal, as its OpenAI error body gave it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamError {
+    /// Its HTTP status.
+    pub status: u16,
+    /// `error.type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+    /// `error.param`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub param: Option<String>,
+    /// `error.code` (a string or a number on the wire).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<Value>,
 }
 
 impl TaskError {
@@ -207,7 +238,14 @@ impl TaskError {
             code,
             message: message.into(),
             retryable,
+            upstream: None,
         }
+    }
+
+    /// The same error, carrying the model server's refusal.
+    pub fn with_upstream(mut self, upstream: Option<UpstreamError>) -> Self {
+        self.upstream = upstream;
+        self
     }
 }
 

@@ -12,7 +12,7 @@ pub mod openai;
 pub mod think;
 
 use async_trait::async_trait;
-use r1_proto::{ChatCompletionRequest, ResultDelta, TaskErrorCode, Usage};
+use r1_proto::{ChatCompletionRequest, ResultDelta, TaskErrorCode, UpstreamError, Usage};
 use tokio::sync::mpsc;
 
 /// Why a generation failed.
@@ -25,6 +25,8 @@ pub struct BackendError {
     pub message: String,
     /// Whether running the task again may succeed.
     pub retryable: bool,
+    /// The model server's refusal (status, `type`, `param`, `code`), passed on to the client.
+    pub upstream: Option<Box<UpstreamError>>,
 }
 
 impl BackendError {
@@ -34,7 +36,14 @@ impl BackendError {
             code,
             message: message.into(),
             retryable,
+            upstream: None,
         }
+    }
+
+    /// The same error, with the model server's refusal.
+    pub fn with_upstream(mut self, upstream: UpstreamError) -> Self {
+        self.upstream = Some(Box::new(upstream));
+        self
     }
 }
 

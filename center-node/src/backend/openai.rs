@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use r1_proto::{ChatCompletionChunk, ChatCompletionRequest, ResultDelta, TaskErrorCode, Usage};
+use r1_proto::{ChatCompletionChunk, ChatCompletionRequest, ResultDelta, TaskErrorCode, UpstreamError, Usage};
 use tokio::sync::mpsc;
 
 use super::think::ThinkSplitter;
@@ -90,16 +90,23 @@ impl OpenAiBackend {
             return Ok(response);
         }
         let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<serde_json::Value>(&text)
-            .ok()
-            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-            .unwrap_or(text);
-        let message = format!("backend answered {status}: {message}");
-        Err(match status.as_u16() {
+        let body = serde_json::from_str::<serde_json::Value>(&text).ok();
+        let error = body.as_ref().map(|v| &v["error"]);
+        let field = |name: &str| error.and_then(|e| e[name].as_str()).map(str::to_owned);
+        let upstream = UpstreamError {
+            status: status.as_u16(),
+            error_type: field("type"),
+            param: field("param"),
+            code: error.map(|e| e["code"].clone()).filter(|c| !c.is_null()),
+        };
+        // The server's own sentence: a client reads it as if it had asked the server itself.
+        let message = field("message").unwrap_or_else(|| format!("backend answered {status}: {text}"));
+        let error = match status.as_u16() {
             429 => BackendError::new(TaskErrorCode::Overloaded, message, true),
             s if s >= 500 => BackendError::new(TaskErrorCode::Backend, message, true),
             _ => BackendError::new(TaskErrorCode::InvalidRequest, message, false),
-        })
+        };
+        Err(error.with_upstream(upstream))
     }
 }
 
@@ -148,7 +155,8 @@ async fn read_stream(
 ) -> Result<Option<Usage>, BackendError> {
     let mut body = response.bytes_stream();
     let mut buffer: Vec<u8> = Vec::new();
-    let mut splitter = ThinkSplitter::default();
+    // One per choice (`n > 1`): each choice has its own `<think>` block.
+    let mut splitters: Vec<ThinkSplitter> = vec![ThinkSplitter::default()];
     let mut usage = None;
     let mut started = false;
     loop {
@@ -185,8 +193,18 @@ async fn read_stream(
                 continue; // a comment (keep-alive) or an event without data
             };
             if data == b"[DONE]" {
-                let tail = splitter.finish();
-                send(out, tail.reasoning, tail.content, None);
+                for (index, splitter) in (0u32..).zip(splitters.iter_mut()) {
+                    let tail = splitter.finish();
+                    send(
+                        out,
+                        ResultDelta {
+                            index,
+                            content: (!tail.content.is_empty()).then_some(tail.content),
+                            reasoning_content: (!tail.reasoning.is_empty()).then_some(tail.reasoning),
+                            ..ResultDelta::default()
+                        },
+                    );
+                }
                 return Ok(usage);
             }
             let value: serde_json::Value = serde_json::from_slice(data).map_err(|e| {
@@ -212,40 +230,54 @@ async fn read_stream(
             if let Some(u) = chunk.usage.into_option() {
                 usage = Some(u);
             }
-            for choice in chunk.choices.into_iter().filter(|c| c.index == 0) {
+            for choice in chunk.choices {
+                let index = choice.index;
+                let at = index as usize;
+                if splitters.len() <= at {
+                    splitters.resize_with(at + 1, ThinkSplitter::default);
+                }
+                let splitter = &mut splitters[at];
                 let mut reasoning = choice.delta.reasoning_content.into_option().unwrap_or_default();
                 let split = splitter.push(&choice.delta.content.into_option().unwrap_or_default());
                 reasoning.push_str(&split.reasoning);
+                let mut content = split.content;
                 let finish = choice.finish_reason.into_option();
-                if !reasoning.is_empty() || !split.content.is_empty() {
+                let mut extra = choice.delta.extra;
+                let tool_calls = extra.remove("tool_calls").filter(|v| !v.is_null());
+                let logprobs = choice.logprobs.into_option().filter(|v| !v.is_null());
+                if !reasoning.is_empty() || !content.is_empty() || tool_calls.is_some() {
                     started = true;
                 }
                 if finish.is_some() {
                     let tail = splitter.finish();
                     reasoning.push_str(&tail.reasoning);
-                    send(out, reasoning, split.content + &tail.content, finish);
-                } else {
-                    send(out, reasoning, split.content, None);
+                    content.push_str(&tail.content);
                 }
+                send(
+                    out,
+                    ResultDelta {
+                        index,
+                        content: (!content.is_empty()).then_some(content),
+                        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
+                        tool_calls,
+                        logprobs,
+                        finish_reason: finish,
+                    },
+                );
             }
         }
     }
 }
 
-fn send(
-    out: &mpsc::UnboundedSender<ResultDelta>,
-    reasoning: String,
-    content: String,
-    finish: Option<r1_proto::FinishReason>,
-) {
-    if reasoning.is_empty() && content.is_empty() && finish.is_none() {
-        return;
+/// Sends a delta that adds something.
+fn send(out: &mpsc::UnboundedSender<ResultDelta>, delta: ResultDelta) {
+    let empty = ResultDelta {
+        index: delta.index,
+        ..ResultDelta::default()
+    };
+    if delta != empty {
+        let _ = out.send(delta);
     }
-    let _ = out.send(ResultDelta {
-        content: (!content.is_empty()).then_some(content),
-        reasoning_content: (!reasoning.is_empty()).then_some(reasoning),
-        finish_reason: finish,
-    });
 }
 
 /// The first complete event in `buffer` and the length it used (separator included).

@@ -194,16 +194,47 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
 struct Plan {
     reasoning: u32,
     content: u32,
+    /// The function to call instead of answering in text, when the request offers tools (as vLLM's
+    /// tool parsers and DeepSeek's API do): `tool_choice`'s function, else the first tool.
+    tool: Option<String>,
     finish: FinishReason,
     usage: Usage,
+}
+
+/// The arguments of a scripted tool call, streamed in these pieces.
+const TOOL_ARGUMENTS: [&str; 3] = ["{\"query\": ", "\"mock", "\"}"];
+
+fn tool_to_call(request: &ChatCompletionRequest) -> Option<String> {
+    let tools = request.extra.get("tools")?.as_array()?;
+    match request.extra.get("tool_choice") {
+        Some(serde_json::Value::String(choice)) if choice == "none" => None,
+        Some(serde_json::Value::Object(choice)) => choice
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned),
+        _ => tools
+            .first()
+            .and_then(|t| t.get("function"))
+            .and_then(|f| f.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned),
+    }
 }
 
 impl Plan {
     fn new(script: &Script, request: &ChatCompletionRequest) -> Self {
         let cap = request.effective_max_tokens().unwrap_or(u32::MAX);
+        let tool = tool_to_call(request);
         let reasoning = script.reasoning.min(cap);
-        let content = script.chunks.min(cap - reasoning);
-        let finish = if reasoning + content < script.reasoning.saturating_add(script.chunks) {
+        let content = if tool.is_some() {
+            0
+        } else {
+            script.chunks.min(cap - reasoning)
+        };
+        let finish = if tool.is_some() {
+            FinishReason::ToolCalls
+        } else if reasoning + content < script.reasoning.saturating_add(script.chunks) {
             FinishReason::Length
         } else {
             FinishReason::Stop
@@ -217,6 +248,7 @@ impl Plan {
         Self {
             reasoning,
             content,
+            tool,
             finish,
             usage,
         }
@@ -254,6 +286,17 @@ async fn answer(
     let mut message = ChatMessage::assistant(script.text.repeat(plan.content as usize));
     if plan.reasoning > 0 {
         message.reasoning_content = Nullable::Value(script.reasoning_text.repeat(plan.reasoning as usize));
+    }
+    if let Some(name) = &plan.tool {
+        message.content = Nullable::Null;
+        message.extra.insert(
+            "tool_calls".to_owned(),
+            serde_json::json!([{
+                "id": format!("call_mock_{n}"),
+                "type": "function",
+                "function": {"name": name, "arguments": TOOL_ARGUMENTS.concat()},
+            }]),
+        );
     }
     let response = ChatCompletionResponse::new(id, shared.created, &request.model, message, plan.finish, plan.usage);
     let body = serde_json::to_vec(&response).unwrap_or_default();
@@ -327,6 +370,25 @@ fn stream_events(
     if drop_after.is_some() {
         steps.push((Duration::ZERO, Step::Abort));
         return steps;
+    }
+    if let Some(name) = &plan.tool {
+        // The call's id, type and name first, then its arguments in pieces, as vLLM streams them.
+        let mut fragments = vec![serde_json::json!([{
+            "index": 0,
+            "id": format!("call_{id}"),
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }])];
+        fragments.extend(
+            TOOL_ARGUMENTS
+                .iter()
+                .map(|piece| serde_json::json!([{"index": 0, "function": {"arguments": piece}}])),
+        );
+        for calls in fragments {
+            let mut delta = ChunkDelta::default();
+            delta.extra.insert("tool_calls".to_owned(), calls);
+            steps.push((script.chunk_delay, chunk(delta)));
+        }
     }
     let finish = ChatCompletionChunk::new(id, created, &request.model)
         .with_choice(ChunkChoice::new(0, ChunkDelta::default()).with_finish_reason(plan.finish.clone()));
