@@ -145,6 +145,11 @@ pub async fn chat(
         &HeaderFacts(session.req_header(), ctx),
         gateway.pool_states(),
     );
+    if let Some(unmet) = decided.unservable {
+        gateway.metrics.unservable.with_label_values(&[unmet.as_str()]).inc();
+        tracing::info!(request_id = %ctx.request_id, unmet = unmet.as_str(), "no pool serves the request");
+        return Err(GatewayError::downstream(ErrorKind::InvalidRequest, unmet.describe()).param(unmet.param()));
+    }
     let decision = decided.decision;
     gateway
         .metrics

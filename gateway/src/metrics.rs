@@ -26,6 +26,8 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Shadow-mode decisions (what enforce would have done) by route and reason.
     pub shadow_decisions: IntCounterVec,
+    /// Requests no pool could serve (400), by what was missing (`r1_proto::Unmet`).
+    pub unservable: IntCounterVec,
     /// Upstream failures by route and phase (`connect`, `proxy`, `first_token`, `idle`, `total`).
     pub upstream_errors: IntCounterVec,
     /// Requests refused by the gateway itself, by error kind.
@@ -78,6 +80,13 @@ impl Metrics {
                 ),
                 &["route", "reason"],
             )?,
+            unservable: IntCounterVec::new(
+                Opts::new(
+                    "r1_route_unservable_total",
+                    "Requests refused because no pool serves what they ask, by what was missing.",
+                ),
+                &["unmet"],
+            )?,
             upstream_errors: IntCounterVec::new(
                 Opts::new("r1_upstream_errors_total", "Upstream failures by phase."),
                 &["route", "phase"],
@@ -115,6 +124,7 @@ impl Metrics {
         m.registry.register(Box::new(m.time_to_first_token.clone()))?;
         m.registry.register(Box::new(m.decisions.clone()))?;
         m.registry.register(Box::new(m.shadow_decisions.clone()))?;
+        m.registry.register(Box::new(m.unservable.clone()))?;
         m.registry.register(Box::new(m.upstream_errors.clone()))?;
         m.registry.register(Box::new(m.rejected.clone()))?;
         m.registry.register(Box::new(m.in_flight.clone()))?;

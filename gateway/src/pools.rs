@@ -206,6 +206,7 @@ impl Pool {
         PoolState {
             healthy,
             saturated: self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight.load(Ordering::Relaxed),
+            serves: r1_proto::Capabilities::FULL,
         }
     }
 

@@ -3,7 +3,10 @@
 //! 2. the complexity score ([`crate::score`]);
 //! 3. `score <= edge_max` → edge, `score >= center_min` → center, otherwise the weighted split;
 //! 4. a conversation's tier only moves up (sticky by session key);
-//! 5. health and capacity: an unhealthy or saturated pool fails over to the other.
+//! 5. health and capacity: an unhealthy or saturated pool fails over to the other;
+//! 6. what each pool serves: a request a pool cannot serve (tools, `response_format`, logprobs, `n`,
+//!    images, its `max_tokens` cap or context) goes to the other pool if that one can, whatever 1–5 said
+//!    (a model pin excepted), and never fails over to a pool that cannot.
 //!
 //! Modes: `enforce` sends where the decision says; `shadow` computes the decision (returned as
 //! [`Decision::shadow`] for metrics and logs) but sends by the weights alone; `off` uses the weights
@@ -12,7 +15,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use moka::sync::Cache;
-use r1_proto::{ChatCompletionRequest, Role, Route, RouteDecision, RouteReason, Tier};
+use r1_proto::{Capabilities, ChatCompletionRequest, Needs, Role, Route, RouteDecision, RouteReason, Tier, Unmet};
 
 use crate::config::{GatewayConfig, NameValue, RoutingMode, Weights};
 use crate::score::{Assessment, Scorer};
@@ -44,34 +47,42 @@ impl RequestFacts for NoFacts {
 }
 
 /// A pool as the router sees it at decision time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PoolState {
     /// At least one member is healthy.
     pub healthy: bool,
     /// In-flight requests reached the pool's `max_in_flight`.
     pub saturated: bool,
+    /// What the pool can serve.
+    pub serves: Capabilities,
 }
 
 impl PoolState {
-    /// Healthy with room.
+    /// Healthy with room, serving everything.
     pub const READY: Self = Self {
         healthy: true,
         saturated: false,
+        serves: Capabilities::FULL,
     };
     /// No healthy member.
     pub const DOWN: Self = Self {
         healthy: false,
-        saturated: false,
+        ..Self::READY
     };
     /// Healthy but at `max_in_flight`.
     pub const FULL: Self = Self {
-        healthy: true,
         saturated: true,
+        ..Self::READY
     };
+
+    /// The same state, serving `serves`.
+    pub const fn serving(self, serves: Capabilities) -> Self {
+        Self { serves, ..self }
+    }
 }
 
 /// Both pools.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pools {
     /// The edge pool.
     pub edge: PoolState,
@@ -105,6 +116,8 @@ pub struct Decision {
     pub assessment: Option<Assessment>,
     /// The conversation key used for stickiness.
     pub session: u64,
+    /// What no pool that may answer can serve: the request is refused with a 400 naming it.
+    pub unservable: Option<Unmet>,
 }
 
 /// Makes route decisions; one per gateway, shared by all requests.
@@ -161,11 +174,18 @@ impl Router {
                     RouteReason::ModeOff,
                 ),
             };
+            let (decision, unservable) = serve(
+                failover(decision, pools, pinned.is_some()),
+                pools,
+                request,
+                pinned.is_some(),
+            );
             return Decision {
-                decision: failover(decision, pools, pinned.is_some()),
+                decision,
                 shadow: None,
                 assessment: None,
                 session,
+                unservable,
             };
         }
 
@@ -202,6 +222,8 @@ impl Router {
         // 5. Health and capacity (a model pin is honoured even when its pool is down: another model
         //    would be a different answer than the one asked for).
         let decision = failover(decision, pools, pinned.is_some() && rule.is_none());
+        // 6. Only to a pool that can serve it.
+        let (decision, unservable) = serve(decision, pools, request, pinned.is_some() && rule.is_none());
         if decision.route == Route::Center {
             self.sticky.insert(session, ());
         }
@@ -213,11 +235,13 @@ impl Router {
                 pools,
                 false,
             );
+            let (actual, unservable) = serve(actual, pools, request, false);
             return Decision {
                 decision: actual,
                 shadow: Some(decision),
                 assessment: Some(assessment),
                 session,
+                unservable,
             };
         }
         Decision {
@@ -225,12 +249,52 @@ impl Router {
             shadow: None,
             assessment: Some(assessment),
             session,
+            unservable,
         }
     }
 }
 
 fn matches(value: Option<&str>, expected: &NameValue) -> bool {
     value == Some(expected.value.as_str())
+}
+
+/// Keeps the decision if its pool can serve `request`, else moves it to the other pool if that one can
+/// (not for a model pin: the other pool is another model). `Some(unmet)` when neither may serve it.
+fn serve(
+    mut decision: RouteDecision,
+    pools: Pools,
+    request: &ChatCompletionRequest,
+    pinned: bool,
+) -> (RouteDecision, Option<Unmet>) {
+    let chosen = pools.get(decision.route).serves;
+    // The common case — a pool serving everything, or a plain request — needs no scan of the body.
+    if chosen == Capabilities::FULL {
+        return (decision, None);
+    }
+    let needs = Needs::of(request);
+    let Some(unmet) = chosen.unmet(&needs) else {
+        return (decision, None);
+    };
+    let other = match decision.route {
+        Route::Edge => Route::Center,
+        _ => Route::Edge,
+    };
+    if pinned || pools.get(other).serves.unmet(&needs).is_some() {
+        return (decision, Some(unmet));
+    }
+    decision.reason = match (decision.route, unmet) {
+        (Route::Edge, Unmet::MaxTokens) => RouteReason::EdgeCannotServeMaxTokens,
+        (Route::Edge, Unmet::Context) => RouteReason::EdgeCannotServeContext,
+        (Route::Edge, Unmet::Tools) => RouteReason::EdgeCannotServeTools,
+        (Route::Edge, Unmet::ResponseFormat) => RouteReason::EdgeCannotServeResponseFormat,
+        (Route::Edge, Unmet::Logprobs) => RouteReason::EdgeCannotServeLogprobs,
+        (Route::Edge, Unmet::N) => RouteReason::EdgeCannotServeN,
+        (Route::Edge, Unmet::Images) => RouteReason::EdgeCannotServeImages,
+        _ => RouteReason::CenterCannotServe,
+    };
+    decision.detail = Some(format!("{} cannot serve {}", decision.route.as_str(), unmet.as_str()));
+    decision.route = other;
+    (decision, None)
 }
 
 /// Sends to the other pool when the chosen one is down or full and the other is not.
@@ -350,6 +414,61 @@ mod tests {
 
     fn request(model: &str, text: &str) -> ChatCompletionRequest {
         ChatCompletionRequest::new(model, vec![ChatMessage::user(text)])
+    }
+
+    #[test]
+    fn a_request_goes_only_to_a_pool_that_serves_it() {
+        let c = config("");
+        let router = Router::new(&c);
+        let plain_edge = Pools {
+            edge: PoolState::READY.serving(Capabilities {
+                max_tokens: Some(1024),
+                ..Capabilities::PLAIN
+            }),
+            center: PoolState::READY,
+        };
+        // "Hello" scores simple: the edge, unless it asks for what the edge does not serve.
+        let hello = request("deepseek-r1", "Hello");
+        let d = router.decide(&c, &hello, &NoFacts, plain_edge);
+        assert_eq!((d.decision.route, d.unservable), (Route::Edge, None));
+        let mut tools = hello.clone();
+        tools.extra.insert(
+            "tools".to_owned(),
+            serde_json::json!([{"type": "function", "function": {"name": "f"}}]),
+        );
+        let d = router.decide(&c, &tools, &NoFacts, plain_edge);
+        assert_eq!(d.decision.route, Route::Center);
+        assert_eq!(d.decision.reason, RouteReason::EdgeCannotServeTools);
+        let mut long = request("deepseek-r1", "Hi there");
+        long.max_tokens = Some(2048);
+        let d = router.decide(&c, &long, &NoFacts, plain_edge);
+        assert_eq!(d.decision.reason, RouteReason::EdgeCannotServeMaxTokens);
+        // Not even when the center is down: the edge would refuse it.
+        let down = Pools {
+            center: PoolState::DOWN,
+            ..plain_edge
+        };
+        assert_eq!(router.decide(&c, &tools, &NoFacts, down).decision.route, Route::Center);
+        // A pin to the edge model is that model or nothing: a 400 naming the parameter.
+        let mut pinned = tools.clone();
+        pinned.model = c.edge.model.clone();
+        let d = router.decide(&c, &pinned, &NoFacts, plain_edge);
+        assert_eq!(d.unservable, Some(Unmet::Tools));
+        assert_eq!(Unmet::Tools.param(), "tools");
+        // Neither pool serves it: refused.
+        let neither = Pools {
+            edge: plain_edge.edge,
+            center: PoolState::READY.serving(Capabilities::PLAIN),
+        };
+        assert_eq!(
+            router.decide(&c, &tools, &NoFacts, neither).unservable,
+            Some(Unmet::Tools)
+        );
+        // Shadow mode sends by weights, but never to a pool that would refuse.
+        let shadow = config("[routing]\nmode = \"shadow\"\nweights = { edge = 100, center = 0 }");
+        let router = Router::new(&shadow);
+        let d = router.decide(&shadow, &tools, &NoFacts, plain_edge);
+        assert_eq!(d.decision.route, Route::Center);
     }
 
     #[test]

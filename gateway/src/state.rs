@@ -146,11 +146,13 @@ impl Gateway {
                 crate::route::PoolState {
                     healthy: handoff.is_ready() && (!members || self.center.state().healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,
+                    serves: r1_proto::Capabilities::FULL,
                 }
             }
         };
         Pools {
-            edge: self.edge.state(),
+            // r1-edge serves plain chat only (its `/v1/models` card says so); the full model serves all.
+            edge: self.edge.state().serving(r1_proto::Capabilities::PLAIN),
             center,
         }
     }

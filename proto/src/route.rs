@@ -63,6 +63,22 @@ wire_enum! {
         ModeOff = "mode_off",
         /// Answered from the cache.
         CacheHit = "cache_hit",
+        /// The edge caps `max_tokens` below what was asked.
+        EdgeCannotServeMaxTokens = "edge_cannot_serve_max_tokens",
+        /// Prompt plus answer do not fit the edge model's context.
+        EdgeCannotServeContext = "edge_cannot_serve_context",
+        /// The edge does not do function calling.
+        EdgeCannotServeTools = "edge_cannot_serve_tools",
+        /// The edge does not serve the asked `response_format`.
+        EdgeCannotServeResponseFormat = "edge_cannot_serve_response_format",
+        /// The edge does not return logprobs.
+        EdgeCannotServeLogprobs = "edge_cannot_serve_logprobs",
+        /// The edge gives fewer choices than `n`.
+        EdgeCannotServeN = "edge_cannot_serve_n",
+        /// The edge takes no image input.
+        EdgeCannotServeImages = "edge_cannot_serve_images",
+        /// The center cannot serve what was asked and the edge can.
+        CenterCannotServe = "center_cannot_serve",
     }
 }
 
@@ -140,7 +156,15 @@ mod tests {
                 "sticky_session",
                 "shadow",
                 "mode_off",
-                "cache_hit"
+                "cache_hit",
+                "edge_cannot_serve_max_tokens",
+                "edge_cannot_serve_context",
+                "edge_cannot_serve_tools",
+                "edge_cannot_serve_response_format",
+                "edge_cannot_serve_logprobs",
+                "edge_cannot_serve_n",
+                "edge_cannot_serve_images",
+                "center_cannot_serve"
             ]
         );
         assert_eq!(
