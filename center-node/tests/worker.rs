@@ -197,7 +197,15 @@ async fn a_cancel_record_stops_a_running_generation() {
         .unwrap();
     let (_, last) = collect(&mut answer).await;
     assert_eq!(last.error.unwrap().code, TaskErrorCode::Cancelled);
-    let m = String::from_utf8(stack.metrics.render()).unwrap();
+    // The outcome is counted once the worker has finished with the task, just after its last chunk.
+    let mut m = String::from_utf8(stack.metrics.render()).unwrap();
+    for _ in 0..200 {
+        if m.contains("r1_center_tasks_total{outcome=\"cancelled\"} 1") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        m = String::from_utf8(stack.metrics.render()).unwrap();
+    }
     let generated: f64 = m
         .lines()
         .find_map(|l| l.strip_prefix("r1_center_generated_tokens_total "))
