@@ -279,11 +279,11 @@ impl Needs {
             }
             // Tool calls and tool results in the history are prompt text too.
             if let Some(calls) = message.extra.get("tool_calls") {
-                prompt_bytes += calls.to_string().len();
+                prompt_bytes += json_len(calls);
             }
         }
         if let Some(tools) = extra.get("tools") {
-            prompt_bytes += tools.to_string().len();
+            prompt_bytes += json_len(tools);
         }
         Self {
             max_tokens: request.effective_max_tokens(),
@@ -296,6 +296,24 @@ impl Needs {
             images,
         }
     }
+}
+
+/// The length of `value` as compact JSON, counted without building the text (this runs per request).
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 wire_enum! {
@@ -383,6 +401,8 @@ mod tests {
             serde_json::from_value(json!({"type": "image_url", "image_url": {"url": "data:"}})).unwrap(),
         ]));
         assert!(Needs::of(&image).images);
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        assert_eq!(json_len(&tools), tools.to_string().len());
     }
 
     #[test]
