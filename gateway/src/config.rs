@@ -12,6 +12,8 @@ use r1_config::{ConfigError, Validate};
 use r1_proto::Route;
 use serde::Deserialize;
 
+pub use crate::card::CapabilitiesSection;
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -310,6 +312,9 @@ pub struct EdgeSection {
     /// HTTPS to the members (health checks too); absent, plain HTTP.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// What the pool serves: learned from the members' model cards, these keys override.
+    #[serde(default)]
+    pub capabilities: CapabilitiesSection,
 }
 
 impl Default for EdgeSection {
@@ -320,6 +325,7 @@ impl Default for EdgeSection {
             max_in_flight: default_max_in_flight(),
             health: HealthSection::default(),
             tls: None,
+            capabilities: CapabilitiesSection::default(),
         }
     }
 }
@@ -433,6 +439,10 @@ pub struct CenterSection {
     /// HTTPS to the members (health checks too); absent, plain HTTP.
     #[serde(default)]
     pub tls: Option<UpstreamTls>,
+    /// What the center serves: learned from the members' model cards where there are members
+    /// (`http`, `embedded`), these keys override (with `kafka`, they are all there is).
+    #[serde(default)]
+    pub capabilities: CapabilitiesSection,
     /// The Kafka hand-off (`transport = "kafka"`).
     #[serde(default)]
     pub kafka: Option<CenterKafkaSection>,
@@ -466,6 +476,7 @@ impl Default for CenterSection {
             max_in_flight: default_max_in_flight(),
             health: HealthSection::default(),
             tls: None,
+            capabilities: CapabilitiesSection::default(),
         }
     }
 }
@@ -607,10 +618,49 @@ impl GatewayConfig {
         r1_config::parse(text, "<config>")
     }
 
+    /// One pool's settings, from `[edge]` or `[center]`.
+    pub fn pool(&self, route: Route) -> PoolSettings<'_> {
+        match route {
+            Route::Edge => PoolSettings {
+                model: &self.edge.model,
+                members: &self.edge.members,
+                max_in_flight: self.edge.max_in_flight,
+                health: &self.edge.health,
+                tls: self.edge.tls.as_ref(),
+                capabilities: &self.edge.capabilities,
+            },
+            _ => PoolSettings {
+                model: &self.center.model,
+                members: &self.center.members,
+                max_in_flight: self.center.max_in_flight,
+                health: &self.center.health,
+                tls: self.center.tls.as_ref(),
+                capabilities: &self.center.capabilities,
+            },
+        }
+    }
+
     /// Whether a request for `model` is known: routed, or pinned to a pool.
     pub fn knows_model(&self, model: &str) -> bool {
         model == self.edge.model || model == self.center.model || self.models.routed.iter().any(|m| m == model)
     }
+}
+
+/// One pool's settings, whichever section they come from.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings<'a> {
+    /// The model its members serve.
+    pub model: &'a str,
+    /// `host:port` of each member.
+    pub members: &'a [String],
+    /// Saturation point.
+    pub max_in_flight: usize,
+    /// Active health checks.
+    pub health: &'a HealthSection,
+    /// HTTPS to the members.
+    pub tls: Option<&'a UpstreamTls>,
+    /// What it serves, by config.
+    pub capabilities: &'a CapabilitiesSection,
 }
 
 fn check_members(problems: &mut Vec<String>, key: &str, members: &[String]) {
@@ -787,6 +837,8 @@ impl Validate for GatewayConfig {
         }
         check_health(&mut problems, "edge", &self.edge.health);
         check_health(&mut problems, "center", &self.center.health);
+        problems.extend(self.edge.capabilities.problems("edge.capabilities"));
+        problems.extend(self.center.capabilities.problems("center.capabilities"));
         for (key, value) in [
             ("edge.max_in_flight", self.edge.max_in_flight),
             ("center.max_in_flight", self.center.max_in_flight),

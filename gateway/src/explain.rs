@@ -5,15 +5,18 @@
 //! other keys, such as a dataset's labels, are ignored). Output: one line per input line,
 //! `{"route","score","tier","reason"}` (plus `"detail"` for rules), or `{"error": "..."}` for a line
 //! that is not a request, so output line N always answers input line N. Blank lines are skipped.
-//! Both pools are assumed healthy and the sticky memory starts empty.
+//! Pools with members are assumed healthy (one without any is absent) and the sticky memory starts empty; what each serves is what
+//! `[edge.capabilities]` / `[center.capabilities]` say over the baselines (the edge plain chat, the
+//! center everything), as no model card is read. A request no pool may serve gets `"unservable"` (what
+//! it needs: `max_tokens`, `context`, `tools`, ...), which the gateway would refuse with a 400.
 
 use std::io::{self, BufRead, Write};
 
-use r1_proto::ChatCompletionRequest;
+use r1_proto::{Capabilities, ChatCompletionRequest};
 use serde_json::Value;
 
-use crate::config::GatewayConfig;
-use crate::route::{NoFacts, Pools, Router};
+use crate::config::{CenterTransport, GatewayConfig};
+use crate::route::{NoFacts, PoolState, Pools, Router};
 
 /// Counts of one run.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +30,12 @@ pub struct Summary {
 /// Decides every line of `input`, writing one JSON line per request to `output`.
 pub fn run(config: &GatewayConfig, input: impl BufRead, mut output: impl Write) -> io::Result<Summary> {
     let router = Router::new(config);
+    let present = |members: bool| if members { PoolState::READY } else { PoolState::ABSENT };
+    let center_members = config.center.transport != CenterTransport::Http || !config.center.members.is_empty();
+    let pools = Pools {
+        edge: present(!config.edge.members.is_empty()).serving(config.edge.capabilities.apply(Capabilities::PLAIN)),
+        center: present(center_members).serving(config.center.capabilities.apply(Capabilities::FULL)),
+    };
     let mut summary = Summary::default();
     for line in input.lines() {
         let line = line?;
@@ -36,8 +45,13 @@ pub fn run(config: &GatewayConfig, input: impl BufRead, mut output: impl Write) 
         let answer = match parse(config, &line) {
             Ok(request) => {
                 summary.decided += 1;
-                serde_json::to_value(router.decide(config, &request, &NoFacts, Pools::READY).decision)
-                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }))
+                let decision = router.decide(config, &request, &NoFacts, pools);
+                let mut answer = serde_json::to_value(decision.decision)
+                    .unwrap_or_else(|e| serde_json::json!({ "error": e.to_string() }));
+                if let (Some(unmet), Some(object)) = (decision.unservable, answer.as_object_mut()) {
+                    object.insert("unservable".to_owned(), Value::from(unmet.as_str()));
+                }
+                answer
             }
             Err(message) => {
                 summary.errors += 1;

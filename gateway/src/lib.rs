@@ -21,6 +21,7 @@ pub mod admin;
 pub mod admit;
 pub mod auth;
 pub mod cache;
+pub mod card;
 pub mod config;
 pub mod ctx;
 pub mod deadline;

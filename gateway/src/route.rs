@@ -55,6 +55,9 @@ pub struct PoolState {
     pub saturated: bool,
     /// What the pool can serve.
     pub serves: Capabilities,
+    /// The pool has members (or a hand-off) at all: a pool with none is never where a request the
+    /// other pool cannot serve is sent, while one that is merely down is (it answers 503, not 400).
+    pub configured: bool,
 }
 
 impl PoolState {
@@ -63,6 +66,13 @@ impl PoolState {
         healthy: true,
         saturated: false,
         serves: Capabilities::FULL,
+        configured: true,
+    };
+    /// No members at all.
+    pub const ABSENT: Self = Self {
+        healthy: false,
+        configured: false,
+        ..Self::READY
     };
     /// No healthy member.
     pub const DOWN: Self = Self {
@@ -279,7 +289,8 @@ fn serve(
         Route::Edge => Route::Center,
         _ => Route::Edge,
     };
-    if pinned || pools.get(other).serves.unmet(&needs).is_some() {
+    let alternative = pools.get(other);
+    if pinned || !alternative.configured || alternative.serves.unmet(&needs).is_some() {
         return (decision, Some(unmet));
     }
     decision.reason = match (decision.route, unmet) {

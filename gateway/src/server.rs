@@ -62,20 +62,8 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let (edge, edge_service) = pool(
-        Route::Edge,
-        &config.edge.members,
-        config.edge.max_in_flight,
-        &config.edge.health,
-        config.edge.tls.as_ref(),
-    );
-    let (center, center_service) = pool(
-        Route::Center,
-        &config.center.members,
-        config.center.max_in_flight,
-        &config.center.health,
-        config.center.tls.as_ref(),
-    );
+    let (edge, edge_service) = pool(Route::Edge, config.pool(Route::Edge));
+    let (center, center_service) = pool(Route::Center, config.pool(Route::Center));
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
     let metrics = Metrics::new()?;
@@ -142,19 +130,16 @@ impl std::fmt::Debug for Built {
 /// A pool and the background service that runs its balancer (discovery and health checks).
 fn pool(
     route: Route,
-    members: &[String],
-    max_in_flight: usize,
-    health: &crate::config::HealthSection,
-    tls: Option<&crate::config::UpstreamTls>,
+    settings: crate::config::PoolSettings<'_>,
 ) -> (Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>) {
-    let (membership, balancer) = Pool::balancer(members, health, tls);
+    let (membership, balancer) = Pool::balancer(route, settings);
     let service = background_service(&format!("{} pool", route.as_str()), balancer);
     let pool = Pool::new(
         route,
         membership,
         service.task(),
-        max_in_flight,
-        health.unhealthy_threshold,
+        settings.max_in_flight,
+        settings.health.unhealthy_threshold,
     );
     (pool, service)
 }

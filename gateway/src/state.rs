@@ -146,13 +146,14 @@ impl Gateway {
                 crate::route::PoolState {
                     healthy: handoff.is_ready() && (!members || self.center.state().healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,
-                    serves: r1_proto::Capabilities::FULL,
+                    // Learned from the embedded backend's card, else `[center.capabilities]` alone.
+                    serves: self.center.serves(),
+                    configured: true,
                 }
             }
         };
         Pools {
-            // r1-edge serves plain chat only (its `/v1/models` card says so); the full model serves all.
-            edge: self.edge.state().serving(r1_proto::Capabilities::PLAIN),
+            edge: self.edge.state(),
             center,
         }
     }
@@ -253,16 +254,8 @@ impl Gateway {
             cache.reconfigure(&new.cache);
         }
         self.limiter.reconfigure(new.limits.clone());
-        self.edge.reconfigure(
-            &new.edge.members,
-            new.edge.max_in_flight,
-            new.edge.health.unhealthy_threshold,
-        );
-        self.center.reconfigure(
-            &new.center.members,
-            new.center.max_in_flight,
-            new.center.health.unhealthy_threshold,
-        );
+        self.edge.reconfigure(new.pool(Route::Edge));
+        self.center.reconfigure(new.pool(Route::Center));
         let new = Arc::new(new);
         self.config.store(new.clone());
         self.config_watch.send_replace(new);

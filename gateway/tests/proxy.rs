@@ -224,16 +224,9 @@ async fn a_dead_edge_fails_over_before_sending_and_a_broken_stream_ends_with_an_
 async fn admin_explain_matches_the_routing_and_models_are_listed() {
     let (edge, center) = (Edge::start(EDGE_MODEL), Edge::start(CENTER_MODEL));
     let gw = Gateway::start(&[edge.addr], &[center.addr], "").await;
-    let explain: Value = gw
-        .client
-        .post(format!("{}/admin/route/explain", gw.admin))
-        .body(r#"{"messages": [{"role": "user", "content": "你好"}]}"#)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let explain = gw
+        .explain(r#"{"messages": [{"role": "user", "content": "你好"}]}"#)
+        .await;
     assert_eq!(explain["route"], "edge", "{explain}");
     for key in ["score", "tier", "reason"] {
         assert!(explain.get(key).is_some(), "{key}");
@@ -278,5 +271,78 @@ async fn admin_explain_matches_the_routing_and_models_are_listed() {
         ids.contains(&"deepseek-r1") && ids.contains(&EDGE_MODEL) && ids.contains(&CENTER_MODEL),
         "{ids:?}"
     );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn what_a_pool_serves_comes_from_its_members_cards_and_config_overrides_it_live() {
+    let edge = Edge::start(EDGE_MODEL);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .model(CENTER_MODEL)
+        .max_model_len(32_768);
+    let center = r1_mock_upstream::serve(listener, script).await.unwrap();
+    // Every prompt scores for the edge, so only what it serves decides.
+    let routing = "[routing]\nedge_max = 0.99\ncenter_min = 1.0\n";
+    let gw = Gateway::start(&[edge.addr], &[center.addr()], routing).await;
+
+    // Learned with the health checks: r1-edge's card whole, the vLLM-shaped card's context window.
+    let pools = gw.pools().await;
+    let (edge_pool, center_pool) = (&pools["pools"][0], &pools["pools"][1]);
+    assert_eq!(edge_pool["serves"]["max_tokens"], 1024, "{pools}");
+    assert_eq!(edge_pool["serves"]["context_length"], 512, "{pools}");
+    assert_eq!(edge_pool["serves"]["tools"], false, "{pools}");
+    assert_eq!(edge_pool["members"][0]["serves"]["max_tokens"], 1024, "{pools}");
+    assert_eq!(center_pool["serves"]["context_length"], 32_768, "{pools}");
+    assert_eq!(center_pool["serves"]["tools"], true, "{pools}");
+
+    let routed = async |body: Value| {
+        let r = gw.chat(body).await;
+        let status = r.status().as_u16();
+        let (route, reason) = (
+            header(&r, "x-r1-route").to_owned(),
+            header(&r, "x-r1-route-reason").to_owned(),
+        );
+        let body = r.text().await.unwrap();
+        assert_eq!(status, 200, "{route} {reason}: {body}");
+        (route, reason)
+    };
+
+    // An SDK's default max_tokens on a simple prompt: the edge caps it at 1024, the center serves it.
+    let mut sdk_default = ask("deepseek-r1", "Hello!");
+    sdk_default["max_tokens"] = json!(2048);
+    assert_eq!(
+        routed(sdk_default).await,
+        ("center".into(), "edge_cannot_serve_max_tokens".into())
+    );
+
+    // A long easy prompt with no max_tokens: with the edge's default answer it overflows its context.
+    let long = json!({"model": "deepseek-r1", "messages": [{"role": "user", "content": "hello ".repeat(220)}]});
+    assert_eq!(
+        routed(long).await,
+        ("center".into(), "edge_cannot_serve_context".into())
+    );
+
+    // What the edge serves stays on the edge (another conversation: the ones above stay on the center).
+    assert_eq!(
+        routed(ask("deepseek-r1", "Good morning!")).await,
+        ("edge".into(), "below_edge_max".into())
+    );
+
+    // The operator's word beats the card, live: the edge pool now takes at most 8 tokens.
+    let text = std::fs::read_to_string(&gw.config_path).unwrap() + "\n[edge.capabilities]\nmax_tokens = 8\n";
+    std::fs::write(&gw.config_path, text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.pools().await["pools"][0]["serves"]["max_tokens"] != 8 {
+        assert!(Instant::now() < deadline, "override not applied: {}", gw.pools().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        routed(ask("deepseek-r1", "Good evening!")).await,
+        ("center".into(), "edge_cannot_serve_max_tokens".into())
+    );
+    let explain = gw.explain(&ask("deepseek-r1", "Good night!").to_string()).await;
+    assert_eq!(explain["route"], "center", "{explain}");
+    assert_eq!(explain["reason"], "edge_cannot_serve_max_tokens", "{explain}");
     gw.stop();
 }

@@ -200,6 +200,13 @@ impl Gateway {
         }
     }
 
+    /// `POST /admin/route/explain` of `body`.
+    pub async fn explain(&self, body: &str) -> Value {
+        let url = format!("{}/admin/route/explain", self.admin);
+        let r = self.client.post(url).body(body.to_owned()).send().await.unwrap();
+        r.json().await.unwrap()
+    }
+
     pub async fn wait_until_members_ready(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

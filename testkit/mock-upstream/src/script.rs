@@ -30,6 +30,8 @@ pub struct Script {
     pub chunk_delay: Duration,
     /// The model `GET /v1/models` lists. Answers name the model the request asked for.
     pub model: String,
+    /// The context window its card gives as `max_model_len`, as vLLM's does.
+    pub max_model_len: u32,
     /// The first `count` chat requests are answered `status` with an OpenAI error body.
     pub fail_first: Option<FailFirst>,
     /// Abort the connection after this many tokens (reasoning and content), without an end.
@@ -68,6 +70,8 @@ impl Default for Script {
             first_delay: Duration::ZERO,
             chunk_delay: Duration::ZERO,
             model: "deepseek-reasoner".to_owned(),
+            // DeepSeek-R1's, as vLLM reports it.
+            max_model_len: 163_840,
             fail_first: None,
             drop_after: None,
             concurrency: None,
@@ -89,6 +93,7 @@ impl fmt::Debug for Script {
             .field("first_delay", &self.first_delay)
             .field("chunk_delay", &self.chunk_delay)
             .field("model", &self.model)
+            .field("max_model_len", &self.max_model_len)
             .field("fail_first", &self.fail_first)
             .field("drop_after", &self.drop_after)
             .field("concurrency", &self.concurrency)
@@ -125,6 +130,12 @@ impl Script {
     /// The model `GET /v1/models` lists.
     pub fn model(mut self, model: impl Into<String>) -> Self {
         self.model = model.into();
+        self
+    }
+
+    /// The context window the card gives.
+    pub fn max_model_len(mut self, tokens: u32) -> Self {
+        self.max_model_len = tokens;
         self
     }
 

@@ -110,11 +110,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
-    let list = ModelList::new(vec![ModelCard::new(
-        shared.script.model.clone(),
-        shared.created,
-        "mock",
-    )]);
+    let mut card = ModelCard::new(shared.script.model.clone(), shared.created, "mock");
+    card.extra
+        .insert("max_model_len".to_owned(), shared.script.max_model_len.into());
+    let list = ModelList::new(vec![card]);
     json_response(StatusCode::OK, serde_json::to_vec(&list).unwrap_or_default())
 }
 
