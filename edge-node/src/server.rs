@@ -410,6 +410,8 @@ pub fn prepare(
     if let Some(role) = request.first_unknown_role() {
         return Err(ApiError::invalid("messages", format!("unknown message role `{role}`")));
     }
+    // OpenAI's own checks first (ranges, parameters that need another), with its codes.
+    r1_proto::validate(request).map_err(|e| ApiError::invalid(e.param, e.message).with_code(e.code))?;
     if request.n.is_some_and(|n| n != 1) {
         return Err(ApiError::invalid("n", "only n = 1 is supported"));
     }
@@ -530,9 +532,12 @@ fn sampling(request: &ChatCompletionRequest, defaults: &SamplingParams) -> Resul
             "`temperature` must be between 0 and 2",
         ));
     }
-    let top_p = request.top_p.map_or(defaults.top_p, |p| p as f32);
+    // `top_p: 0` keeps only the most likely token (the smallest nucleus), as OpenAI's API takes it.
+    let top_p = request
+        .top_p
+        .map_or(defaults.top_p, |p| (p as f32).max(f32::MIN_POSITIVE));
     if !(top_p > 0.0 && top_p <= 1.0) {
-        return Err(ApiError::invalid("top_p", "`top_p` must be in (0, 1]"));
+        return Err(ApiError::invalid("top_p", "`top_p` must be in [0, 1]"));
     }
     let top_k = match request.top_k {
         None => defaults.top_k,

@@ -115,6 +115,7 @@ pub async fn chat(
     inference: bool,
 ) -> Result<Admitted, GatewayError> {
     let config = gateway.config();
+    refuse_form_body(session.req_header())?;
     let body = read_body(session, config.limits.body_limit()).await?;
     // A request we cannot forward over HTTP is refused before it is routed — unless the center takes
     // tasks through the hand-off, which carries any body up to the gateway's limit.
@@ -172,9 +173,29 @@ pub async fn chat(
     let route = &mut ctx.route;
     route.pinned = request.model == config.edge.model || request.model == config.center.model;
     route.stream = request.is_stream();
+    route.client_model.clone_from(&request.model);
     route.request = Some(request);
     retarget(route, decision, &config)?;
     Ok(Admitted::Routed)
+}
+
+/// A form-encoded body is not JSON, whatever it holds: OpenAI's API refuses it, and so does the gateway
+/// (a body without `Content-Type` is read as JSON).
+fn refuse_form_body(header: &RequestHeader) -> Result<(), GatewayError> {
+    let Some(content_type) = header.headers.get("content-type").and_then(|v| v.to_str().ok()) else {
+        return Ok(());
+    };
+    let media = content_type.split(';').next().unwrap_or_default().trim();
+    if media.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        || media.eq_ignore_ascii_case("multipart/form-data")
+    {
+        return Err(GatewayError::downstream(
+            ErrorKind::InvalidRequest,
+            format!("the body must be JSON sent with `Content-Type: application/json`, not `{media}`"),
+        )
+        .code("invalid_content_type"));
+    }
+    Ok(())
 }
 
 /// The request in the body: a chat completion, or the simple prompt API's, for a model the gateway knows.
@@ -214,7 +235,15 @@ fn parse(config: &GatewayConfig, body: &[u8], inference: bool) -> Result<ChatCom
             GatewayError::downstream(ErrorKind::InvalidRequest, "`messages` must not be empty").param("messages"),
         );
     }
+    r1_proto::validate(&request).map_err(invalid_parameter)?;
     Ok(request)
+}
+
+/// OpenAI's 400 for a parameter out of range or out of place.
+pub fn invalid_parameter(invalid: r1_proto::Invalid) -> GatewayError {
+    GatewayError::downstream(ErrorKind::InvalidRequest, invalid.message)
+        .param(invalid.param)
+        .code(invalid.code)
 }
 
 /// The caller's limits, with the cache lookup at the same time (both ask Redis: one round trip on the
@@ -262,7 +291,7 @@ async fn limits_and_cache(
             Ok(Some(if request.is_stream() {
                 cache.hit_sse(&stored, request)
             } else {
-                vec![cache.hit_json(&stored)]
+                vec![cache.hit_json(&stored, request)]
             }))
         }
         Lookup::Leader(guard) => {

@@ -20,7 +20,7 @@
 //!   that fails, stores nothing or is dropped releases them: they go upstream themselves
 //!   ([`Lookup::Miss`]), never an error. Per process: replicas each generate once.
 //! - **A hit** ([`Cache::hit_json`], [`Cache::hit_sse`]): the stored answer with a fresh id and
-//!   `created`, usage marked cached (`prompt_tokens_details.cached_tokens = prompt_tokens`), replayed as
+//!   `created`, the `model` the request named, usage marked cached (`prompt_tokens_details.cached_tokens = prompt_tokens`), replayed as
 //!   OpenAI chunks ending in `data: [DONE]` when the request streams.
 //!
 //! # Wiring
@@ -36,7 +36,7 @@
 //!              && let Some(key) = cache.key(tenant, &request) {   // tenant: the JWT subject ("" without auth)
 //!               match cache.lookup(&key).await {
 //!                   Lookup::Hit(stored) => answer now, route `cache`, header `x-r1-cache: hit`:
-//!                       JSON:   200, application/json, cache.hit_json(&stored)
+//!                       JSON:   200, application/json, cache.hit_json(&stored, &request)
 //!                       stream: 200, text/event-stream, every Bytes of cache.hit_sse(&stored, &request)
 //!                   Lookup::Leader(guard) => ctx.cache = Some(Pending::Leader(guard)), go upstream
 //!                   Lookup::Miss(_)       => ctx.cache = Some(Pending::Key(key)), go upstream
@@ -353,8 +353,8 @@ impl Cache {
     /// The JSON body answering a hit (send it as `application/json`, status 200, with
     /// [`RESPONSE_HEADER`]` : hit`): the stored completion with a fresh id and `created`, usage
     /// marked cached.
-    pub fn hit_json(&self, stored: &Stored) -> Bytes {
-        replay::json(stored.response())
+    pub fn hit_json(&self, stored: &Stored, request: &ChatCompletionRequest) -> Bytes {
+        replay::json(stored.response(), &request.model)
     }
 
     /// The SSE events answering a hit of a streaming `request` (send them in order as
@@ -362,7 +362,7 @@ impl Cache {
     /// usage chunk when `stream_options.include_usage` (and the stored answer has usage), then
     /// `data: [DONE]`.
     pub fn hit_sse(&self, stored: &Stored, request: &ChatCompletionRequest) -> Vec<Bytes> {
-        replay::sse(stored.response(), request.include_usage())
+        replay::sse(stored.response(), &request.model, request.include_usage())
     }
 
     /// The stored form of `response`, if the cache keeps it (counted when not).
@@ -450,14 +450,17 @@ impl Cache {
     }
 }
 
-/// Whether the cache keeps `response`: a `chat.completion` with choices that all finished with `stop`
-/// or `length` and carry no tool calls.
+/// Whether the cache keeps `response`: a `chat.completion` with its usage and choices that all
+/// finished with `stop` or `length` and carry no tool calls.
 fn storable(response: &ChatCompletionResponse) -> Result<(), SkipReason> {
     if response.object != CHAT_COMPLETION_OBJECT || response.extra.contains_key("error") {
         return Err(SkipReason::Failed);
     }
     if response.choices.is_empty() {
         return Err(SkipReason::Incomplete);
+    }
+    if !matches!(response.usage, Nullable::Value(_)) {
+        return Err(SkipReason::NoUsage);
     }
     for choice in &response.choices {
         let extra = &choice.message.extra;
@@ -552,6 +555,9 @@ mod tests {
         let mut empty = answer(FinishReason::Stop);
         empty.choices.clear();
         assert_eq!(storable(&empty), Err(SkipReason::Incomplete));
+        let mut silent = answer(FinishReason::Stop);
+        silent.usage = Nullable::Null;
+        assert_eq!(storable(&silent), Err(SkipReason::NoUsage), "a hit must carry usage");
     }
 
     #[test]

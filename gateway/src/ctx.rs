@@ -147,8 +147,11 @@ impl Held {
 pub struct Routing {
     /// The decision (chat API requests only).
     pub decision: Option<RouteDecision>,
-    /// The parsed request, kept to re-target it if its pool fails before anything was sent.
+    /// The parsed request, kept to re-target it if its pool fails before anything was sent (its
+    /// `model` is then the chosen pool's).
     pub request: Option<ChatCompletionRequest>,
+    /// The model the client named: what the answer says it came from (`rename`).
+    pub client_model: String,
     /// The body sent upstream: the request with `model` set to the pool's model.
     pub upstream_body: Bytes,
     /// The request named a pool's own model: it never fails over to the other pool.
@@ -178,6 +181,8 @@ pub struct Upstream {
     pub timed_out: Option<&'static str>,
     /// Reads the answer's token usage as it passes (and hides the usage chunk the gateway asked for).
     pub usage: Option<UsageTap>,
+    /// Puts the client's model name in the answer.
+    pub rename: Option<crate::rename::ModelRename>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
 }

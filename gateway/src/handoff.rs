@@ -175,6 +175,7 @@ impl Handoff {
             session_key,
             started,
             config,
+            answered_as,
         } = submission;
         let now = r1_queue::unix_ms();
         let total_ms = u64::try_from(config.timeouts.total.as_millis()).unwrap_or(u64::MAX);
@@ -221,7 +222,7 @@ impl Handoff {
         let mut clock = PhaseClock::new(&config.timeouts, started);
         clock.sent(Instant::now());
         Ok(Answering {
-            answer: Answer::new(&task_id, &config.center.model, &envelope.request),
+            answer: Answer::new(&task_id, answered_as, &envelope.request),
             task_id,
             version,
             replies,
@@ -247,6 +248,8 @@ pub struct Submission<'a> {
     pub started: Instant,
     /// The configuration the request runs under.
     pub config: &'a GatewayConfig,
+    /// The model name the answer carries: the one the client asked for.
+    pub answered_as: &'a str,
 }
 
 /// One piece of a hand-off answer, for `respond::answer` to write.

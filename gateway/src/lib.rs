@@ -38,6 +38,7 @@ pub mod limits;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;
+pub mod rename;
 pub mod request_id;
 pub mod respond;
 pub mod route;

@@ -13,10 +13,11 @@ use r1_gateway::config::GatewayConfig;
 /// listener (/metrics, /admin/pools, /admin/route/explain) from one TOML file
 /// (deploy/config/gateway.toml), which reloads live on change or SIGHUP. SIGTERM drains.
 ///
-/// Per request: JWT authentication, limits (shared through Redis, local fallback), input
-/// hygiene, the result cache, then the route decision (rules, complexity score, weights,
-/// sticky sessions, fail-over): the edge pool over HTTP, the center through the Kafka
-/// hand-off (or HTTP). `--check-config` validates a file; `explain` prints routing decisions
+/// Per request: JWT authentication, OpenAI's parameter checks, limits (shared through Redis,
+/// local fallback), input hygiene, the result cache, then the route decision (rules, complexity
+/// score, weights, sticky sessions, fail-over), only to a pool that serves what the request asks
+/// (learned from members' model cards, [edge|center.capabilities] override): the edge pool over
+/// HTTP, the center through the Kafka hand-off (or HTTP). `--check-config` validates a file; `explain` prints routing decisions
 /// for JSON lines of chat requests with no network.
 ///
 /// `demo` (builds with the `embedded` feature, the default) runs the whole stack on loopback:

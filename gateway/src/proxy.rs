@@ -166,6 +166,7 @@ impl GatewayProxy {
             tenant: ctx.identity.tenant.as_str(),
             started: ctx.started,
             config: &config,
+            answered_as: &ctx.route.client_model,
         };
         let mut answering = handoff.submit(submission).await.inspect_err(|e| {
             tracing::warn!(request_id = %ctx.request_id, error = %e.message, "task hand-off failed");
@@ -401,6 +402,9 @@ impl ProxyHttp for GatewayProxy {
             response.insert_header("x-r1-route", d.route.as_str())?;
             response.insert_header("x-r1-route-reason", d.reason.as_str())?;
         }
+        if let Some(request) = &ctx.route.request {
+            response.insert_header("x-r1-model", request.model.as_str())?;
+        }
         let sse = response
             .headers
             .get("content-type")
@@ -421,6 +425,20 @@ impl ProxyHttp for GatewayProxy {
             } else {
                 UsageTap::json()
             });
+            // The answer names the model the client asked for (the pool's is in `x-r1-model`).
+            if let Some(request) = &ctx.route.request {
+                ctx.upstream.rename = crate::rename::ModelRename::new(&request.model, &ctx.route.client_model);
+            }
+            if ctx
+                .upstream
+                .rename
+                .as_ref()
+                .is_some_and(crate::rename::ModelRename::changes_length)
+                && response.headers.contains_key("content-length")
+            {
+                response.remove_header("content-length");
+                response.insert_header("transfer-encoding", "chunked")?;
+            }
         }
         if ctx.cache.fill.is_some() {
             if response.status.as_u16() == 200 {
@@ -466,6 +484,9 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(tap) = ctx.upstream.usage.as_mut() {
             tap.observe(body);
+        }
+        if let Some(rename) = ctx.upstream.rename.as_mut() {
+            rename.rewrite(body, end);
         }
         if end {
             if let (Some(capture), Some(fill)) = (ctx.cache.capture.take(), ctx.cache.fill.take())

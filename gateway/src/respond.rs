@@ -27,6 +27,11 @@ fn head(ctx: &Ctx, status: u16, content_type: &str) -> Result<ResponseHeader> {
         header.insert_header("x-r1-route", d.route.as_str())?;
         header.insert_header("x-r1-route-reason", d.reason.as_str())?;
     }
+    if let (Some(d), Some(request)) = (&ctx.route.decision, &ctx.route.request)
+        && d.route != r1_proto::Route::Cache
+    {
+        header.insert_header("x-r1-model", request.model.as_str())?;
+    }
     if let Some(task) = &ctx.route.task_id {
         header.insert_header("x-r1-task-id", task.as_str())?;
     }

@@ -108,12 +108,22 @@ fn center_request(config: &GatewayConfig, hygiene: &Hygiene, value: Value) -> Re
     if request.messages.is_empty() {
         return Err("`messages` must not be empty".to_owned());
     }
+    r1_proto::validate(&request).map_err(|e| e.message)?;
     hygiene.check(&mut request).map_err(|e| e.to_gateway_error().message)?;
     config.limits.check_max_tokens(&request).map_err(|e| e.message)?;
     request.model.clone_from(&config.center.model);
     request.stream = None; // the answer is stored, not streamed
     request.stream_options = None;
     Ok(request)
+}
+
+/// A task's `webhook`: absent, or an http(s) URL.
+fn webhook_of(value: &Value) -> Result<Option<String>, GatewayError> {
+    match value.get("webhook") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(url)) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.clone())),
+        Some(_) => Err(invalid("`webhook` must be an http(s) URL").param("webhook")),
+    }
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -208,19 +218,23 @@ pub async fn create_task(
     let store = handoff
         .states()
         .ok_or_else(|| store_down("no task store is configured or connected"))?;
-    let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
-    let (request, webhook) = match value.get("request") {
-        Some(request) => {
-            let webhook = match value.get("webhook") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(url)) if url.starts_with("http://") || url.starts_with("https://") => {
-                    Some(url.clone())
-                }
-                Some(_) => return Err(invalid("`webhook` must be an http(s) URL").param("webhook")),
-            };
-            (request.clone(), webhook)
+    let mut value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
+    let (request, webhook) = if let Some(request) = value.get("request") {
+        (request.clone(), webhook_of(&value)?)
+    } else if value.get("prompt").is_some() && value.get("messages").is_none() {
+        // The simple prompt shape (`/v1/r1/inference`'s), with an optional webhook beside it.
+        let webhook = webhook_of(&value)?;
+        if let Some(object) = value.as_object_mut() {
+            object.remove("webhook");
         }
-        None => (value, None),
+        let simple: r1_proto::InferenceRequest =
+            serde_json::from_value(value).map_err(|e| invalid(format!("not a valid prompt request: {e}")))?;
+        let model = config.models.routed.first().map_or("r1-hybrid", String::as_str);
+        let chat = serde_json::to_value(simple.into_chat_request(model))
+            .map_err(|e| invalid(format!("not a valid prompt request: {e}")))?;
+        (chat, webhook)
+    } else {
+        (value, None)
     };
     let request = center_request(config, hygiene, request).map_err(|m| invalid(m).param("request"))?;
     let id = format!("task_{}", uuid::Uuid::new_v4().simple());

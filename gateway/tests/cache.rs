@@ -273,7 +273,7 @@ async fn round_trip(cache: &Cache, other_replica: &Cache) {
     let hit = other_replica.lookup(&key(&tenant, &json_request)).await;
     assert_eq!(text_of(&hit).as_deref(), Some("four"));
     let Lookup::Hit(stored) = hit else { unreachable!() };
-    let body: Value = serde_json::from_slice(&other_replica.hit_json(&stored)).unwrap();
+    let body: Value = serde_json::from_slice(&other_replica.hit_json(&stored, &json_request)).unwrap();
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], "r1-edge");
     assert_ne!(body["id"], "chatcmpl-upstream", "every answer has its own id");

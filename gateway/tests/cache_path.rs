@@ -151,3 +151,60 @@ async fn identical_cold_requests_cause_one_generation_and_tenants_never_share_en
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_entry_written_by_a_stream_without_usage_still_answers_with_usage() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(3, "kept "))
+        .await
+        .unwrap();
+    let routing = "[auth]\nenabled = false\n[cache]\nenabled = true\n";
+    let gw = Gateway::start_full(&[upstream.addr()], &[], "", routing, "", reqwest::Client::new()).await;
+    let url = format!("{}/v1/chat/completions", gw.public);
+    let send = async |body: Value| {
+        let r = gw.client.post(&url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let cache = r.headers().get("x-r1-cache").map(|v| v.to_str().unwrap().to_owned());
+        (cache, r.text().await.unwrap())
+    };
+    let usage_chunks = |text: &str| -> Vec<Value> {
+        text.split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|v| v["usage"].is_object())
+            .collect()
+    };
+
+    // The miss: a stream that did not ask for usage, and gets none (the gateway asked upstream for it).
+    let mut plain = ask("Count to three.", Some(0.0));
+    plain["stream"] = json!(true);
+    let (cache, text) = send(plain.clone()).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+    assert!(usage_chunks(&text).is_empty(), "not asked for: {text}");
+
+    // A JSON hit has the usage the miss cost, marked cached.
+    let (cache, text) = send(ask("Count to three.", Some(0.0))).await;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    let json: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        json["usage"]["completion_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{json}"
+    );
+    assert_eq!(
+        json["usage"]["prompt_tokens_details"]["cached_tokens"],
+        json["usage"]["prompt_tokens"]
+    );
+
+    // A streamed hit that asks for usage gets its usage chunk, one that does not gets none.
+    let mut with_usage = plain.clone();
+    with_usage["stream_options"] = json!({"include_usage": true});
+    let (cache, text) = send(with_usage).await;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    let chunks = usage_chunks(&text);
+    assert_eq!(chunks.len(), 1, "{text}");
+    assert_eq!(chunks[0]["choices"], json!([]));
+    let (_, text) = send(plain).await;
+    assert!(usage_chunks(&text).is_empty(), "{text}");
+    assert_eq!(upstream.stats().snapshot().received, 1, "one generation");
+    gw.stop();
+}

@@ -424,6 +424,26 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
         .unwrap();
     assert_eq!(call, json!({"id": id, "object": "r1.task", "status": "succeeded"}));
 
+    // The guide's prompt shape is a task too.
+    let r = client
+        .post(api("/v1/tasks"))
+        .json(&json!({"prompt": "Summarise the history of Carthage.", "max_tokens": 64, "temperature": 0.3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let prompt_task: Value = r.json().await.unwrap();
+    let url = api(&format!("/v1/tasks/{}", prompt_task["id"].as_str().unwrap()));
+    let done = poll(client, &url, |v| v["status"] == "succeeded").await;
+    assert_eq!(done["result"]["choices"][0]["message"]["content"], "async ".repeat(5));
+    let r = client
+        .post(api("/v1/tasks"))
+        .json(&json!({"prompt": "hi", "temperature": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "the same checks as a chat request");
+
     // DELETE cancels a task the model is still thinking about: the node stops it at once.
     let r = client
         .post(api("/v1/tasks"))
@@ -570,6 +590,7 @@ async fn tool_calls_and_backend_refusals_come_back_through_the_hand_off_as_the_s
 
     // Streamed: the fragments with their index, id first, then argument pieces that concatenate.
     ask["stream"] = json!(true);
+    ask["stream_options"] = json!({"include_usage": true});
     let r = gw.chat(ask).await;
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();

@@ -20,8 +20,13 @@ async fn routes_by_complexity_with_headers_stream_and_json() {
     assert_eq!(header(&simple, "x-r1-route"), "edge");
     assert_eq!(header(&simple, "x-r1-route-reason"), "below_edge_max");
     assert!(!header(&simple, "x-request-id").is_empty());
+    assert_eq!(
+        header(&simple, "x-r1-model"),
+        EDGE_MODEL,
+        "the edge pool's model answered"
+    );
     let body: Value = simple.json().await.unwrap();
-    assert_eq!(body["model"], EDGE_MODEL, "the edge pool's model answered");
+    assert_eq!(body["model"], "deepseek-r1", "under the name the client asked for");
 
     let mut hard = ask(
         "deepseek-r1",
@@ -31,11 +36,20 @@ async fn routes_by_complexity_with_headers_stream_and_json() {
     let response = gw.chat(hard).await;
     assert_eq!(response.status(), 200);
     assert_eq!(header(&response, "x-r1-route"), "center");
+    assert_eq!(header(&response, "x-r1-model"), CENTER_MODEL);
     assert_eq!(header(&response, "content-type"), "text/event-stream");
     assert_eq!(header(&response, "x-accel-buffering"), "no");
     let text = response.text().await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    assert!(text.contains(CENTER_MODEL));
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(
+        chunks.len() > 2 && chunks.iter().all(|c| c["model"] == "deepseek-r1"),
+        "{text}"
+    );
 
     // The caller's request id is kept.
     let r = gw
@@ -129,6 +143,49 @@ async fn client_errors_are_openai_errors_and_never_reach_a_model() {
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "model_not_found");
+
+    // What OpenAI's API refuses is refused here, naming the parameter, with OpenAI's code.
+    for (extra, param, code) in [
+        (json!({"temperature": 9e99}), "temperature", "decimal_above_max_value"),
+        (json!({"top_p": 7}), "top_p", "decimal_above_max_value"),
+        (
+            json!({"presence_penalty": 2.5}),
+            "presence_penalty",
+            "decimal_above_max_value",
+        ),
+        (json!({"n": 1000}), "n", "integer_above_max_value"),
+        (json!({"max_tokens": 0}), "max_tokens", "integer_below_min_value"),
+        (
+            json!({"stream_options": {"include_usage": true}}),
+            "stream_options",
+            "invalid_value",
+        ),
+        (json!({"top_logprobs": 2}), "top_logprobs", "invalid_value"),
+        (
+            json!({"logprobs": true, "top_logprobs": 21}),
+            "top_logprobs",
+            "integer_above_max_value",
+        ),
+    ] {
+        let mut body = ask("deepseek-r1", "hi");
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        let r = gw.chat(body).await;
+        assert_eq!(r.status(), 400, "{extra}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["param"], param, "{extra}: {body}");
+        assert_eq!(body["error"]["code"], code, "{extra}: {body}");
+    }
+    let form = gw
+        .client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(ask("deepseek-r1", "hi").to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 400, "a form-encoded body is not JSON");
+    let body: Value = form.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_content_type");
 
     // 413 before reading the body: only the header announcing 2 MiB is sent, and the answer comes back.
     let status_line = {

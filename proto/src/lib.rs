@@ -44,8 +44,8 @@ pub use nullable::Nullable;
 pub use openai::{
     CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT, Capabilities, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta, CompletionTokensDetails, ContentPart,
-    FinishReason, MessageContent, ModelCard, ModelList, Needs, PromptTokensDetails, RESPONSE_FORMATS, ResponseFormats,
-    Role, Stop, StreamOptions, Unmet, Usage,
+    FinishReason, Invalid, MAX_N, MAX_TOP_LOGPROBS, MessageContent, ModelCard, ModelList, Needs, PromptTokensDetails,
+    RESPONSE_FORMATS, ResponseFormats, Role, Stop, StreamOptions, Unmet, Usage, validate,
 };
 pub use route::{Route, RouteDecision, RouteReason, Tier};
 pub use task::{

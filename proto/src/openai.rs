@@ -9,6 +9,7 @@ mod models;
 mod request;
 mod response;
 mod usage;
+mod validate;
 
 pub use capabilities::{Capabilities, Needs, RESPONSE_FORMATS, ResponseFormats, Unmet};
 pub use chunk::{ChatCompletionChunk, ChunkChoice, ChunkDelta};
@@ -17,6 +18,7 @@ pub use models::{ModelCard, ModelList};
 pub use request::{ChatCompletionRequest, Stop, StreamOptions};
 pub use response::{ChatCompletionResponse, Choice, FinishReason};
 pub use usage::{CompletionTokensDetails, PromptTokensDetails, Usage};
+pub use validate::{Invalid, MAX_N, MAX_TOP_LOGPROBS, validate};
 
 /// The `object` of a non-streamed chat completion.
 pub const CHAT_COMPLETION_OBJECT: &str = "chat.completion";

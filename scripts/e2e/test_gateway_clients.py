@@ -23,9 +23,10 @@ def test_sdk_sync_with_route_headers(stack):
     assert raw.headers["x-r1-route"] == "edge"
     assert raw.headers["x-r1-route-reason"] == "below_edge_max"
     assert raw.headers["x-request-id"]
+    assert raw.headers["x-r1-model"] == "r1-edge-mini"
     completion = raw.parse()
     assert completion.object == "chat.completion"
-    assert completion.model == "r1-edge-mini"
+    assert completion.model == "deepseek-r1", "the name the client asked for"
     assert "Paris" in completion.choices[0].message.content
     assert completion.usage.completion_tokens > 0
 
@@ -91,7 +92,7 @@ def test_plain_requests_client(stack):
     simple = requests.post(
         f"http://{stack.public}/v1/r1/inference",
         headers=stack.headers,
-        json={"prompt": "Hello!", "max_tokens": 16},
+        json={"prompt": "Hello!", "max_tokens": 16, "temperature": 0, "top_p": 1, "stop": ["\n\n"]},
         timeout=30,
     )
     assert simple.status_code == 200, simple.text

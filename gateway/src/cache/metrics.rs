@@ -42,11 +42,19 @@ pub enum SkipReason {
     Unsupported,
     /// Larger than `max_entry_bytes`.
     TooLarge,
+    /// The model server reported no token usage: a hit must answer with it, as a miss does.
+    NoUsage,
 }
 
 impl SkipReason {
     /// Every value, in declaration order.
-    pub const ALL: [Self; 4] = [Self::Incomplete, Self::Failed, Self::Unsupported, Self::TooLarge];
+    pub const ALL: [Self; 5] = [
+        Self::Incomplete,
+        Self::Failed,
+        Self::Unsupported,
+        Self::TooLarge,
+        Self::NoUsage,
+    ];
 
     /// The label value.
     pub const fn as_str(self) -> &'static str {
@@ -55,6 +63,7 @@ impl SkipReason {
             Self::Failed => "failed",
             Self::Unsupported => "unsupported",
             Self::TooLarge => "too_large",
+            Self::NoUsage => "no_usage",
         }
     }
 }

@@ -35,12 +35,14 @@ pub(super) fn cached_usage(usage: &Usage) -> Usage {
     usage
 }
 
-/// The JSON body of a hit: the stored completion with a fresh id and time and cached usage.
-pub(super) fn json(stored: &ChatCompletionResponse) -> Bytes {
+/// The JSON body of a hit: the stored completion with a fresh id and time, the `model` the client
+/// named, and cached usage.
+pub(super) fn json(stored: &ChatCompletionResponse, model: &str) -> Bytes {
     let (id, created) = fresh_identity();
     let mut response = stored.clone();
     response.id = id;
     response.created = created;
+    model.clone_into(&mut response.model);
     if let Nullable::Value(usage) = &response.usage {
         response.usage = Nullable::Value(cached_usage(usage));
     }
@@ -51,10 +53,10 @@ pub(super) fn json(stored: &ChatCompletionResponse) -> Bytes {
 /// reasoning), a content chunk (if it has text; it carries the stored `logprobs`), a finish chunk; then,
 /// when `include_usage`, the usage-only chunk (`choices: []`); then `data: [DONE]`. With
 /// `include_usage` every other chunk carries `"usage": null`, as OpenAI's do.
-pub(super) fn sse(stored: &ChatCompletionResponse, include_usage: bool) -> Vec<Bytes> {
+pub(super) fn sse(stored: &ChatCompletionResponse, model: &str, include_usage: bool) -> Vec<Bytes> {
     let (id, created) = fresh_identity();
     let chunk = |choice: ChunkChoice| {
-        let mut chunk = ChatCompletionChunk::new(id.clone(), created, stored.model.clone()).with_choice(choice);
+        let mut chunk = ChatCompletionChunk::new(id.clone(), created, model.to_owned()).with_choice(choice);
         chunk.system_fingerprint = stored.system_fingerprint.clone();
         if include_usage {
             chunk.usage = Nullable::Null;

@@ -282,8 +282,10 @@ impl Answer {
         if !done {
             return Step::Continue((!out.is_empty()).then(|| Bytes::from(out)));
         }
-        // Without a reported usage the caller keeps its reservation (never a refund of it).
+        // Without a reported usage the caller keeps its reservation (never a refund of it), and the
+        // answer is not cached (a hit could not say what it cost).
         self.used_tokens = usage.as_ref().map(|u| u.total_tokens);
+        let reported = usage.is_some();
         let usage = usage.unwrap_or_else(|| Usage::new(0, 0));
         let choices: Vec<Choice> = (0u32..)
             .zip(&self.choices)
@@ -313,12 +315,20 @@ impl Answer {
                 out.extend(last.to_sse_event());
             }
             out.extend_from_slice(sse::DONE);
-            self.completed = Some(completed);
+            self.completed = Some(Self::for_cache(completed, reported));
             return Step::Done(Bytes::from(out));
         }
         let body = serde_json::to_vec(&completed).unwrap_or_default();
-        self.completed = Some(completed);
+        self.completed = Some(Self::for_cache(completed, reported));
         Step::Done(Bytes::from(body))
+    }
+
+    /// The completion as the cache sees it: without usage when the model server reported none.
+    fn for_cache(mut completed: ChatCompletionResponse, reported: bool) -> ChatCompletionResponse {
+        if !reported {
+            completed.usage = Nullable::Null;
+        }
+        completed
     }
 
     /// A delta that is not plain text of the first choice, as one chunk choice: tool-call fragments

@@ -219,14 +219,17 @@ pub async fn direct_answer(backend: &str, text: &str) -> Value {
 }
 
 pub fn ask_center(text: &str, stream: bool) -> Value {
-    json!({
+    let mut body = json!({
         "model": CENTER_MODEL,
         "messages": [{"role": "user", "content": text}],
         "temperature": 0,
         "max_tokens": 24,
         "stream": stream,
-        "stream_options": {"include_usage": true},
-    })
+    });
+    if stream {
+        body["stream_options"] = json!({"include_usage": true});
+    }
+    body
 }
 
 /// The content of an SSE answer, and whether it ended with `[DONE]` (or an error event).
