@@ -446,6 +446,10 @@ pub struct CenterSection {
     /// The Kafka hand-off (`transport = "kafka"`).
     #[serde(default)]
     pub kafka: Option<CenterKafkaSection>,
+    /// The in-process center's backend when it is not a member (`transport = "embedded"`): an
+    /// OpenAI-compatible API by URL, such as DeepSeek's.
+    #[serde(default)]
+    pub backend: Option<EmbeddedBackend>,
     /// Model versions with weights (canary and rollback; `transport = "kafka"` only). Each
     /// version's tasks go to its own task topics (`<topic>.<name>`), which only that version's
     /// r1-center nodes consume (`[topics] version = "<name>"` in their config). A conversation
@@ -453,6 +457,20 @@ pub struct CenterSection {
     /// has finish. Live-reloadable.
     #[serde(default)]
     pub versions: Vec<CenterVersion>,
+}
+
+/// `[center.backend]`: the embedded center's OpenAI-compatible API.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedBackend {
+    /// Its base URL, up to `/v1` (`https://api.deepseek.com/v1`).
+    pub base_url: String,
+    /// The model name it takes (default: `center.model`).
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The environment variable holding its API key (never the key itself).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 /// `[[center.versions]]`
@@ -469,6 +487,7 @@ impl Default for CenterSection {
     fn default() -> Self {
         Self {
             kafka: None,
+            backend: None,
             versions: Vec::new(),
             transport: CenterTransport::default(),
             model: default_center_model(),
@@ -828,12 +847,23 @@ impl Validate for GatewayConfig {
                     problems.push("center.kafka.send_timeout: must be at least 100ms".to_owned());
                 }
             }
-            (CenterTransport::Embedded, _) if self.center.members.is_empty() => {
+            (CenterTransport::Embedded, _) if self.center.members.is_empty() && self.center.backend.is_none() => {
                 problems.push(
-                    "center.members: the embedded transport calls the first member as its backend; list one".to_owned(),
+                    "center.members: the embedded transport calls the first member (or center.backend) as its backend; list one".to_owned(),
                 );
             }
             _ => {}
+        }
+        if let Some(backend) = &self.center.backend {
+            if self.center.transport != CenterTransport::Embedded {
+                problems.push("center.backend: only for center.transport = \"embedded\" (r1-center nodes have their own [backend])".to_owned());
+            }
+            if !(backend.base_url.starts_with("http://") || backend.base_url.starts_with("https://")) {
+                problems.push(format!(
+                    "center.backend.base_url: `{}` must be an http(s) URL",
+                    backend.base_url
+                ));
+            }
         }
         check_health(&mut problems, "edge", &self.edge.health);
         check_health(&mut problems, "center", &self.center.health);

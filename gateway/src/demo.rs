@@ -1,7 +1,12 @@
 //! `r1-gateway demo`: the embedded stack on loopback — the gateway, one r1-edge serving the shipped
-//! model, and the center in process (the in-process queue and r1-center's worker, in front of a second
-//! r1-edge engine serving under the center's model name) — then a few sample prompts, each printed with
-//! the route it took.
+//! model, and the center in process (the in-process queue and r1-center's worker) — then a few sample
+//! prompts, each printed with the route it took and, for the center, its reasoning.
+//!
+//! The center's backend is the external R1 API. By default it is the scripted stand-in for it (the
+//! mock upstream: `reasoning_content`, then content, labelled as scripted in every answer); with
+//! `R1_CENTER_URL` (and `R1_CENTER_API_KEY`, `R1_CENTER_MODEL`, default `deepseek-reasoner`) the same
+//! demo asks that API. Model servers the demo starts listen on free ports (members given as port 0),
+//! so two demos run side by side on different `--listen`/`--admin` ports.
 
 // The demo talks to a person on a terminal: printing is its job.
 #![allow(clippy::print_stdout)]
@@ -14,7 +19,7 @@ use anyhow::Context;
 use r1_edge::config::EdgeConfig;
 use r1_edge::runtime::LibrarySearch;
 
-use crate::config::GatewayConfig;
+use crate::config::{EmbeddedBackend, GatewayConfig};
 
 /// Sample prompts: simple and complex, English and Chinese.
 const SAMPLES: [&str; 6] = [
@@ -26,45 +31,99 @@ const SAMPLES: [&str; 6] = [
     "Debug this: my Rust service deadlocks when two tasks lock the same two mutexes in different orders.",
 ];
 
-/// Runs the demo until Ctrl-C. `config` must list one edge and one center member on loopback.
+/// What the stand-in for the external R1 API thinks, before it answers.
+const STAND_IN_REASONING: &str = "[scripted stand-in for the external R1 API, not a model] This prompt \
+     scored as complex, so the router sent it to the center pool, through the task hand-off; DeepSeek-R1 \
+     would reason here, streamed as reasoning_content before its answer.";
+/// And its answer.
+const STAND_IN_ANSWER: &str = "This center answer is scripted. Set R1_CENTER_URL (for example \
+     https://api.deepseek.com/v1) and R1_CENTER_API_KEY to have the real model answer center requests.";
+
+/// The environment variables that point the demo's center at a real API.
+const CENTER_URL_ENV: &str = "R1_CENTER_URL";
+const CENTER_KEY_ENV: &str = "R1_CENTER_API_KEY";
+const CENTER_MODEL_ENV: &str = "R1_CENTER_MODEL";
+
+/// Runs the demo until Ctrl-C. `config` must list one edge and one center member on loopback (port
+/// 0: a free one).
 pub fn run(mut config: GatewayConfig, config_path: PathBuf, models: &Path) -> anyhow::Result<()> {
     let token = demo_auth(&mut config)?;
     let edge_addr = single_member(&config.edge.members, "edge")?;
-    let center_addr = single_member(&config.center.members, "center")?;
     let model_dir = models.join("r1-edge-mini");
 
-    // The two model servers run on their own runtime thread; the gateway (Pingora) owns the main thread.
-    let (edge_name, center_name) = (config.edge.model.clone(), config.center.model.clone());
+    // The model servers run on their own runtime thread; the gateway (Pingora) owns the main thread.
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    for (addr, name) in [(edge_addr, edge_name), (center_addr, center_name)] {
-        let mut edge_config = EdgeConfig::default();
-        edge_config.onnxruntime.intra_threads = 1;
-        let model = r1_edge::model::load(&LibrarySearch::from_env(), &model_dir, &edge_config.onnxruntime)
-            .with_context(|| format!("loading {}", model_dir.display()))?;
-        let listener = std::net::TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
-        listener.set_nonblocking(true)?;
-        servers.spawn(async move {
-            match tokio::net::TcpListener::from_std(listener) {
-                Ok(listener) => {
-                    if let Err(e) =
-                        r1_edge::server::run(listener, model, name, &edge_config, std::future::pending()).await
-                    {
-                        tracing::error!(error = %e, "demo model server stopped");
-                    }
+    let mut edge_config = EdgeConfig::default();
+    edge_config.onnxruntime.intra_threads = 1;
+    let model = r1_edge::model::load(&LibrarySearch::from_env(), &model_dir, &edge_config.onnxruntime)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
+    let listener = std::net::TcpListener::bind(edge_addr).with_context(|| format!("bind {edge_addr}"))?;
+    listener.set_nonblocking(true)?;
+    config.edge.members = vec![listener.local_addr()?.to_string()];
+    let edge_name = config.edge.model.clone();
+    servers.spawn(async move {
+        match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => {
+                if let Err(e) =
+                    r1_edge::server::run(listener, model, edge_name, &edge_config, std::future::pending()).await
+                {
+                    tracing::error!(error = %e, "demo edge server stopped");
                 }
-                Err(e) => tracing::error!(error = %e, "demo model server could not start"),
             }
-        });
-    }
+            Err(e) => tracing::error!(error = %e, "demo edge server could not start"),
+        }
+    });
+
+    let center = match std::env::var(CENTER_URL_ENV).ok().filter(|u| !u.is_empty()) {
+        Some(url) => {
+            let model = std::env::var(CENTER_MODEL_ENV).unwrap_or_else(|_| "deepseek-reasoner".to_owned());
+            let described = format!("{url} (model {model}, key from {CENTER_KEY_ENV})");
+            config.center.members.clear();
+            config.center.backend = Some(EmbeddedBackend {
+                base_url: url,
+                model: Some(model),
+                api_key_env: Some(CENTER_KEY_ENV.to_owned()),
+            });
+            described
+        }
+        None => {
+            let center_addr = single_member(&config.center.members, "center")?;
+            let listener = std::net::TcpListener::bind(center_addr).with_context(|| format!("bind {center_addr}"))?;
+            listener.set_nonblocking(true)?;
+            let bound = listener.local_addr()?;
+            config.center.members = vec![bound.to_string()];
+            let script = r1_mock_upstream::Script::default()
+                .model(config.center.model.clone())
+                .reasoning(1, STAND_IN_REASONING)
+                .content(1, STAND_IN_ANSWER)
+                .delays(Duration::from_millis(300), Duration::from_millis(50));
+            servers.spawn(async move {
+                match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => match r1_mock_upstream::serve(listener, script).await {
+                        Ok(handle) => {
+                            // Serves until the runtime stops (dropping the handle would stop it).
+                            let _serving = handle;
+                            std::future::pending::<()>().await;
+                        }
+                        Err(e) => tracing::error!(error = %e, "demo center stand-in could not start"),
+                    },
+                    Err(e) => tracing::error!(error = %e, "demo center stand-in could not start"),
+                }
+            });
+            format!(
+                "a scripted stand-in for the external R1 API on {bound} (not a model; set {CENTER_URL_ENV} for a real one)"
+            )
+        }
+    };
 
     let public = config.listen.public;
     let admin = config.listen.admin;
     let built = crate::server::build(config, Some(config_path), Duration::ZERO, Duration::from_secs(5))?;
     let samples = std::thread::spawn(move || {
-        if let Err(e) = send_samples(public, admin, token.as_deref()) {
+        if let Err(e) = send_samples(public, admin, token.as_deref(), &center) {
             println!("demo: sample prompts failed: {e:#}");
         }
     });
@@ -124,20 +183,26 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>) -> anyhow::Result<()> {
+fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>, center: &str) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        // Ready when both pools report a ready member.
+        // Ready when every member of both pools is, and the edge has one.
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let pools: serde_json::Value = match client.get(format!("http://{admin}/admin/pools")).send().await {
                 Ok(r) => r.json().await.unwrap_or_default(),
                 Err(_) => serde_json::Value::Null,
             };
-            let ready = pools["pools"]
-                .as_array()
-                .is_some_and(|p| p.len() == 2 && p.iter().all(|p| p["members"][0]["ready"] == true));
+            let ready = pools["pools"].as_array().is_some_and(|p| {
+                p.len() == 2
+                    && p[0]["members"].as_array().is_some_and(|m| !m.is_empty())
+                    && p.iter().all(|p| {
+                        p["members"]
+                            .as_array()
+                            .is_some_and(|m| m.iter().all(|m| m["ready"] == true))
+                    })
+            });
             if ready {
                 break;
             }
@@ -146,14 +211,15 @@ fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>) -> a
         }
         println!(
             "\nr1-hybrid demo is up.\n  API:     http://{public}/v1  (OpenAI-compatible; model \"deepseek-r1\" is routed for you)\n  \
-             admin:   http://{admin}/metrics  http://{admin}/admin/pools  POST http://{admin}/admin/route/explain\n\nSample prompts:"
+             admin:   http://{admin}/metrics  http://{admin}/admin/pools  POST http://{admin}/admin/route/explain\n  \
+             center:  {center}\n\nSample prompts:"
         );
         for prompt in SAMPLES {
             let body = serde_json::json!({
                 "model": "deepseek-r1",
                 "messages": [{"role": "user", "content": prompt}],
                 "temperature": 0,
-                "max_tokens": 32,
+                "max_tokens": 256,
             });
             let mut request = client.post(format!("http://{public}/v1/chat/completions")).json(&body);
             if let Some(token) = token {
@@ -165,8 +231,16 @@ fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>) -> a
             };
             let (route, reason) = (header("x-r1-route"), header("x-r1-route-reason"));
             let answer: serde_json::Value = response.json().await?;
-            let text = answer["choices"][0]["message"]["content"].as_str().unwrap_or("(no answer)");
-            println!("  Q: {prompt}\n     route: {route} ({reason})\n  A: {text}\n");
+            let message = &answer["choices"][0]["message"];
+            let text = message["content"]
+                .as_str()
+                .or_else(|| answer["error"]["message"].as_str())
+                .unwrap_or("(no answer)");
+            println!("  Q: {prompt}\n     route: {route} ({reason})");
+            if let Some(thinking) = message["reasoning_content"].as_str().filter(|t| !t.is_empty()) {
+                println!("     thinking: {thinking}");
+            }
+            println!("  A: {text}\n");
         }
         let key = token.unwrap_or("(auth is off)");
         println!(
@@ -176,9 +250,8 @@ fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>) -> a
              -d '{{\"model\":\"deepseek-r1\",\"messages\":[{{\"role\":\"user\",\"content\":\"What day comes after Monday?\"}}],\"stream\":true}}' -i\n\n  \
              python3 -c 'import os; from openai import OpenAI; c = OpenAI(base_url=\"http://{public}/v1\", api_key=os.environ[\"R1_TOKEN\"]); \
              print(c.chat.completions.create(model=\"deepseek-r1\", messages=[{{\"role\":\"user\",\"content\":\"Hi\"}}]).choices[0].message.content)'\n\n\
-             Center requests go through the task hand-off (an in-process queue here, Kafka in production) to an in-process r1-center worker; \
-             its backend is the same small model under the center's name (production: the full R1 behind vLLM/SGLang or the DeepSeek API). \
-             Ctrl-C stops everything."
+             Center requests go through the task hand-off (an in-process queue here, Kafka in production) to an in-process r1-center worker \
+             whose backend is {center} (production: the full R1 behind vLLM/SGLang or the DeepSeek API). Ctrl-C stops everything."
         );
         Ok(())
     })

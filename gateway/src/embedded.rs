@@ -46,9 +46,18 @@ impl EmbeddedCenter {
     ) -> anyhow::Result<Self> {
         let queue = MemoryQueue::new(QUEUE_CAPACITY);
         queue.attach(&reply_to.to_string(), router);
-        let member = config.center.members.first().cloned().unwrap_or_default();
-        let backend = format!("http://{member}/v1");
-        let mut section = BackendSection::openai(backend.clone(), config.center.model.clone());
+        let (backend, model, api_key) = match &config.center.backend {
+            Some(api) => (
+                api.base_url.clone(),
+                api.model.clone().unwrap_or_else(|| config.center.model.clone()),
+                api.api_key_env.as_deref().and_then(|name| std::env::var(name).ok()),
+            ),
+            None => {
+                let member = config.center.members.first().cloned().unwrap_or_default();
+                (format!("http://{member}/v1"), config.center.model.clone(), None)
+            }
+        };
+        let mut section = BackendSection::openai(backend.clone(), model);
         section.connect_timeout = config.timeouts.connect;
         section.first_token_timeout = config.timeouts.first_token;
         section.idle_timeout = config.timeouts.idle;
@@ -66,7 +75,7 @@ impl EmbeddedCenter {
             queue.clone(),
             queue.clone(),
             Arc::new(MemoryClaims::default()),
-            Arc::new(OpenAiBackend::new(OpenAiSettings::from_section(&section, None))?),
+            Arc::new(OpenAiBackend::new(OpenAiSettings::from_section(&section, api_key))?),
             WorkerSettings::from(&node),
             center_metrics,
         )

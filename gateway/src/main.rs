@@ -21,7 +21,8 @@ use r1_gateway::config::GatewayConfig;
 /// for JSON lines of chat requests with no network.
 ///
 /// `demo` (builds with the `embedded` feature, the default) runs the whole stack on loopback:
-/// gateway + r1-edge + the center in process.
+/// gateway + r1-edge + the center in process (its backend a scripted stand-in for the R1 API, or
+/// R1_CENTER_URL).
 ///
 /// Environment: R1_JWT_SECRET (the HS256 secret, unless [auth] names another source),
 /// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal).
@@ -44,6 +45,9 @@ enum Command {
     /// per line on stdout. No network, no running services.
     Explain,
     /// Run the embedded stack on loopback: gateway + r1-edge + the center in process, sample prompts, until Ctrl-C.
+    /// The center's backend is a scripted stand-in for the external R1 API, or the API at R1_CENTER_URL
+    /// (key in R1_CENTER_API_KEY, model R1_CENTER_MODEL, default deepseek-reasoner). The model servers
+    /// take free ports, so demos on different --listen/--admin ports run side by side.
     #[cfg(feature = "embedded")]
     Demo {
         /// Public listener.

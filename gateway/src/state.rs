@@ -142,7 +142,8 @@ impl Gateway {
         let center = match &self.handoff {
             None => self.center.state(),
             Some(handoff) => {
-                let members = handoff.is_embedded();
+                // In process, the backend is the center pool's member (unless it is an API by URL).
+                let members = handoff.is_embedded() && !self.config().center.members.is_empty();
                 crate::route::PoolState {
                     healthy: handoff.is_ready() && (!members || self.center.state().healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,

@@ -46,7 +46,9 @@ class Stack:
 @pytest.fixture(scope="session")
 def stack():
     binary = os.environ.get("R1_GATEWAY_BIN", str(ROOT / "target" / "debug" / "r1-gateway"))
-    public, admin, edge, center = (f"127.0.0.1:{free_port()}" for _ in range(4))
+    # Port 0 members: the demo starts its model servers on free ports.
+    public, admin = (f"127.0.0.1:{free_port()}" for _ in range(2))
+    edge = center = "127.0.0.1:0"
     config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config.write(
         f'[listen]\npublic = "{public}"\nadmin = "{admin}"\n'
