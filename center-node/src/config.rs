@@ -152,6 +152,11 @@ pub struct BackendSection {
     /// `openai`: first backoff between those tries, doubled each time.
     #[serde(default = "default_backend_backoff", with = "humantime_serde")]
     pub backoff: Duration,
+    /// `openai`: what happens to `reasoning_content` on assistant messages of the conversation sent
+    /// back: `strip` (DeepSeek's API answers 400 to it) or `keep`. Default: strip when the base URL
+    /// names DeepSeek, keep otherwise.
+    #[serde(default)]
+    pub reasoning_history: Option<ReasoningHistory>,
     /// `onnx`: the model directory (Optimum layout: `model.onnx`, `config.json`, tokenizer).
     #[serde(default)]
     pub model_dir: Option<std::path::PathBuf>,
@@ -163,7 +168,32 @@ pub struct BackendSection {
     pub intra_threads: usize,
 }
 
+/// `reasoning_history`: earlier turns' chain of thought in the history sent to the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReasoningHistory {
+    /// Removed from every message (DeepSeek's API refuses it; R1's own chat template drops it).
+    Strip,
+    /// Sent as the client gave it.
+    Keep,
+}
+
 impl BackendSection {
+    /// What is done with `reasoning_content` in the history: as configured, else strip for DeepSeek's API.
+    pub fn reasoning_history(&self) -> ReasoningHistory {
+        self.reasoning_history.unwrap_or_else(|| {
+            let deepseek = self
+                .base_url
+                .as_deref()
+                .is_some_and(|url| url.to_ascii_lowercase().contains("deepseek"));
+            if deepseek {
+                ReasoningHistory::Strip
+            } else {
+                ReasoningHistory::Keep
+            }
+        })
+    }
+
     /// An `openai` backend at `base_url` serving `model`, every other key at its default.
     pub fn openai(base_url: impl Into<String>, model: impl Into<String>) -> Self {
         Self {
@@ -176,6 +206,7 @@ impl BackendSection {
             idle_timeout: default_idle_timeout(),
             attempts: default_backend_attempts(),
             backoff: default_backend_backoff(),
+            reasoning_history: None,
             model_dir: None,
             max_batch_size: default_onnx_batch(),
             intra_threads: 0,

@@ -36,6 +36,8 @@ pub struct OpenAiSettings {
     pub attempts: u32,
     /// First backoff; doubled each retry.
     pub backoff: Duration,
+    /// Whether earlier turns' `reasoning_content` is removed before sending.
+    pub strip_reasoning_history: bool,
 }
 
 /// The backend.
@@ -59,6 +61,7 @@ impl OpenAiSettings {
             idle_timeout: section.idle_timeout,
             attempts: section.attempts,
             backoff: section.backoff,
+            strip_reasoning_history: section.reasoning_history() == crate::config::ReasoningHistory::Strip,
         }
     }
 }
@@ -118,6 +121,11 @@ impl Backend for OpenAiBackend {
         out: &mpsc::UnboundedSender<ResultDelta>,
     ) -> Result<Option<Usage>, BackendError> {
         request.model = self.settings.model.clone();
+        if self.settings.strip_reasoning_history {
+            for message in &mut request.messages {
+                message.reasoning_content = r1_proto::Nullable::Absent;
+            }
+        }
         request.stream = Some(true);
         let mut options = request.stream_options.take().unwrap_or_default();
         options.include_usage = Some(true);
