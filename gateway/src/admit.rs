@@ -37,6 +37,8 @@ pub enum Endpoint {
     Ready,
     /// `GET /v1/models`.
     Models,
+    /// `GET /v1/models/{id}` (the id may hold `/`, raw or as `%2F`).
+    Model,
     /// `POST /v1/chat/completions`, or `POST /v1/r1/inference` (`inference`: the simple prompt API).
     Chat {
         /// The simple prompt API.
@@ -58,6 +60,7 @@ impl Endpoint {
             ("GET", "/healthz") => Self::Health,
             ("GET", "/readyz") => Self::Ready,
             ("GET", "/v1/models") => Self::Models,
+            ("GET", p) if p.starts_with("/v1/models/") => Self::Model,
             ("POST", "/v1/chat/completions") => Self::Chat { inference: false },
             ("POST", "/v1/r1/inference") => Self::Chat { inference: true },
             _ if path.starts_with("/v1/tasks") || path.starts_with("/v1/batches") => Self::Tasks,

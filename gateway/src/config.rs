@@ -51,6 +51,9 @@ pub struct GatewayConfig {
     /// The exact-match result cache (Redis when `[redis]` is configured, else in memory).
     #[serde(default)]
     pub cache: crate::cache::CacheSection,
+    /// CORS for browser apps (off by default).
+    #[serde(default)]
+    pub cors: crate::cors::CorsSection,
 }
 
 /// `[redis]`
@@ -722,6 +725,7 @@ impl Validate for GatewayConfig {
         problems.extend(self.limits.problems());
         problems.extend(self.hygiene.problems());
         problems.extend(self.cache.problems());
+        problems.extend(self.cors.problems());
         if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
             problems.push("listen.threads: must be 1..=256".to_owned());
         }

@@ -77,6 +77,8 @@ pub struct Ctx {
     pub upstream: Upstream,
     /// The result cache's part (admission, response hooks).
     pub cache: CacheState,
+    /// The request's `Origin`, when CORS allows it: every answer says so.
+    pub cors_origin: Option<String>,
 }
 
 impl Ctx {
@@ -90,6 +92,7 @@ impl Ctx {
             route: Routing::default(),
             upstream: Upstream::default(),
             cache: CacheState::default(),
+            cors_origin: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub mod auth;
 pub mod cache;
 pub mod card;
 pub mod config;
+pub mod cors;
 pub mod ctx;
 pub mod deadline;
 #[cfg(feature = "embedded")]

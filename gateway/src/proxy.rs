@@ -87,6 +87,17 @@ impl GatewayProxy {
                 let body = Bytes::from(self.models());
                 self.local(session, ctx, 200, "application/json", body).await
             }
+            Endpoint::Model => {
+                let path = session.req_header().uri.path();
+                let id = percent_decode(path.trim_start_matches("/v1/models/"));
+                let body = self.model(&id).ok_or_else(|| {
+                    GatewayError::downstream(ErrorKind::NotFound, format!("the model `{id}` does not exist"))
+                        .code("model_not_found")
+                        .param("model")
+                })?;
+                self.local(session, ctx, 200, "application/json", Bytes::from(body))
+                    .await
+            }
             Endpoint::Chat { inference } => match crate::admit::chat(&self.gateway, session, ctx, inference).await? {
                 Admitted::Cached { pieces, stream } => {
                     crate::respond::cache_hit(session, ctx, pieces, stream).await;
@@ -146,6 +157,14 @@ impl GatewayProxy {
             .chain([&config.edge.model, &config.center.model]);
         let list = ModelList::new(names.map(|n| ModelCard::new(n.clone(), 0, "r1-hybrid")).collect());
         serde_json::to_vec(&list).unwrap_or_default()
+    }
+
+    /// The card of one model the gateway serves (`client.models.retrieve`).
+    fn model(&self, id: &str) -> Option<Vec<u8>> {
+        let config = self.gateway.config();
+        config
+            .knows_model(id)
+            .then(|| serde_json::to_vec(&ModelCard::new(id.to_owned(), 0, "r1-hybrid")).unwrap_or_default())
     }
 
     /// A center request through the hand-off: submitted, answered as the result chunks come, then the
@@ -248,6 +267,21 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = crate::request_id::of(session.req_header());
+        let cors = &self.gateway.config().cors;
+        ctx.cors_origin = cors.allowed(session.req_header());
+        if crate::cors::is_preflight(session.req_header()) {
+            // Before authentication: a browser's preflight carries no credentials.
+            let header = match &ctx.cors_origin {
+                Some(origin) => crate::cors::preflight(session.req_header(), origin, cors)?,
+                None => {
+                    let mut header = pingora::http::ResponseHeader::build(403, Some(2))?;
+                    header.insert_header("content-length", "0")?;
+                    header
+                }
+            };
+            session.write_response_header(Box::new(header), true).await?;
+            return Ok(true);
+        }
         let endpoint = Endpoint::of(session.req_header());
         match self.serve(session, ctx, endpoint).await {
             Ok(Next::Upstream) => Ok(false),
@@ -404,6 +438,9 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(request) = &ctx.route.request {
             response.insert_header("x-r1-model", request.model.as_str())?;
+        }
+        if let Some(origin) = &ctx.cors_origin {
+            crate::cors::allow(response, origin)?;
         }
         let sse = response
             .headers
@@ -624,4 +661,27 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.upstream.in_flight = None;
     }
+}
+
+/// `%XX` escapes decoded (a model id such as `deepseek-ai%2FDeepSeek-R1`); anything malformed is kept.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        if bytes[i] == b'%'
+            && let (Some(hi), Some(lo)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -32,6 +32,9 @@ fn head(ctx: &Ctx, status: u16, content_type: &str) -> Result<ResponseHeader> {
     {
         header.insert_header("x-r1-model", request.model.as_str())?;
     }
+    if let Some(origin) = &ctx.cors_origin {
+        crate::cors::allow(&mut header, origin)?;
+    }
     if let Some(task) = &ctx.route.task_id {
         header.insert_header("x-r1-task-id", task.as_str())?;
     }

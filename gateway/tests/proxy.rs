@@ -403,3 +403,87 @@ async fn what_a_pool_serves_comes_from_its_members_cards_and_config_overrides_it
     assert_eq!(explain["reason"], "edge_cannot_serve_max_tokens", "{explain}");
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn models_are_retrieved_by_id_and_browsers_get_cors_only_from_allowed_origins() {
+    let edge = Edge::start(EDGE_MODEL);
+    let cors = "[cors]\nallowed_origins = [\"https://app.example\"]\n";
+    let gw = Gateway::start(&[edge.addr], &[], cors).await;
+
+    // `client.models.retrieve`: ids with a slash, raw or escaped; an unknown one is OpenAI's 404.
+    for path in ["deepseek-r1", "deepseek-ai/DeepSeek-R1", "deepseek-ai%2FDeepSeek-R1"] {
+        let r = gw
+            .client
+            .get(format!("{}/v1/models/{path}", gw.public))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let card: Value = r.json().await.unwrap();
+        assert_eq!(card["object"], "model");
+        assert_eq!(card["id"], path.replace("%2F", "/"));
+    }
+    let r = gw
+        .client
+        .get(format!("{}/v1/models/gpt-9", gw.public))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "model_not_found");
+
+    // A preflight from the allowed origin: 204 with what it may send, before any token is asked for.
+    let url = format!("{}/v1/chat/completions", gw.public);
+    let preflight = |origin: &'static str| {
+        gw.client
+            .request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, content-type")
+            .send()
+    };
+    let r = preflight("https://app.example").await.unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
+    assert_eq!(
+        header(&r, "access-control-allow-headers"),
+        "authorization, content-type"
+    );
+    assert!(header(&r, "access-control-allow-methods").contains("POST"));
+    let r = preflight("https://evil.example").await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+
+    // The answers themselves: proxied and gateway-made alike, readable by the allowed origin only.
+    let r = gw
+        .client
+        .post(&url)
+        .header("origin", "https://app.example")
+        .json(&ask("deepseek-r1", "Hello!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
+    assert!(header(&r, "access-control-expose-headers").contains("x-r1-route"));
+    let r = gw
+        .client
+        .post(&url)
+        .header("origin", "https://app.example")
+        .json(&ask("gpt-9", "Hello!"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(header(&r, "access-control-allow-origin"), "https://app.example");
+    let r = gw
+        .client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .json(&ask("deepseek-r1", "Hello!"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    gw.stop();
+}
