@@ -72,7 +72,7 @@ pub struct ApiError {
     kind: ErrorKind,
     message: String,
     code: Option<&'static str>,
-    param: Option<&'static str>,
+    param: Option<std::borrow::Cow<'static, str>>,
     retry_after: Option<u64>,
 }
 
@@ -100,9 +100,9 @@ impl ApiError {
         }
     }
 
-    fn invalid(param: &'static str, message: impl Into<String>) -> Self {
+    fn invalid(param: impl Into<std::borrow::Cow<'static, str>>, message: impl Into<String>) -> Self {
         Self {
-            param: Some(param),
+            param: Some(param.into()),
             ..Self::new(ErrorKind::InvalidRequest, message)
         }
     }
@@ -113,7 +113,7 @@ impl ApiError {
     }
 
     fn body(&self) -> ErrorBody {
-        ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param)
+        ErrorBody::detailed(self.kind, self.message.clone(), self.code, self.param.as_deref())
     }
 }
 
@@ -520,6 +520,51 @@ fn refuse_unserved(request: &ChatCompletionRequest) -> Result<(), ApiError> {
             "messages",
             "this model takes text only, not image parts",
         ));
+    }
+    refuse_other_keys(extra)
+}
+
+/// Keys beyond the modelled ones: those that change nothing here are taken (`parallel_tool_calls`
+/// without tools, `metadata`, hints such as `prompt_cache_key`), those asking for what this server does
+/// not do are refused by name, and any other key is refused as OpenAI's API refuses it.
+fn refuse_other_keys(extra: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    for (key, value) in extra {
+        if value.is_null() {
+            continue;
+        }
+        let refusal = match key.as_str() {
+            // Checked above, or meaning nothing without tools.
+            "tools"
+            | "tool_choice"
+            | "functions"
+            | "function_call"
+            | "parallel_tool_calls"
+            | "response_format"
+            | "logprobs"
+            | "top_logprobs"
+            | "logit_bias" => None,
+            // Labels and routing hints: no effect on the answer.
+            "metadata" | "prompt_cache_key" | "safety_identifier" => None,
+            "store" if value == &Value::Bool(false) => None,
+            "store" => Some("this server does not store completions"),
+            "service_tier" if matches!(value.as_str(), Some("auto" | "default")) => None,
+            "service_tier" => Some("this server has one service tier: `auto`"),
+            "modalities" if value.as_array().is_some_and(|m| m.iter().all(|m| m == "text")) => None,
+            "modalities" | "audio" => Some("this model answers in text only"),
+            "reasoning_effort" => Some("this model does not reason before answering"),
+            "prediction" => Some("this server does not use predicted outputs"),
+            "web_search_options" => Some("this server does not search the web"),
+            "verbosity" => Some("this server does not take `verbosity`"),
+            _ => {
+                return Err(ApiError::invalid(
+                    key.clone(),
+                    format!("Unrecognized request argument supplied: {key}"),
+                ));
+            }
+        };
+        if let Some(message) = refusal {
+            return Err(ApiError::invalid(key.clone(), message));
+        }
     }
     Ok(())
 }

@@ -297,6 +297,10 @@ async fn bad_requests_get_openai_errors() {
         ("top_logprobs", json!({"top_logprobs": 2})),
         ("logit_bias", json!({"logit_bias": {"42": 5}})),
         ("presence_penalty", json!({"presence_penalty": 3.0})),
+        ("reasoning_effort", json!({"reasoning_effort": "high"})),
+        ("store", json!({"store": true})),
+        ("modalities", json!({"modalities": ["text", "audio"]})),
+        ("min_p", json!({"min_p": 0.1})),
     ];
     for (param, extra) in &unserved {
         let mut request = greedy("Hi", 5);
@@ -311,10 +315,13 @@ async fn bad_requests_get_openai_errors() {
         json!([{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {"url": "data:,"}}]);
     let body = error_of(server.post(image).await, 400).await;
     assert!(body["error"]["message"].as_str().unwrap().contains("image"), "{body}");
-    // tool_choice "none" with tools asks for no call: served.
+    // tool_choice "none" with tools asks for no call, and labels change nothing: served.
     let mut none = greedy("Hi", 3);
     none["tools"] = tool;
     none["tool_choice"] = json!("none");
+    none["metadata"] = json!({"team": "search"});
+    none["store"] = json!(false);
+    none["parallel_tool_calls"] = json!(true);
     assert_eq!(server.post(none).await.status(), 200);
 
     assert_eq!(

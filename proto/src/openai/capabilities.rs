@@ -256,11 +256,10 @@ impl Needs {
     /// validator's to refuse; here they count as asked for.
     pub fn of(request: &ChatCompletionRequest) -> Self {
         let extra = &request.extra;
-        let tools = extra
-            .get("tools")
-            .and_then(Value::as_array)
-            .is_some_and(|t| !t.is_empty())
-            && extra.get("tool_choice").and_then(Value::as_str) != Some("none");
+        let listed = |key: &str| extra.get(key).and_then(Value::as_array).is_some_and(|t| !t.is_empty());
+        // `functions` / `function_call`: the deprecated form of tools, still sent by older clients.
+        let tools = (listed("tools") && extra.get("tool_choice").and_then(Value::as_str) != Some("none"))
+            || (listed("functions") && extra.get("function_call").and_then(Value::as_str) != Some("none"));
         let response_format = extra.get("response_format").and_then(|f| match f {
             Value::Null => None,
             Value::Object(o) => match o.get("type").and_then(Value::as_str) {
@@ -389,6 +388,8 @@ mod tests {
         none["tool_choice"] = json!("none");
         assert!(!Needs::of(&request(none)).tools, "tool_choice none calls no tool");
         assert!(!Needs::of(&request(json!({"tools": []}))).tools);
+        let functions = json!({"functions": [{"name": "f", "parameters": {}}]});
+        assert!(Needs::of(&request(functions)).tools, "the deprecated form is tools too");
 
         let text = Needs::of(&request(json!({"response_format": {"type": "text"}})));
         assert_eq!(text.response_format, None);
