@@ -505,16 +505,6 @@ fn refuse_unserved(request: &ChatCompletionRequest) -> Result<(), ApiError> {
             "this server does not return log probabilities",
         ));
     }
-    if extra
-        .get("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|bias| !bias.is_empty())
-    {
-        return Err(ApiError::invalid(
-            "logit_bias",
-            "this server does not apply `logit_bias`",
-        ));
-    }
     if needs.images {
         return Err(ApiError::invalid(
             "messages",
@@ -524,46 +514,21 @@ fn refuse_unserved(request: &ChatCompletionRequest) -> Result<(), ApiError> {
     refuse_other_keys(extra)
 }
 
-/// Keys beyond the modelled ones: those that change nothing here are taken (`parallel_tool_calls`
-/// without tools, `metadata`, hints such as `prompt_cache_key`), those asking for what this server does
-/// not do are refused by name, and any other key is refused as OpenAI's API refuses it.
+/// Keys beyond the modelled ones (`r1_proto::extra_key`): those that change nothing here are taken
+/// (`parallel_tool_calls` without tools, `metadata`, hints such as `prompt_cache_key`), those asking for
+/// what this server does not do are refused by name, and any other key is refused as OpenAI's API
+/// refuses it. The gateway reads `other_parameters: false` in the card and sends such requests elsewhere.
 fn refuse_other_keys(extra: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
     for (key, value) in extra {
-        if value.is_null() {
-            continue;
-        }
-        let refusal = match key.as_str() {
-            // Checked above, or meaning nothing without tools.
-            "tools"
-            | "tool_choice"
-            | "functions"
-            | "function_call"
-            | "parallel_tool_calls"
-            | "response_format"
-            | "logprobs"
-            | "top_logprobs"
-            | "logit_bias" => None,
-            // Labels and routing hints: no effect on the answer.
-            "metadata" | "prompt_cache_key" | "safety_identifier" => None,
-            "store" if value == &Value::Bool(false) => None,
-            "store" => Some("this server does not store completions"),
-            "service_tier" if matches!(value.as_str(), Some("auto" | "default")) => None,
-            "service_tier" => Some("this server has one service tier: `auto`"),
-            "modalities" if value.as_array().is_some_and(|m| m.iter().all(|m| m == "text")) => None,
-            "modalities" | "audio" => Some("this model answers in text only"),
-            "reasoning_effort" => Some("this model does not reason before answering"),
-            "prediction" => Some("this server does not use predicted outputs"),
-            "web_search_options" => Some("this server does not search the web"),
-            "verbosity" => Some("this server does not take `verbosity`"),
-            _ => {
+        match r1_proto::extra_key(key, value) {
+            Ok(()) => {}
+            Err(Some(why)) => return Err(ApiError::invalid(key.clone(), why)),
+            Err(None) => {
                 return Err(ApiError::invalid(
                     key.clone(),
                     format!("Unrecognized request argument supplied: {key}"),
                 ));
             }
-        };
-        if let Some(message) = refusal {
-            return Err(ApiError::invalid(key.clone(), message));
         }
     }
     Ok(())

@@ -57,6 +57,9 @@ pub struct CapabilitiesSection {
     /// Image parts in messages.
     #[serde(default)]
     pub images: Option<bool>,
+    /// Parameters beyond plain chat (`logit_bias`, `reasoning_effort`, a server's extensions).
+    #[serde(default)]
+    pub other_parameters: Option<bool>,
 }
 
 impl Default for CapabilitiesSection {
@@ -73,6 +76,7 @@ impl Default for CapabilitiesSection {
             logprobs: None,
             max_n: None,
             images: None,
+            other_parameters: None,
         }
     }
 }
@@ -102,6 +106,7 @@ impl CapabilitiesSection {
         serves.logprobs = self.logprobs.unwrap_or(serves.logprobs);
         serves.max_n = self.max_n.unwrap_or(serves.max_n);
         serves.images = self.images.unwrap_or(serves.images);
+        serves.other_parameters = self.other_parameters.unwrap_or(serves.other_parameters);
         serves
     }
 

@@ -301,6 +301,7 @@ fn serve(
         (Route::Edge, Unmet::Logprobs) => RouteReason::EdgeCannotServeLogprobs,
         (Route::Edge, Unmet::N) => RouteReason::EdgeCannotServeN,
         (Route::Edge, Unmet::Images) => RouteReason::EdgeCannotServeImages,
+        (Route::Edge, Unmet::Parameters) => RouteReason::EdgeCannotServeParameters,
         _ => RouteReason::CenterCannotServe,
     };
     decision.detail = Some(format!("{} cannot serve {}", decision.route.as_str(), unmet.as_str()));

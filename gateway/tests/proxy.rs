@@ -380,6 +380,14 @@ async fn what_a_pool_serves_comes_from_its_members_cards_and_config_overrides_it
         ("center".into(), "edge_cannot_serve_context".into())
     );
 
+    // A parameter the edge does not take (vLLM's min_p): the center takes it.
+    let mut extension = ask("deepseek-r1", "Good afternoon!");
+    extension["min_p"] = json!(0.05);
+    assert_eq!(
+        routed(extension).await,
+        ("center".into(), "edge_cannot_serve_parameters".into())
+    );
+
     // What the edge serves stays on the edge (another conversation: the ones above stay on the center).
     assert_eq!(
         routed(ask("deepseek-r1", "Good morning!")).await,

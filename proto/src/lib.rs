@@ -45,7 +45,7 @@ pub use openai::{
     CHAT_COMPLETION_CHUNK_OBJECT, CHAT_COMPLETION_OBJECT, Capabilities, ChatCompletionChunk, ChatCompletionRequest,
     ChatCompletionResponse, ChatMessage, Choice, ChunkChoice, ChunkDelta, CompletionTokensDetails, ContentPart,
     FinishReason, Invalid, MAX_N, MAX_TOP_LOGPROBS, MessageContent, ModelCard, ModelList, Needs, PromptTokensDetails,
-    RESPONSE_FORMATS, ResponseFormats, Role, Stop, StreamOptions, Unmet, Usage, validate,
+    RESPONSE_FORMATS, ResponseFormats, Role, Stop, StreamOptions, Unmet, Usage, extra_key, validate,
 };
 pub use route::{Route, RouteDecision, RouteReason, Tier};
 pub use task::{

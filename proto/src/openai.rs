@@ -11,7 +11,7 @@ mod response;
 mod usage;
 mod validate;
 
-pub use capabilities::{Capabilities, Needs, RESPONSE_FORMATS, ResponseFormats, Unmet};
+pub use capabilities::{Capabilities, Needs, RESPONSE_FORMATS, ResponseFormats, Unmet, extra_key};
 pub use chunk::{ChatCompletionChunk, ChunkChoice, ChunkDelta};
 pub use message::{ChatMessage, ContentPart, MessageContent, Role};
 pub use models::{ModelCard, ModelList};

@@ -77,6 +77,8 @@ wire_enum! {
         EdgeCannotServeN = "edge_cannot_serve_n",
         /// The edge takes no image input.
         EdgeCannotServeImages = "edge_cannot_serve_images",
+        /// A parameter the edge does not take (`logit_bias`, `reasoning_effort`, an unknown key).
+        EdgeCannotServeParameters = "edge_cannot_serve_parameters",
         /// The center cannot serve what was asked and the edge can.
         CenterCannotServe = "center_cannot_serve",
     }
@@ -164,6 +166,7 @@ mod tests {
                 "edge_cannot_serve_logprobs",
                 "edge_cannot_serve_n",
                 "edge_cannot_serve_images",
+                "edge_cannot_serve_parameters",
                 "center_cannot_serve"
             ]
         );

@@ -44,6 +44,46 @@ pub struct Capabilities {
     /// Image parts in messages.
     #[serde(default)]
     pub images: bool,
+    /// Parameters beyond plain chat that change the answer (`logit_bias`, `reasoning_effort`,
+    /// `store: true`, audio, a server's own extensions: see [`extra_key`]).
+    #[serde(default)]
+    pub other_parameters: bool,
+}
+
+/// What an extra request key (one [`ChatCompletionRequest`] does not model) asks of a server that
+/// serves plain chat only: `Ok` when it changes nothing there (labels, hints, `store: false`, the keys
+/// other capabilities cover), else `Err` with why such a server refuses it. `Err(None)`: a key plain
+/// chat does not know at all.
+pub fn extra_key(key: &str, value: &Value) -> Result<(), Option<&'static str>> {
+    if value.is_null() {
+        return Ok(());
+    }
+    match key {
+        // Covered by their own capabilities (tools, response_format, logprobs), or nothing without tools.
+        "tools"
+        | "tool_choice"
+        | "functions"
+        | "function_call"
+        | "parallel_tool_calls"
+        | "response_format"
+        | "logprobs"
+        | "top_logprobs" => Ok(()),
+        // Labels and routing hints: no effect on the answer.
+        "metadata" | "prompt_cache_key" | "safety_identifier" => Ok(()),
+        "store" if value == &Value::Bool(false) => Ok(()),
+        "service_tier" if matches!(value.as_str(), Some("auto" | "default")) => Ok(()),
+        "modalities" if value.as_array().is_some_and(|m| m.iter().all(|m| m == "text")) => Ok(()),
+        "logit_bias" if value.as_object().is_some_and(serde_json::Map::is_empty) => Ok(()),
+        "logit_bias" => Err(Some("this server does not apply `logit_bias`")),
+        "store" => Err(Some("this server does not store completions")),
+        "service_tier" => Err(Some("this server has one service tier: `auto`")),
+        "modalities" | "audio" => Err(Some("this model answers in text only")),
+        "reasoning_effort" => Err(Some("this model does not reason before answering")),
+        "prediction" => Err(Some("this server does not use predicted outputs")),
+        "web_search_options" => Err(Some("this server does not search the web")),
+        "verbosity" => Err(Some("this server does not take `verbosity`")),
+        _ => Err(None),
+    }
 }
 
 fn one() -> u32 {
@@ -62,6 +102,7 @@ impl Capabilities {
         logprobs: false,
         max_n: 1,
         images: false,
+        other_parameters: false,
     };
 
     /// Everything the chat completions API has, no known limits (a full OpenAI-compatible server).
@@ -71,6 +112,7 @@ impl Capabilities {
         logprobs: true,
         max_n: 128,
         images: true,
+        other_parameters: true,
         ..Self::PLAIN
     };
 
@@ -117,6 +159,7 @@ impl Capabilities {
                 logprobs: a.logprobs && c.logprobs,
                 max_n: a.max_n.min(c.max_n),
                 images: a.images && c.images,
+                other_parameters: a.other_parameters && c.other_parameters,
             })
         })
     }
@@ -153,6 +196,9 @@ impl Capabilities {
         }
         if needs.images && !self.images {
             return Some(Unmet::Images);
+        }
+        if needs.other_parameters && !self.other_parameters {
+            return Some(Unmet::Parameters);
         }
         None
     }
@@ -249,6 +295,8 @@ pub struct Needs {
     pub n: u32,
     /// An image part in some message.
     pub images: bool,
+    /// An extra key plain chat does not serve ([`extra_key`]).
+    pub other_parameters: bool,
 }
 
 impl Needs {
@@ -293,6 +341,7 @@ impl Needs {
             logprobs: extra.get("logprobs").and_then(Value::as_bool).unwrap_or(false),
             n: request.n.unwrap_or(1).max(1),
             images,
+            other_parameters: extra.iter().any(|(k, v)| extra_key(k, v).is_err()),
         }
     }
 }
@@ -332,6 +381,8 @@ wire_enum! {
         N = "n",
         /// Image input.
         Images = "images",
+        /// A parameter beyond plain chat (`logit_bias`, `reasoning_effort`, a server's extension).
+        Parameters = "parameters",
     }
 }
 
@@ -345,6 +396,7 @@ impl Unmet {
             Self::ResponseFormat => "response_format",
             Self::Logprobs => "logprobs",
             Self::N => "n",
+            Self::Parameters => "request",
         }
     }
 
@@ -358,6 +410,7 @@ impl Unmet {
             Self::Logprobs => "no pool serving this model returns `logprobs`",
             Self::N => "`n` is larger than any pool serves",
             Self::Images => "no pool serving this model takes image input",
+            Self::Parameters => "no pool serving this model takes every parameter of this request",
         }
     }
 }
@@ -388,6 +441,18 @@ mod tests {
         none["tool_choice"] = json!("none");
         assert!(!Needs::of(&request(none)).tools, "tool_choice none calls no tool");
         assert!(!Needs::of(&request(json!({"tools": []}))).tools);
+        for (extra, other) in [
+            (
+                json!({"metadata": {"a": "b"}, "store": false, "parallel_tool_calls": true}),
+                false,
+            ),
+            (json!({"logit_bias": {}}), false),
+            (json!({"logit_bias": {"1": 5}}), true),
+            (json!({"reasoning_effort": "high"}), true),
+            (json!({"min_p": 0.1}), true),
+        ] {
+            assert_eq!(Needs::of(&request(extra.clone())).other_parameters, other, "{extra}");
+        }
         let functions = json!({"functions": [{"name": "f", "parameters": {}}]});
         assert!(Needs::of(&request(functions)).tools, "the deprecated form is tools too");
 
