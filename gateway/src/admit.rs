@@ -39,10 +39,11 @@ pub enum Endpoint {
     Models,
     /// `GET /v1/models/{id}` (the id may hold `/`, raw or as `%2F`).
     Model,
-    /// `POST /v1/chat/completions`, or `POST /v1/r1/inference` (`inference`: the simple prompt API).
+    /// `POST /v1/chat/completions`, `POST /v1/r1/inference` or `POST /v1/completions`: a chat request
+    /// in one of its shapes.
     Chat {
-        /// The simple prompt API.
-        inference: bool,
+        /// Which API it came through.
+        shape: Shape,
     },
     /// `/v1/tasks…` and `/v1/batches…`.
     Tasks,
@@ -61,8 +62,13 @@ impl Endpoint {
             ("GET", "/readyz") => Self::Ready,
             ("GET", "/v1/models") => Self::Models,
             ("GET", p) if p.starts_with("/v1/models/") => Self::Model,
-            ("POST", "/v1/chat/completions") => Self::Chat { inference: false },
-            ("POST", "/v1/r1/inference") => Self::Chat { inference: true },
+            ("POST", "/v1/chat/completions") => Self::Chat { shape: Shape::Chat },
+            ("POST", "/v1/r1/inference") => Self::Chat {
+                shape: Shape::Inference,
+            },
+            ("POST", "/v1/completions") => Self::Chat {
+                shape: Shape::Completions,
+            },
             _ if path.starts_with("/v1/tasks") || path.starts_with("/v1/batches") => Self::Tasks,
             _ if path.starts_with("/v1/") => Self::UnknownApi,
             _ => Self::Unknown,
@@ -73,6 +79,17 @@ impl Endpoint {
     pub fn is_api(self) -> bool {
         !matches!(self, Self::Health | Self::Ready | Self::Unknown)
     }
+}
+
+/// The API a chat request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Chat completions.
+    Chat,
+    /// The simple prompt API (`/v1/r1/inference`).
+    Inference,
+    /// The legacy completions API, answered as `text_completion` (see [`crate::legacy`]).
+    Completions,
 }
 
 /// Step 1 for an API request: a place under the global in-flight bound, then the caller's identity.
@@ -115,7 +132,7 @@ pub async fn chat(
     gateway: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
-    inference: bool,
+    shape: Shape,
 ) -> Result<Admitted, GatewayError> {
     let config = gateway.config();
     refuse_form_body(session.req_header())?;
@@ -129,7 +146,8 @@ pub async fn chat(
             format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied over HTTP"),
         ));
     }
-    let mut request = parse(&config, &body, inference)?;
+    ctx.route.legacy = shape == Shape::Completions;
+    let mut request = parse(&config, &body, shape)?;
     gateway
         .hygiene()
         .check(&mut request)
@@ -202,8 +220,10 @@ fn refuse_form_body(header: &RequestHeader) -> Result<(), GatewayError> {
 }
 
 /// The request in the body: a chat completion, or the simple prompt API's, for a model the gateway knows.
-fn parse(config: &GatewayConfig, body: &[u8], inference: bool) -> Result<ChatCompletionRequest, GatewayError> {
-    let request: ChatCompletionRequest = if inference {
+fn parse(config: &GatewayConfig, body: &[u8], shape: Shape) -> Result<ChatCompletionRequest, GatewayError> {
+    let request: ChatCompletionRequest = if shape == Shape::Completions {
+        crate::legacy::to_chat(body)?
+    } else if shape == Shape::Inference {
         let simple: InferenceRequest = serde_json::from_slice(body).map_err(|e| {
             GatewayError::downstream(
                 ErrorKind::InvalidRequest,
@@ -315,6 +335,9 @@ fn cache_key(
     ctx: &Ctx,
     request: &ChatCompletionRequest,
 ) -> Option<(Cache, CacheKey)> {
+    if ctx.route.legacy {
+        return None; // the cache holds chat answers
+    }
     let cache = gateway.cache()?;
     cache.cacheable(request, &session.req_header().headers)?;
     let key = cache.key(ctx.identity.tenant.as_str(), request)?;

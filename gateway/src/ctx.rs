@@ -155,6 +155,8 @@ pub struct Routing {
     pub request: Option<ChatCompletionRequest>,
     /// The model the client named: what the answer says it came from (`rename`).
     pub client_model: String,
+    /// Asked through the legacy completions API: answered as `text_completion` (`legacy`).
+    pub legacy: bool,
     /// The body sent upstream: the request with `model` set to the pool's model.
     pub upstream_body: Bytes,
     /// The request named a pool's own model: it never fails over to the other pool.
@@ -186,6 +188,8 @@ pub struct Upstream {
     pub usage: Option<UsageTap>,
     /// Puts the client's model name in the answer.
     pub rename: Option<crate::rename::ModelRename>,
+    /// Turns a chat answer into a legacy completion.
+    pub legacy: Option<crate::legacy::Legacy>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
 }

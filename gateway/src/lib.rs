@@ -35,6 +35,7 @@ pub mod error;
 pub mod explain;
 pub mod handoff;
 pub mod hygiene;
+pub mod legacy;
 pub mod limits;
 pub mod metrics;
 pub mod pools;

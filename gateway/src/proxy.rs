@@ -98,7 +98,7 @@ impl GatewayProxy {
                 self.local(session, ctx, 200, "application/json", Bytes::from(body))
                     .await
             }
-            Endpoint::Chat { inference } => match crate::admit::chat(&self.gateway, session, ctx, inference).await? {
+            Endpoint::Chat { shape } => match crate::admit::chat(&self.gateway, session, ctx, shape).await? {
                 Admitted::Cached { pieces, stream } => {
                     crate::respond::cache_hit(session, ctx, pieces, stream).await;
                     Ok(())
@@ -191,6 +191,9 @@ impl GatewayProxy {
             tracing::warn!(request_id = %ctx.request_id, error = %e.message, "task hand-off failed");
         })?;
         ctx.route.task_id = Some(answering.task_id().to_owned());
+        if ctx.route.legacy {
+            ctx.upstream.legacy = Some(crate::legacy::Legacy::new(answering.is_stream()));
+        }
         ctx.route.model_version = answering.version().map(str::to_owned);
         let outcome = crate::respond::answer(session, ctx, &mut answering).await;
         self.observe_ttft(ctx);
@@ -466,13 +469,16 @@ impl ProxyHttp for GatewayProxy {
             if let Some(request) = &ctx.route.request {
                 ctx.upstream.rename = crate::rename::ModelRename::new(&request.model, &ctx.route.client_model);
             }
-            if ctx
-                .upstream
-                .rename
-                .as_ref()
-                .is_some_and(crate::rename::ModelRename::changes_length)
-                && response.headers.contains_key("content-length")
-            {
+            if ctx.route.legacy {
+                ctx.upstream.legacy = Some(crate::legacy::Legacy::new(sse));
+            }
+            let resized = ctx.upstream.legacy.is_some()
+                || ctx
+                    .upstream
+                    .rename
+                    .as_ref()
+                    .is_some_and(crate::rename::ModelRename::changes_length);
+            if resized && response.headers.contains_key("content-length") {
                 response.remove_header("content-length");
                 response.insert_header("transfer-encoding", "chunked")?;
             }
@@ -524,6 +530,9 @@ impl ProxyHttp for GatewayProxy {
         }
         if let Some(rename) = ctx.upstream.rename.as_mut() {
             rename.rewrite(body, end);
+        }
+        if let Some(legacy) = ctx.upstream.legacy.as_mut() {
+            legacy.rewrite(body, end);
         }
         if end {
             if let (Some(capture), Some(fill)) = (ctx.cache.capture.take(), ctx.cache.fill.take())

@@ -139,6 +139,7 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, answering: &mut Answer
                 continue;
             }
         };
+        let event = legacy(ctx, event);
         let (written, token) = match event {
             AnswerEvent::Stream(bytes) => (write_stream(session, ctx, &mut header_sent, bytes, false).await, true),
             AnswerEvent::KeepAlive(bytes) => (write_stream(session, ctx, &mut header_sent, bytes, false).await, false),
@@ -182,6 +183,23 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, answering: &mut Answer
         if token {
             mark_first_byte(ctx);
         }
+    }
+}
+
+/// The event as the legacy completions API answers it, when the request came through that API.
+fn legacy(ctx: &mut Ctx, event: AnswerEvent) -> AnswerEvent {
+    let Some(translator) = ctx.upstream.legacy.as_mut() else {
+        return event;
+    };
+    let mut translate = |bytes: Bytes, end: bool| {
+        let mut body = Some(bytes);
+        translator.rewrite(&mut body, end);
+        body.unwrap_or_default()
+    };
+    match event {
+        AnswerEvent::Stream(bytes) => AnswerEvent::Stream(translate(bytes, false)),
+        AnswerEvent::Done(bytes) => AnswerEvent::Done(translate(bytes, true)),
+        other => other,
     }
 }
 

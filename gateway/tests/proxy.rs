@@ -495,3 +495,67 @@ async fn models_are_retrieved_by_id_and_browsers_get_cors_only_from_allowed_orig
     assert!(r.headers().get("access-control-allow-origin").is_none());
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_legacy_completions_api_is_answered_on_both_pools_stream_and_not() {
+    let edge = Edge::start(EDGE_MODEL);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .model(CENTER_MODEL)
+        .reasoning(2, "hmm ")
+        .content(3, "center ");
+    let center = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let routing = "[routing]\nedge_max = 0.99\ncenter_min = 1.0\n";
+    let gw = Gateway::start(&[edge.addr], &[center.addr()], routing).await;
+    let url = format!("{}/v1/completions", gw.public);
+    let complete = async |body: Value| {
+        let r = gw.client.post(&url).json(&body).send().await.unwrap();
+        let route = header(&r, "x-r1-route").to_owned();
+        (r.status().as_u16(), route, r.text().await.unwrap())
+    };
+
+    // The edge (no max_tokens: OpenAI's default of 16 for this API), JSON and stream.
+    let (status, route, text) = complete(json!({"model": "deepseek-r1", "prompt": "Hello!", "temperature": 0})).await;
+    assert_eq!((status, route.as_str()), (200, "edge"), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["object"], "text_completion");
+    assert_eq!(answer["model"], "deepseek-r1");
+    let whole = answer["choices"][0]["text"].as_str().unwrap().to_owned();
+    assert!(!whole.is_empty());
+    assert!(
+        answer["usage"]["completion_tokens"]
+            .as_u64()
+            .is_some_and(|n| (1..=16).contains(&n))
+    );
+    let (status, _, text) =
+        complete(json!({"model": "deepseek-r1", "prompt": "Hello!", "temperature": 0, "stream": true})).await;
+    assert_eq!(status, 200);
+    let chunks: Vec<Value> = text
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert!(chunks.iter().all(|c| c["object"] == "text_completion"), "{text}");
+    let streamed: String = chunks.iter().filter_map(|c| c["choices"][0]["text"].as_str()).collect();
+    assert_eq!(streamed, whole, "stream and JSON agree");
+    assert!(text.trim_end().ends_with("data: [DONE]"));
+
+    // The center (the edge cannot give 2048 tokens): reasoning left out, the answer's text kept.
+    let big = json!({"model": "deepseek-r1", "prompt": "Hello!", "max_tokens": 2048});
+    let (status, route, text) = complete(big.clone()).await;
+    assert_eq!((status, route.as_str()), (200, "center"), "{text}");
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["choices"][0]["text"], "center center center ");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let mut streaming = big;
+    streaming["stream"] = json!(true);
+    let (_, _, text) = complete(streaming).await;
+    assert!(!text.contains("reasoning") && !text.contains("hmm"), "{text}");
+    assert!(text.contains("\"text\":\"center \""), "{text}");
+
+    // What a chat model cannot give is refused by name.
+    let (status, _, text) = complete(json!({"model": "deepseek-r1", "prompt": "a", "echo": true})).await;
+    assert_eq!(status, 400);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["error"]["param"], "echo");
+    gw.stop();
+}
