@@ -70,6 +70,8 @@ pub fn extra_key(key: &str, value: &Value) -> Result<(), Option<&'static str>> {
         | "top_logprobs" => Ok(()),
         // Labels and routing hints: no effect on the answer.
         "metadata" | "prompt_cache_key" | "safety_identifier" => Ok(()),
+        // vLLM's extension for benchmarks (generate to max_tokens), which r1-edge serves.
+        "ignore_eos" => Ok(()),
         "store" if value == &Value::Bool(false) => Ok(()),
         "service_tier" if matches!(value.as_str(), Some("auto" | "default")) => Ok(()),
         "modalities" if value.as_array().is_some_and(|m| m.iter().all(|m| m == "text")) => Ok(()),
