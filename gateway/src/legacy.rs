@@ -185,7 +185,14 @@ fn completion(chat: &Value) -> Value {
         })
         .unwrap_or_default();
     let mut out = Map::new();
-    for key in ["id", "created", "model", "system_fingerprint"] {
+    // OpenAI's completion ids are `cmpl-…`.
+    if let Some(id) = chat.get("id").and_then(Value::as_str) {
+        let id = id
+            .strip_prefix("chatcmpl-")
+            .map_or_else(|| id.to_owned(), |rest| format!("cmpl-{rest}"));
+        out.insert("id".to_owned(), Value::from(id));
+    }
+    for key in ["created", "model", "system_fingerprint"] {
         if let Some(v) = chat.get(key) {
             out.insert(key.to_owned(), v.clone());
         }
@@ -268,6 +275,7 @@ mod tests {
         legacy.rewrite(&mut last, true);
         let answer: Value = serde_json::from_slice(&last.unwrap()).unwrap();
         assert_eq!(answer["object"], "text_completion");
+        assert_eq!(answer["id"], "c1");
         assert_eq!(answer["choices"][0]["text"], "Hi there");
         assert_eq!(answer["usage"]["total_tokens"], 5);
     }

@@ -520,6 +520,10 @@ async fn the_legacy_completions_api_is_answered_on_both_pools_stream_and_not() {
     let answer: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(answer["object"], "text_completion");
     assert_eq!(answer["model"], "deepseek-r1");
+    assert!(
+        answer["id"].as_str().is_some_and(|id| id.starts_with("cmpl-")),
+        "{answer}"
+    );
     let whole = answer["choices"][0]["text"].as_str().unwrap().to_owned();
     assert!(!whole.is_empty());
     assert!(

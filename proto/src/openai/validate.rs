@@ -130,6 +130,28 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), Invalid> {
             }
         }
     }
+    check_tool_choice(extra)?;
+    if let Some(Value::Object(format)) = extra.get("response_format") {
+        match format.get("type").and_then(Value::as_str) {
+            Some("text" | "json_object") => {}
+            Some("json_schema") => {
+                if !format.get("json_schema").is_some_and(Value::is_object) {
+                    return Err(Invalid::new(
+                        "response_format.json_schema",
+                        "missing_required_parameter",
+                        "Missing required parameter: 'response_format.json_schema'.",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Invalid::new(
+                    "response_format.type",
+                    "invalid_value",
+                    "Invalid value for 'response_format.type': expected one of 'text', 'json_object', 'json_schema'.",
+                ));
+            }
+        }
+    }
     match extra.get("logit_bias") {
         None | Some(Value::Null) => {}
         Some(Value::Object(bias)) => {
@@ -161,6 +183,59 @@ pub fn validate(request: &ChatCompletionRequest) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// `tool_choice`: `none`, `auto`, `required`, or a function named in `tools`; only with `tools` (but
+/// `none`).
+fn check_tool_choice(extra: &serde_json::Map<String, Value>) -> Result<(), Invalid> {
+    let choice = match extra.get("tool_choice") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(choice) => choice,
+    };
+    let names: Vec<&str> = extra
+        .get("tools")
+        .and_then(Value::as_array)
+        .map(|tools| tools.iter().filter_map(|t| t["function"]["name"].as_str()).collect())
+        .unwrap_or_default();
+    let has_tools = extra
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|t| !t.is_empty());
+    let invalid = |message: String| Invalid::new("tool_choice", "invalid_value", message);
+    match choice {
+        Value::String(mode) if mode == "none" => Ok(()),
+        Value::String(mode) if mode == "auto" || mode == "required" => {
+            if has_tools {
+                Ok(())
+            } else {
+                Err(invalid(
+                    "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified."
+                        .to_owned(),
+                ))
+            }
+        }
+        Value::String(mode) => Err(invalid(format!(
+            "Invalid value for 'tool_choice': '{mode}'. Supported values are: 'none', 'auto', and 'required'."
+        ))),
+        Value::Object(forced) => {
+            let name = forced
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str);
+            match name {
+                Some(name) if names.contains(&name) => Ok(()),
+                Some(name) => Err(invalid(format!(
+                    "Invalid value for 'tool_choice': no function named '{name}' was specified in the 'tools' parameter."
+                ))),
+                None => Err(invalid(
+                    "Invalid value for 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.".to_owned(),
+                )),
+            }
+        }
+        _ => Err(invalid(
+            "Invalid type for 'tool_choice': expected a string or an object.".to_owned(),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -185,6 +260,9 @@ mod tests {
             json!({"logprobs": false}),
             json!({"logit_bias": {"50256": -100}}),
             json!({"max_tokens": 1, "max_completion_tokens": 1}),
+            json!({"tool_choice": "none"}),
+            json!({"tool_choice": {"type": "function", "function": {"name": "f"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+            json!({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {}}}}),
         ] {
             assert_eq!(check(ok.clone()), Ok(()), "{ok}");
         }
@@ -233,6 +311,32 @@ mod tests {
             (json!({"logprobs": "yes"}), "logprobs", "invalid_type"),
             (json!({"logit_bias": {"a": 1}}), "logit_bias", "invalid_value"),
             (json!({"logit_bias": {"1": 101}}), "logit_bias", "invalid_value"),
+            (json!({"tool_choice": "auto"}), "tool_choice", "invalid_value"),
+            (
+                json!({"tool_choice": "bogus", "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                json!({"tool_choice": {"type": "function", "function": {"name": "g"}}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                json!({"tool_choice": {}, "tools": [{"type": "function", "function": {"name": "f"}}]}),
+                "tool_choice",
+                "invalid_value",
+            ),
+            (
+                json!({"response_format": {"type": "json_schema"}}),
+                "response_format.json_schema",
+                "missing_required_parameter",
+            ),
+            (
+                json!({"response_format": {"type": "yaml"}}),
+                "response_format.type",
+                "invalid_value",
+            ),
         ] {
             let err = check(bad.clone()).unwrap_err();
             assert_eq!((err.param, err.code), (param, code), "{bad}: {err}");
