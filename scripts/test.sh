@@ -40,7 +40,7 @@ cargo clippy -p r1-gateway --no-default-features --lib --bins --locked -- -D war
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
 
-step "end-to-end: openai SDK + requests against the real stack"
+step "end-to-end: openai (Python, Node), LangChain, LiteLLM, requests and vLLM protocol checks against the real stack"
 cargo build --locked -p r1-gateway
 scripts/e2e.sh
 

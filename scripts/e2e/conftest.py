@@ -3,7 +3,11 @@ the shipped model, the center through the in-process task hand-off) on free loop
 authentication on (HS256, the secret in R1_JWT_SECRET), and stops it with SIGINT afterwards.
 
 Clients authenticate as the DeepSeek R1 guide's clients do: a PyJWT HS256 token with `user_id` and
-`exp`, sent as `Authorization: Bearer <token>` (the openai SDK's api_key)."""
+`exp`, sent as `Authorization: Bearer <token>` (the openai SDK's api_key).
+
+A conversation's route is sticky per caller (the JWT subject) and first messages: once one went to the
+center, its next turns do too (`x-r1-route-reason: sticky_session`). Tests that check a first routing
+decision therefore ask as a caller of their own (`Stack.fresh_token`)."""
 
 import os
 import pathlib
@@ -12,6 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
 import jwt
 import pytest
@@ -34,6 +39,12 @@ def token(user_id: str = "e2e-user", ttl: int = 3600) -> str:
     return jwt.encode({"user_id": user_id, "exp": int(time.time()) + ttl}, SECRET, algorithm="HS256")
 
 
+# The pools' models in the stack's config (`x-r1-model` names them); clients ask for `MODEL`.
+EDGE_MODEL = "r1-edge-mini"
+CENTER_MODEL = "deepseek-ai/DeepSeek-R1"
+MODEL = "deepseek-r1"
+
+
 class Stack:
     def __init__(self, public: str, admin: str):
         self.public = public
@@ -41,6 +52,15 @@ class Stack:
         self.base_url = f"http://{public}/v1"
         self.token = token()
         self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def fresh_token(self) -> str:
+        """A token for a caller of its own, whose conversations no earlier request made sticky."""
+        return token("e2e-" + uuid.uuid4().hex[:12])
+
+
+def pytest_configure(config):
+    # LiteLLM's own pydantic models warn on import; they say nothing about the gateway.
+    config.addinivalue_line("filterwarnings", "ignore:.*ReadOnly.*:UserWarning")
 
 
 @pytest.fixture(scope="session")
@@ -52,8 +72,9 @@ def stack():
     config = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config.write(
         f'[listen]\npublic = "{public}"\nadmin = "{admin}"\n'
-        f'[edge]\nmodel = "r1-edge-mini"\nmembers = ["{edge}"]\nhealth = {{ interval = "200ms" }}\n'
-        f'[center]\ntransport = "embedded"\nmodel = "deepseek-ai/DeepSeek-R1"\nmembers = ["{center}"]\nhealth = {{ interval = "200ms" }}\n'
+        f'[edge]\nmodel = "{EDGE_MODEL}"\nmembers = ["{edge}"]\nhealth = {{ interval = "200ms" }}\n'
+        f'[center]\ntransport = "embedded"\nmodel = "{CENTER_MODEL}"\nmembers = ["{center}"]\n'
+        'health = { interval = "200ms" }\n'
         '[auth]\nenabled = true\n'
         # The route headers are under test: answers come from the models, not the result cache.
         '[cache]\nenabled = false\n'

@@ -7,6 +7,9 @@
 //!   (a role-only chunk, `reasoning_content` chunks, content chunks, a finishing chunk, with
 //!   `stream_options.include_usage` a usage chunk with `choices: []`, then `data: [DONE]`). Bodies are
 //!   [`r1_proto`]'s types, so they have exactly the shape the rest of r1-hybrid reads.
+//!   A request's `tools` get a tool call instead of text, `logprobs: true` logprobs with every content
+//!   token, `n > 1` that many choices, and `response_format` `json_object`/`json_schema` a JSON document
+//!   (a minimal instance of the schema), as vLLM and DeepSeek's API answer them.
 //! - `GET /v1/models`; `GET /healthz`, `/readyz`, `/health` (whatever a health check probes);
 //!   `GET /stats` — the [`Stats`] counters as JSON.
 //!
@@ -35,6 +38,7 @@
 
 mod script;
 mod server;
+mod structured;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -21,6 +21,7 @@ use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::script::{Reply, Script};
+use crate::structured;
 
 /// Counters of chat requests (`POST /v1/chat/completions` only), shared with the caller.
 #[derive(Debug, Default)]
@@ -189,36 +190,53 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
     response
 }
 
-/// The tokens of one answer, in order.
+/// The tokens of one answer, in order, the same for each of its `n` choices.
 struct Plan {
     reasoning: u32,
-    content: u32,
+    /// The content tokens' texts: the script's, or a JSON document in pieces for `response_format`.
+    content: Vec<String>,
     /// The function to call instead of answering in text, when the request offers tools (as vLLM's
-    /// tool parsers and DeepSeek's API do): `tool_choice`'s function, else the first tool.
-    tool: Option<String>,
+    /// tool parsers and DeepSeek's API do).
+    tool: Option<ToolCall>,
+    /// Choices per answer (`n`).
+    choices: u32,
+    /// With `logprobs: true`, the alternatives each content token lists (`top_logprobs`).
+    logprobs: Option<usize>,
     finish: FinishReason,
     usage: Usage,
 }
 
-/// The arguments of a scripted tool call, streamed in these pieces.
-const TOOL_ARGUMENTS: [&str; 3] = ["{\"query\": ", "\"mock", "\"}"];
+/// A scripted tool call: `tool_choice`'s function, else the first tool, with arguments that fit its
+/// parameters ([`structured::tool_arguments`]).
+struct ToolCall {
+    name: String,
+    /// The arguments in the pieces they stream in.
+    arguments: Vec<String>,
+}
 
-fn tool_to_call(request: &ChatCompletionRequest) -> Option<String> {
+fn tool_to_call(request: &ChatCompletionRequest) -> Option<ToolCall> {
     let tools = request.extra.get("tools")?.as_array()?;
-    match request.extra.get("tool_choice") {
-        Some(serde_json::Value::String(choice)) if choice == "none" => None,
-        Some(serde_json::Value::Object(choice)) => choice
+    let name_of = |value: &serde_json::Value| {
+        value
             .get("function")
             .and_then(|f| f.get("name"))
             .and_then(|n| n.as_str())
-            .map(str::to_owned),
-        _ => tools
-            .first()
-            .and_then(|t| t.get("function"))
-            .and_then(|f| f.get("name"))
-            .and_then(|n| n.as_str())
-            .map(str::to_owned),
-    }
+            .map(str::to_owned)
+    };
+    let name = match request.extra.get("tool_choice") {
+        Some(serde_json::Value::String(choice)) if choice == "none" => None,
+        Some(choice @ serde_json::Value::Object(_)) => name_of(choice),
+        _ => tools.first().and_then(name_of),
+    }?;
+    let parameters = tools
+        .iter()
+        .find(|tool| name_of(tool).as_deref() == Some(name.as_str()))
+        .and_then(|tool| tool.get("function"))
+        .and_then(|f| f.get("parameters"));
+    Some(ToolCall {
+        arguments: structured::tool_arguments(parameters),
+        name,
+    })
 }
 
 impl Plan {
@@ -226,40 +244,71 @@ impl Plan {
         let cap = request.effective_max_tokens().unwrap_or(u32::MAX);
         let tool = tool_to_call(request);
         let reasoning = script.reasoning.min(cap);
-        let content = if tool.is_some() {
-            0
+        let scripted: Vec<String> = match structured::response_document(&request.extra) {
+            Some(document) => structured::split(&document, structured::JSON_PIECES),
+            None => vec![script.text.clone(); script.chunks as usize],
+        };
+        let content: Vec<String> = if tool.is_some() {
+            Vec::new()
         } else {
-            script.chunks.min(cap - reasoning)
+            scripted.iter().take((cap - reasoning) as usize).cloned().collect()
         };
         let finish = if tool.is_some() {
             FinishReason::ToolCalls
-        } else if reasoning + content < script.reasoning.saturating_add(script.chunks) {
+        } else if content.len() < scripted.len() || reasoning < script.reasoning {
             FinishReason::Length
         } else {
             FinishReason::Stop
         };
+        let choices = request.n.unwrap_or(1).max(1);
+        let logprobs = (request.extra.get("logprobs") == Some(&serde_json::Value::Bool(true))).then(|| {
+            let top = request.extra.get("top_logprobs").and_then(serde_json::Value::as_u64);
+            top.unwrap_or(0) as usize
+        });
+        let tokens = reasoning + content.len() as u32;
         // A rough stand-in for a tokenizer: four characters a token.
         let chars: usize = request.messages.iter().map(|m| m.text().chars().count()).sum();
-        let mut usage = Usage::new(chars.div_ceil(4).max(1) as u64, u64::from(reasoning + content));
+        let mut usage = Usage::new(chars.div_ceil(4).max(1) as u64, u64::from(tokens * choices));
         if reasoning > 0 {
-            usage = usage.with_reasoning_tokens(u64::from(reasoning));
+            usage = usage.with_reasoning_tokens(u64::from(reasoning * choices));
         }
         Self {
             reasoning,
             content,
             tool,
+            choices,
+            logprobs,
             finish,
             usage,
         }
     }
 
     fn tokens(&self) -> u32 {
-        self.reasoning + self.content
+        self.reasoning + self.content.len() as u32
     }
 
     /// When token `i` (from 0) is ready, counted from the end of the reply's own delay.
     fn ready_at(script: &Script, i: u32) -> Duration {
         script.first_delay + script.chunk_delay * i
+    }
+
+    /// The `logprobs` of a choice that said `tokens`: `{"content": [entry per token]}`.
+    fn logprobs_of<'a>(&self, tokens: impl IntoIterator<Item = &'a String>) -> Nullable<serde_json::Value> {
+        match self.logprobs {
+            Some(top) => {
+                let entries: Vec<_> = tokens
+                    .into_iter()
+                    .map(|token| structured::logprob_entry(token, top))
+                    .collect();
+                Nullable::Value(serde_json::json!({ "content": entries }))
+            }
+            None => Nullable::Null,
+        }
+    }
+
+    /// A tool call's id: the answer's for choice 0, with the choice's index after it for the others.
+    fn call_id(base: String, index: u32) -> String {
+        if index == 0 { base } else { format!("{base}_{index}") }
     }
 }
 
@@ -282,22 +331,40 @@ async fn answer(
     if sent > 0 {
         sleep(Plan::ready_at(script, sent - 1)).await;
     }
-    let mut message = ChatMessage::assistant(script.text.repeat(plan.content as usize));
+    let mut message = ChatMessage::assistant(plan.content.concat());
     if plan.reasoning > 0 {
         message.reasoning_content = Nullable::Value(script.reasoning_text.repeat(plan.reasoning as usize));
     }
-    if let Some(name) = &plan.tool {
+    if plan.tool.is_some() {
         message.content = Nullable::Null;
-        message.extra.insert(
-            "tool_calls".to_owned(),
-            serde_json::json!([{
-                "id": format!("call_mock_{n}"),
-                "type": "function",
-                "function": {"name": name, "arguments": TOOL_ARGUMENTS.concat()},
-            }]),
-        );
     }
-    let response = ChatCompletionResponse::new(id, shared.created, &request.model, message, plan.finish, plan.usage);
+    let mut response = ChatCompletionResponse::new(
+        id,
+        shared.created,
+        &request.model,
+        message,
+        plan.finish.clone(),
+        plan.usage.clone(),
+    );
+    let first = response.choices.remove(0);
+    response.choices = (0..plan.choices)
+        .map(|index| {
+            let mut choice = first.clone();
+            choice.index = index;
+            choice.logprobs = plan.logprobs_of(&plan.content);
+            if let Some(tool) = &plan.tool {
+                choice.message.extra.insert(
+                    "tool_calls".to_owned(),
+                    serde_json::json!([{
+                        "id": Plan::call_id(format!("call_mock_{n}"), index),
+                        "type": "function",
+                        "function": {"name": tool.name, "arguments": tool.arguments.concat()},
+                    }]),
+                );
+            }
+            choice
+        })
+        .collect();
     let body = serde_json::to_vec(&response).unwrap_or_default();
     if reply.drop_after.is_some() {
         // The headers promise the whole body; the connection ends before it does.
@@ -331,7 +398,8 @@ enum Step {
     Abort,
 }
 
-/// The whole stream, precomputed: `(delay before, step)`.
+/// The whole stream, precomputed: `(delay before, step)`. With `n` choices each step of generation
+/// sends one chunk per choice (its `index` in it), as vLLM does.
 fn stream_events(
     script: &Script,
     request: &ChatCompletionRequest,
@@ -340,22 +408,28 @@ fn stream_events(
     created: u64,
     drop_after: Option<u32>,
 ) -> Vec<(Duration, Step)> {
-    let chunk = |delta: ChunkDelta| {
-        let chunk = ChatCompletionChunk::new(id, created, &request.model).with_choice(ChunkChoice::new(0, delta));
+    let event = |choice: ChunkChoice| {
+        let chunk = ChatCompletionChunk::new(id, created, &request.model).with_choice(choice);
         Step::Event(Bytes::from(chunk.to_sse_event()))
     };
-    let mut steps = vec![(Duration::ZERO, chunk(ChunkDelta::role(Role::Assistant)))];
+    // One chunk per choice; the first waits `wait`, the others follow at once.
+    let each_choice = |steps: &mut Vec<(Duration, Step)>, wait: Duration, choice: &dyn Fn(u32) -> ChunkChoice| {
+        for index in 0..plan.choices {
+            let wait = if index == 0 { wait } else { Duration::ZERO };
+            steps.push((wait, event(choice(index))));
+        }
+    };
+    let mut steps = Vec::new();
+    each_choice(&mut steps, Duration::ZERO, &|index| {
+        ChunkChoice::new(index, ChunkDelta::role(Role::Assistant))
+    });
     for i in 0..plan.tokens() {
         let wait = if i == 0 { script.first_delay } else { script.chunk_delay };
         if drop_after == Some(i) {
             steps.push((wait, Step::Abort));
             return steps;
         }
-        let delta = if i < plan.reasoning {
-            ChunkDelta::reasoning(script.reasoning_text.as_str())
-        } else {
-            ChunkDelta::content(script.text.as_str())
-        };
+        let content = i.checked_sub(plan.reasoning).map(|c| &plan.content[c as usize]);
         // A long silence carries keep-alive comments, as a real server's would.
         let mut wait = wait;
         if let Some(every) = script.keepalive.filter(|e| !e.is_zero()) {
@@ -364,34 +438,47 @@ fn stream_events(
                 wait -= every;
             }
         }
-        steps.push((wait, chunk(delta)));
+        each_choice(&mut steps, wait, &|index| match content {
+            Some(text) => {
+                let mut choice = ChunkChoice::new(index, ChunkDelta::content(text.as_str()));
+                if plan.logprobs.is_some() {
+                    choice.logprobs = plan.logprobs_of([text]);
+                }
+                choice
+            }
+            None => ChunkChoice::new(index, ChunkDelta::reasoning(script.reasoning_text.as_str())),
+        });
     }
     if drop_after.is_some() {
         steps.push((Duration::ZERO, Step::Abort));
         return steps;
     }
-    if let Some(name) = &plan.tool {
+    if let Some(tool) = &plan.tool {
         // The call's id, type and name first, then its arguments in pieces, as vLLM streams them.
-        let mut fragments = vec![serde_json::json!([{
-            "index": 0,
-            "id": format!("call_{id}"),
-            "type": "function",
-            "function": {"name": name, "arguments": ""},
-        }])];
-        fragments.extend(
-            TOOL_ARGUMENTS
-                .iter()
-                .map(|piece| serde_json::json!([{"index": 0, "function": {"arguments": piece}}])),
-        );
-        for calls in fragments {
-            let mut delta = ChunkDelta::default();
-            delta.extra.insert("tool_calls".to_owned(), calls);
-            steps.push((script.chunk_delay, chunk(delta)));
+        let head = |index: u32| {
+            serde_json::json!([{
+                "index": 0,
+                "id": Plan::call_id(format!("call_{id}"), index),
+                "type": "function",
+                "function": {"name": tool.name, "arguments": ""},
+            }])
+        };
+        let fragments = std::iter::once(None).chain(tool.arguments.iter().map(Some));
+        for piece in fragments {
+            each_choice(&mut steps, script.chunk_delay, &|index| {
+                let calls = match piece {
+                    None => head(index),
+                    Some(piece) => serde_json::json!([{"index": 0, "function": {"arguments": piece}}]),
+                };
+                let mut delta = ChunkDelta::default();
+                delta.extra.insert("tool_calls".to_owned(), calls);
+                ChunkChoice::new(index, delta)
+            });
         }
     }
-    let finish = ChatCompletionChunk::new(id, created, &request.model)
-        .with_choice(ChunkChoice::new(0, ChunkDelta::default()).with_finish_reason(plan.finish.clone()));
-    steps.push((Duration::ZERO, Step::Event(Bytes::from(finish.to_sse_event()))));
+    each_choice(&mut steps, Duration::ZERO, &|index| {
+        ChunkChoice::new(index, ChunkDelta::default()).with_finish_reason(plan.finish.clone())
+    });
     if request.include_usage() {
         let usage = ChatCompletionChunk::usage_only(id, created, &request.model, plan.usage.clone());
         steps.push((Duration::ZERO, Step::Event(Bytes::from(usage.to_sse_event()))));

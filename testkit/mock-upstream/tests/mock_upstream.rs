@@ -349,3 +349,199 @@ async fn the_binary_serves_its_flags_and_stops_on_sigterm() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// The chunks of a streamed answer to `body`, as JSON, and whether it ended with `[DONE]`.
+async fn stream_chunks(upstream: &Handle, body: &Value) -> (Vec<Value>, bool) {
+    let text = chat(upstream, body).send().await.unwrap().text().await.unwrap();
+    let payloads = events(&text);
+    let done = payloads.last() == Some(&"[DONE]");
+    let chunks = payloads
+        .iter()
+        .filter(|p| **p != "[DONE]")
+        .map(|p| serde_json::from_str(p).unwrap())
+        .collect();
+    (chunks, done)
+}
+
+#[tokio::test]
+async fn tool_calls_stream_in_pieces_with_arguments_that_fit_the_parameters() {
+    let upstream = start(Script::default().reasoning(1, "hm ")).await;
+    let weather = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "unit": {"$ref": "#/$defs/Unit"}},
+        "required": ["city", "unit"],
+        "$defs": {"Unit": {"enum": ["celsius", "fahrenheit"], "type": "string"}},
+    }}}]);
+    let mut body = request(true);
+    body["tools"] = weather.clone();
+    let (chunks, done) = stream_chunks(&upstream, &body).await;
+    assert!(done);
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(calls.len(), 4, "the head, then three argument pieces: {chunks:?}");
+    assert_eq!(calls[0][0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0][0]["id"], "call_chatcmpl-mock-0");
+    let arguments: String = calls
+        .iter()
+        .map(|c| c[0]["function"]["arguments"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&arguments).unwrap(),
+        json!({"city": "mock", "unit": "celsius"})
+    );
+    let last = &chunks[chunks.len() - 1];
+    assert_eq!(last["choices"][0]["finish_reason"], "tool_calls");
+
+    // A tool whose parameters allow `{"query": "mock"}` gets exactly that, as before.
+    let mut body = request(false);
+    body["tools"] = json!([{"type": "function", "function": {"name": "search", "parameters": {
+        "type": "object", "properties": {"query": {"type": "string"}}}}}]);
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    let call = &answer["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["arguments"], "{\"query\": \"mock\"}");
+    assert_eq!(answer["choices"][0]["message"]["content"], Value::Null);
+    // `tool_choice: "none"` answers in text.
+    body["tool_choice"] = json!("none");
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "ok ok ok ");
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+}
+
+#[tokio::test]
+async fn logprobs_come_with_each_content_token() {
+    let upstream = start(Script::default().reasoning(1, "hm ").content(2, "ok ")).await;
+    let mut body = request(false);
+    body["logprobs"] = json!(true);
+    body["top_logprobs"] = json!(2);
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    let content = answer["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 2, "{answer}");
+    for entry in content {
+        assert_eq!(entry["token"], "ok ");
+        assert_eq!(entry["bytes"], json!([111, 107, 32]));
+        assert!(entry["logprob"].as_f64().unwrap() <= 0.0);
+        assert_eq!(entry["top_logprobs"].as_array().unwrap().len(), 2);
+    }
+
+    body["stream"] = json!(true);
+    let (chunks, _) = stream_chunks(&upstream, &body).await;
+    for chunk in &chunks {
+        let choice = &chunk["choices"][0];
+        match choice["delta"].get("content").and_then(Value::as_str) {
+            Some("ok ") => {
+                let entries = choice["logprobs"]["content"].as_array().unwrap();
+                assert_eq!(entries.len(), 1);
+                assert_eq!(entries[0]["token"], "ok ");
+                assert_eq!(entries[0]["top_logprobs"].as_array().unwrap().len(), 2);
+            }
+            _ => assert!(choice.get("logprobs").is_none(), "{chunk}"),
+        }
+    }
+
+    // Without `logprobs` the answer says `null`, as OpenAI's does.
+    let answer: Value = chat(&upstream, &request(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["choices"][0]["logprobs"], Value::Null);
+}
+
+#[tokio::test]
+async fn n_choices_each_get_the_whole_answer_under_their_index() {
+    let upstream = start(Script::default().reasoning(1, "hm ").content(2, "ok ")).await;
+    let mut body = request(false);
+    body["n"] = json!(3);
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    let choices = answer["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 3);
+    for (i, choice) in choices.iter().enumerate() {
+        assert_eq!(choice["index"], i);
+        assert_eq!(choice["message"]["content"], "ok ok ");
+        assert_eq!(choice["finish_reason"], "stop");
+    }
+    assert_eq!(answer["usage"]["completion_tokens"], 9);
+
+    body["stream"] = json!(true);
+    body["n"] = json!(2);
+    body["stream_options"] = json!({"include_usage": true});
+    let (chunks, done) = stream_chunks(&upstream, &body).await;
+    assert!(done);
+    let mut text = [String::new(), String::new()];
+    let mut finishes = [0, 0];
+    for chunk in &chunks {
+        for choice in chunk["choices"].as_array().unwrap() {
+            let i = choice["index"].as_u64().unwrap() as usize;
+            text[i].push_str(choice["delta"]["content"].as_str().unwrap_or(""));
+            if choice["finish_reason"].is_string() {
+                finishes[i] += 1;
+            }
+        }
+    }
+    assert_eq!(text, ["ok ok ", "ok ok "]);
+    assert_eq!(finishes, [1, 1]);
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 6);
+
+    // Each choice calls the tool with its own id.
+    let mut body = request(false);
+    body["n"] = json!(2);
+    body["tools"] = json!([{"type": "function", "function": {"name": "search"}}]);
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    let ids: Vec<&Value> = answer["choices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| &c["message"]["tool_calls"][0]["id"])
+        .collect();
+    assert_eq!(ids, [&json!("call_mock_2"), &json!("call_mock_2_1")]);
+}
+
+#[tokio::test]
+async fn response_formats_get_a_json_document_valid_under_the_schema() {
+    let upstream = start(Script::default().reasoning(1, "hm ")).await;
+    let schema = json!({
+        "$defs": {"Unit": {"enum": ["celsius", "fahrenheit"], "type": "string"}},
+        "properties": {
+            "city": {"type": "string"},
+            "temperature": {"type": "number"},
+            "unit": {"$ref": "#/$defs/Unit"},
+            "sunny": {"type": "boolean"},
+            "notes": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["city", "temperature", "unit", "sunny", "notes"],
+        "type": "object",
+    });
+    let mut body = request(true);
+    body["response_format"] = json!({"type": "json_schema", "json_schema": {"name": "weather", "schema": schema}});
+    let (chunks, done) = stream_chunks(&upstream, &body).await;
+    assert!(done);
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|t| !t.is_empty())
+        .collect();
+    assert_eq!(pieces.len(), 3, "{chunks:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&pieces.concat()).unwrap(),
+        json!({"city": "mock", "temperature": 0, "unit": "celsius", "sunny": true, "notes": []})
+    );
+
+    body["stream"] = json!(false);
+    body["response_format"] = json!({"type": "json_object"});
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    let content = answer["choices"][0]["message"]["content"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(content).unwrap(),
+        json!({"answer": "mock"})
+    );
+    assert_eq!(answer["choices"][0]["message"]["reasoning_content"], "hm ");
+
+    // `text` is the plain scripted answer.
+    body["response_format"] = json!({"type": "text"});
+    let answer: Value = chat(&upstream, &body).send().await.unwrap().json().await.unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], "ok ok ok ");
+}
