@@ -128,7 +128,11 @@ pub fn run(mut config: GatewayConfig, config_path: PathBuf, models: &Path) -> an
         }
     });
     crate::server::run_until_signal(built);
-    let _ = samples.join();
+    // Stopped before the samples finished (Ctrl-C while the stack was still starting): they would only
+    // poll a listener that is gone, so they are left to end with the process.
+    if samples.is_finished() {
+        let _ = samples.join();
+    }
     servers.shutdown_timeout(Duration::from_secs(2));
     Ok(())
 }
