@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing r1-hybrid needs on a fresh machine, and nothing that is already there.
 #   - Debian packages: a C toolchain, cmake, pkg-config, zlib (librdkafka is built from source by rdkafka-sys),
-#     python3 + pip (to fetch the ONNX Runtime wheel), and the service packages (via scripts/services.sh install)
+#     python3 + pip (to fetch the ONNX Runtime wheel), Node.js + npm (the end-to-end suite's Node client), and
+#     the service packages (via scripts/services.sh install)
 #   - the ONNX Runtime shared library, into the cache (scripts/fetch-onnxruntime.sh)
 # The Rust toolchain is pinned by rust-toolchain.toml and comes with rustup.
 # Idempotent: a second run checks and does nothing.
@@ -16,6 +17,10 @@ for pkg in build-essential cmake pkg-config zlib1g-dev; do
 done
 # python3 + pip may come from elsewhere (pyenv): ask apt only when they are really missing.
 python3 -m pip --version >/dev/null 2>&1 || need+=(python3 python3-pip)
+# The end-to-end suite's Node SDK client (any Node >= 18 on PATH will do).
+if [[ "${1:-all}" != build ]] && ! { command -v node && command -v npm; } >/dev/null 2>&1; then
+  need+=(nodejs npm)
+fi
 if ((${#need[@]})); then
   echo "bootstrap: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -20,13 +20,10 @@ if [[ ! -x "$venv/bin/python" ]] || ! cmp -s scripts/e2e/requirements.txt "$stam
   cp scripts/e2e/requirements.txt "$stamp"
 fi
 
-# Node.js for the Node SDK: Debian's package when there is none (any Node >= 18 on PATH will do; the
-# pinned SDK is exercised on 20 here).
+# Node.js for the Node SDK comes from scripts/bootstrap.sh (which scripts/test.sh runs first).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "e2e: installing nodejs and npm" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq nodejs npm >/dev/null
+  echo "e2e: node and npm are missing: run scripts/bootstrap.sh" >&2
+  exit 1
 fi
 node_major="$(node -p 'process.versions.node.split(".")[0]')"
 if ((node_major < 18)); then

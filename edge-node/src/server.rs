@@ -279,7 +279,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Response {
         max_tokens: Some(limits.max_tokens_cap),
         default_max_tokens: Some(limits.default_max_tokens),
         bytes_per_token: Some(state.bytes_per_token),
-        ..Capabilities::plain()
+        ..Capabilities::PLAIN
     };
     let mut card = ModelCard::new(state.model_name.clone(), state.created, "r1-hybrid");
     card.extra
@@ -482,16 +482,7 @@ fn refuse_unserved(request: &ChatCompletionRequest) -> Result<(), ApiError> {
             "this model does not support function calling",
         ));
     }
-    match extra.get("tool_choice") {
-        None | Some(Value::Null) => {}
-        Some(Value::String(choice)) if choice == "none" || choice == "auto" => {}
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "tool_choice",
-                "this model does not support function calling",
-            ));
-        }
-    }
+    // A `tool_choice` other than `none` needs tools (`validate` refused it otherwise): refused above.
     if needs.response_format.is_some() {
         return Err(ApiError::invalid(
             "response_format",

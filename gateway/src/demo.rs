@@ -20,6 +20,7 @@ use r1_edge::config::EdgeConfig;
 use r1_edge::runtime::LibrarySearch;
 
 use crate::config::{EmbeddedBackend, GatewayConfig};
+use crate::env::Environment as _;
 
 /// Sample prompts: simple and complex, English and Chinese.
 const SAMPLES: [&str; 6] = [
@@ -77,9 +78,12 @@ pub fn run(mut config: GatewayConfig, config_path: PathBuf, models: &Path) -> an
         }
     });
 
-    let center = match std::env::var(CENTER_URL_ENV).ok().filter(|u| !u.is_empty()) {
+    let env = crate::env::ProcessEnv;
+    let center = match env.var(CENTER_URL_ENV).filter(|u| !u.is_empty()) {
         Some(url) => {
-            let model = std::env::var(CENTER_MODEL_ENV).unwrap_or_else(|_| "deepseek-reasoner".to_owned());
+            let model = env
+                .var(CENTER_MODEL_ENV)
+                .unwrap_or_else(|| "deepseek-reasoner".to_owned());
             let described = format!("{url} (model {model}, key from {CENTER_KEY_ENV})");
             config.center.members.clear();
             config.center.backend = Some(EmbeddedBackend {

@@ -50,7 +50,9 @@ impl EmbeddedCenter {
             Some(api) => (
                 api.base_url.clone(),
                 api.model.clone().unwrap_or_else(|| config.center.model.clone()),
-                api.api_key_env.as_deref().and_then(|name| std::env::var(name).ok()),
+                api.api_key_env
+                    .as_deref()
+                    .and_then(|name| crate::env::Environment::var(&crate::env::ProcessEnv, name)),
             ),
             None => {
                 let member = config.center.members.first().cloned().unwrap_or_default();

@@ -122,7 +122,7 @@ impl Legacy {
             return;
         }
         let mut out = BytesMut::new();
-        while let Some(at) = find(&self.pending, b"\n\n") {
+        while let Some(at) = memchr::memmem::find(&self.pending, b"\n\n") {
             let event: Vec<u8> = self.pending.drain(..at + 2).collect();
             out.extend_from_slice(&translate_event(&event));
         }
@@ -131,10 +131,6 @@ impl Legacy {
         }
         *body = Some(out.freeze());
     }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// One SSE event: a chat chunk becomes a completion chunk; a chunk with neither text, a finish nor

@@ -189,6 +189,7 @@ impl ServiceDiscovery for ConfigDiscovery {
             backends.insert(backend);
             resolved.insert(member.clone(), address);
         }
+        let live: BTreeSet<String> = resolved.values().cloned().collect();
         let changed = self.0.resolved.lock().is_ok_and(|mut map| {
             let changed = *map != resolved;
             *map = resolved;
@@ -196,12 +197,6 @@ impl ServiceDiscovery for ConfigDiscovery {
         });
         if changed {
             // Members came or went: forget the cards of those gone, and what the pool serves follows.
-            let live: BTreeSet<String> = self
-                .0
-                .resolved
-                .lock()
-                .map(|r| r.values().cloned().collect())
-                .unwrap_or_default();
             if let Ok(mut cards) = self.0.cards.lock() {
                 cards.retain(|address, _| live.contains(address));
             }

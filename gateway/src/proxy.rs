@@ -89,7 +89,8 @@ impl GatewayProxy {
             }
             Endpoint::Model => {
                 let path = session.req_header().uri.path();
-                let id = percent_decode(path.trim_start_matches("/v1/models/"));
+                let id =
+                    percent_encoding::percent_decode_str(path.trim_start_matches("/v1/models/")).decode_utf8_lossy();
                 let body = self.model(&id).ok_or_else(|| {
                     GatewayError::downstream(ErrorKind::NotFound, format!("the model `{id}` does not exist"))
                         .code("model_not_found")
@@ -157,6 +158,20 @@ impl GatewayProxy {
             .chain([&config.edge.model, &config.center.model]);
         let list = ModelList::new(names.map(|n| ModelCard::new(n.clone(), 0, "r1-hybrid")).collect());
         serde_json::to_vec(&list).unwrap_or_default()
+    }
+
+    /// Answers a CORS preflight: what an allowed origin may send (before authentication: a browser's
+    /// preflight carries no credentials), or a 403 without CORS headers for any other origin.
+    async fn preflight(&self, session: &mut Session, ctx: &Ctx, cors: &crate::cors::CorsSection) -> Result<()> {
+        let header = match &ctx.cors_origin {
+            Some(origin) => crate::cors::preflight(session.req_header(), origin, cors)?,
+            None => {
+                let mut header = pingora::http::ResponseHeader::build(403, Some(2))?;
+                header.insert_header("content-length", "0")?;
+                header
+            }
+        };
+        session.write_response_header(Box::new(header), true).await
     }
 
     /// The card of one model the gateway serves (`client.models.retrieve`).
@@ -270,20 +285,14 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = crate::request_id::of(session.req_header());
-        let cors = &self.gateway.config().cors;
-        ctx.cors_origin = cors.allowed(session.req_header());
-        if crate::cors::is_preflight(session.req_header()) {
-            // Before authentication: a browser's preflight carries no credentials.
-            let header = match &ctx.cors_origin {
-                Some(origin) => crate::cors::preflight(session.req_header(), origin, cors)?,
-                None => {
-                    let mut header = pingora::http::ResponseHeader::build(403, Some(2))?;
-                    header.insert_header("content-length", "0")?;
-                    header
-                }
-            };
-            session.write_response_header(Box::new(header), true).await?;
-            return Ok(true);
+        // Only a browser's request has an `Origin`: the others skip CORS without looking at the config.
+        if session.req_header().headers.contains_key("origin") {
+            let config = self.gateway.config();
+            ctx.cors_origin = config.cors.allowed(session.req_header());
+            if crate::cors::is_preflight(session.req_header()) {
+                self.preflight(session, ctx, &config.cors).await?;
+                return Ok(true);
+            }
         }
         let endpoint = Endpoint::of(session.req_header());
         match self.serve(session, ctx, endpoint).await {
@@ -670,27 +679,4 @@ impl ProxyHttp for GatewayProxy {
         }
         ctx.upstream.in_flight = None;
     }
-}
-
-/// `%XX` escapes decoded (a model id such as `deepseek-ai%2FDeepSeek-R1`); anything malformed is kept.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
-        if bytes[i] == b'%'
-            && let (Some(hi), Some(lo)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            )
-        {
-            out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -142,13 +142,14 @@ impl Gateway {
         let center = match &self.handoff {
             None => self.center.state(),
             Some(handoff) => {
-                // In process, the backend is the center pool's member (unless it is an API by URL).
-                let members = handoff.is_embedded() && !self.config().center.members.is_empty();
+                // In process, the backend is the center pool's member (unless it is an API by URL); its
+                // card says what it serves, else `[center.capabilities]` alone.
+                let pool = self.center.state();
+                let members = handoff.is_embedded() && pool.configured;
                 crate::route::PoolState {
-                    healthy: handoff.is_ready() && (!members || self.center.state().healthy),
+                    healthy: handoff.is_ready() && (!members || pool.healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,
-                    // Learned from the embedded backend's card, else `[center.capabilities]` alone.
-                    serves: self.center.serves(),
+                    serves: pool.serves,
                     configured: true,
                 }
             }

@@ -366,7 +366,7 @@ def test_top_logprobs_count(stack, top_logprobs):
 # vLLM: tests/entrypoints/openai/chat_completion/test_chat.py::test_too_many_chat_logprobs
 def test_too_many_chat_logprobs(stack):
     c = sdk(stack)
-    with pytest.raises((openai.BadRequestError, openai.APIError)):
+    with pytest.raises(openai.BadRequestError):
         stream = c.chat.completions.create(
             model=MODEL, messages=EDGE_MESSAGES, max_completion_tokens=10, logprobs=True, top_logprobs=21, stream=True
         )
@@ -887,16 +887,16 @@ def test_completion_no_logprobs(stack):
 # gateway serves no completion logprobs at all, so any count is refused)
 def test_too_many_completion_logprobs(stack):
     c = sdk(stack)
-    with pytest.raises((openai.BadRequestError, openai.APIError)):
+    with pytest.raises(openai.BadRequestError):
         c.completions.create(model=MODEL, prompt="Hello, my name is", max_tokens=5, temperature=0.0, logprobs=21)
-    with pytest.raises((openai.BadRequestError, openai.APIError)):
+    with pytest.raises(openai.BadRequestError):
         for _ in c.completions.create(
             model=MODEL, prompt="Hello, my name is", max_tokens=5, temperature=0.0, logprobs=30, stream=True
         ):
             pass
     # the server still works afterwards
     completion = c.completions.create(model=MODEL, prompt="Hello, my name is", max_tokens=5, temperature=0.0)
-    assert len(completion.choices[0].text) >= 0
+    assert completion.choices[0].text and completion.choices[0].finish_reason in ("stop", "length")
 
 
 # vLLM: tests/entrypoints/openai/completion/test_completion.py::test_parallel_no_streaming and

@@ -118,22 +118,6 @@ impl Capabilities {
         ..Self::PLAIN
     };
 
-    /// [`Self::PLAIN`].
-    pub fn plain() -> Self {
-        Self {
-            context_length: None,
-            max_tokens: None,
-            default_max_tokens: None,
-            bytes_per_token: None,
-            ..Self::PLAIN
-        }
-    }
-
-    /// [`Self::FULL`].
-    pub fn full() -> Self {
-        Self::FULL
-    }
-
     /// The most a set of servers all serve (members of one pool may differ): limits take the lowest,
     /// features only where all have them. `None` for an empty set.
     pub fn common<'a>(all: impl IntoIterator<Item = &'a Self>) -> Option<Self> {
@@ -274,7 +258,7 @@ impl<'de> Deserialize<'de> for ResponseFormats {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self::plain()
+        Self::PLAIN
     }
 }
 
@@ -435,7 +419,7 @@ mod tests {
     fn needs_of_a_request() {
         let plain = Needs::of(&request(json!({})));
         assert!(!plain.tools && plain.response_format.is_none() && !plain.logprobs && plain.n == 1);
-        assert_eq!(Capabilities::plain().unmet(&plain), None);
+        assert_eq!(Capabilities::PLAIN.unmet(&plain), None);
 
         let tools = json!({"tools": [{"type": "function", "function": {"name": "f"}}]});
         assert!(Needs::of(&request(tools.clone())).tools);
@@ -480,12 +464,12 @@ mod tests {
             max_tokens: Some(1024),
             default_max_tokens: Some(256),
             bytes_per_token: Some(2.0),
-            ..Capabilities::plain()
+            ..Capabilities::PLAIN
         };
         let mut r = request(json!({}));
         r.max_tokens = Some(2048);
         assert_eq!(edge.unmet(&Needs::of(&r)), Some(Unmet::MaxTokens));
-        assert_eq!(Capabilities::full().unmet(&Needs::of(&r)), None);
+        assert_eq!(Capabilities::FULL.unmet(&Needs::of(&r)), None);
 
         // 600 bytes at 2 bytes a token + the default answer of 256 > 512.
         let long = ChatCompletionRequest::new("m", vec![ChatMessage::user("x".repeat(600))]);
@@ -510,7 +494,7 @@ mod tests {
     fn common_capabilities_of_members() {
         let a = Capabilities {
             context_length: Some(4096),
-            ..Capabilities::full()
+            ..Capabilities::FULL
         };
         let b = Capabilities {
             context_length: Some(2048),
@@ -519,7 +503,7 @@ mod tests {
                 json_object: true,
                 json_schema: false,
             },
-            ..Capabilities::full()
+            ..Capabilities::FULL
         };
         let both = Capabilities::common([&a, &b]).unwrap();
         assert_eq!(both.context_length, Some(2048));
