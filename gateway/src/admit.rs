@@ -20,6 +20,8 @@ use r1_proto::{
 use crate::cache::{Cache, CacheKey, Lookup};
 use crate::config::GatewayConfig;
 use crate::ctx::{CacheFill, Ctx, Routing, Tenant};
+use crate::dialect::Dialect;
+pub use crate::dialect::Shape;
 use crate::error::{GatewayError, Source};
 use crate::route::RequestFacts;
 use crate::state::Gateway;
@@ -39,12 +41,14 @@ pub enum Endpoint {
     Models,
     /// `GET /v1/models/{id}` (the id may hold `/`, raw or as `%2F`).
     Model,
-    /// `POST /v1/chat/completions`, `POST /v1/r1/inference` or `POST /v1/completions`: a chat request
-    /// in one of its shapes.
+    /// `POST /v1/chat/completions`, `/v1/r1/inference`, `/v1/completions`, `/v1/responses` or
+    /// `/v1/messages`: a chat request in one of its shapes.
     Chat {
         /// Which API it came through.
         shape: Shape,
     },
+    /// `POST /v1/embeddings`: proxied to a pool that declares embeddings.
+    Embeddings,
     /// `/v1/tasks…` and `/v1/batches…`.
     Tasks,
     /// Anything else under `/v1/` (404 after authentication).
@@ -69,6 +73,11 @@ impl Endpoint {
             ("POST", "/v1/completions") => Self::Chat {
                 shape: Shape::Completions,
             },
+            ("POST", "/v1/responses") => Self::Chat {
+                shape: Shape::Responses,
+            },
+            ("POST", "/v1/messages") => Self::Chat { shape: Shape::Messages },
+            ("POST", "/v1/embeddings") => Self::Embeddings,
             _ if path.starts_with("/v1/tasks") || path.starts_with("/v1/batches") => Self::Tasks,
             _ if path.starts_with("/v1/") => Self::UnknownApi,
             _ => Self::Unknown,
@@ -79,17 +88,6 @@ impl Endpoint {
     pub fn is_api(self) -> bool {
         !matches!(self, Self::Health | Self::Ready | Self::Unknown)
     }
-}
-
-/// The API a chat request came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// Chat completions.
-    Chat,
-    /// The simple prompt API (`/v1/r1/inference`).
-    Inference,
-    /// The legacy completions API, answered as `text_completion` (see [`crate::legacy`]).
-    Completions,
 }
 
 /// Step 1 for an API request: a place under the global in-flight bound, then the caller's identity.
@@ -146,8 +144,10 @@ pub async fn chat(
             format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied over HTTP"),
         ));
     }
-    ctx.route.legacy = shape == Shape::Completions;
-    let mut request = parse(&config, &body, shape)?;
+    ctx.route.shape = shape;
+    let (mut request, dialect) = parse(&config, &body, shape)?;
+    ctx.route.dialect = dialect;
+    ctx.route.client_model.clone_from(&request.model);
     gateway
         .hygiene()
         .check(&mut request)
@@ -194,10 +194,92 @@ pub async fn chat(
     let route = &mut ctx.route;
     route.pinned = request.model == config.edge.model || request.model == config.center.model;
     route.stream = request.is_stream();
-    route.client_model.clone_from(&request.model);
     route.request = Some(request);
     retarget(route, decision, &config)?;
     Ok(Admitted::Routed)
+}
+
+/// Step 2 for `POST /v1/embeddings`: reads and checks the request, applies the caller's limits and
+/// points it at the pool that declares embeddings (`edge.capabilities.embeddings`, else
+/// `center.capabilities.embeddings`), its `model` rewritten to that pool's. Not scored, not cached, and
+/// pinned to that pool; none declaring it is a 404 naming the keys.
+pub async fn embeddings(gateway: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let config = gateway.config();
+    refuse_form_body(session.req_header())?;
+    let body = read_body(session, config.limits.body_limit()).await?;
+    if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
+        return Err(GatewayError::downstream(
+            ErrorKind::PayloadTooLarge,
+            format!("requests over {MAX_PROXIED_BODY_BYTES} bytes cannot be proxied over HTTP"),
+        ));
+    }
+    let invalid = |message: &str| GatewayError::downstream(ErrorKind::InvalidRequest, message.to_owned());
+    let Ok(serde_json::Value::Object(mut request)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return Err(invalid(
+            "not a valid embeddings request: the body must be a JSON object",
+        ));
+    };
+    let model = request
+        .get("model")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| invalid("`model` is required").param("model"))?
+        .to_owned();
+    if !config.knows_model(&model) {
+        return Err(
+            GatewayError::downstream(ErrorKind::NotFound, format!("the model `{model}` does not exist"))
+                .code("model_not_found")
+                .param("model"),
+        );
+    }
+    let input_bytes = match request.get("input") {
+        Some(serde_json::Value::String(text)) if !text.is_empty() => text.len(),
+        Some(serde_json::Value::Array(items)) if !items.is_empty() => items.iter().map(|i| i.to_string().len()).sum(),
+        _ => return Err(invalid("`input` must be a non-empty string or list").param("input")),
+    };
+    let route = if config.edge.capabilities.embeddings {
+        Route::Edge
+    } else if config.center.capabilities.embeddings {
+        Route::Center
+    } else {
+        return Err(GatewayError::downstream(
+            ErrorKind::NotFound,
+            "no pool here serves embeddings: set `edge.capabilities.embeddings = true` (or \
+             `center.capabilities.embeddings` with center.transport = \"http\") for a pool whose model \
+             servers answer POST /v1/embeddings",
+        )
+        .code("embeddings_not_configured"));
+    };
+    let tier = ctx
+        .identity
+        .principal
+        .as_ref()
+        .and_then(|p| p.claim(&config.limits.tier_claim));
+    let estimated = u64::try_from(input_bytes / 4 + 1).unwrap_or(u64::MAX);
+    let admission = gateway
+        .limiter
+        .admit_tier(ctx.identity.tenant.as_str(), tier, estimated)
+        .await
+        .map_err(|refusal| refusal.to_gateway_error())?;
+    ctx.policy.admission = Some(admission);
+    let pool_model = match route {
+        Route::Edge => config.edge.model.clone(),
+        _ => config.center.model.clone(),
+    };
+    request.insert("model".to_owned(), serde_json::Value::from(pool_model.as_str()));
+    let decision = RouteDecision::new(route, 0.0, Tier::Uncertain, RouteReason::Embeddings);
+    gateway
+        .metrics
+        .decisions
+        .with_label_values(&[decision.route.as_str(), decision.reason.as_str()])
+        .inc();
+    let routing = &mut ctx.route;
+    routing.decision = Some(decision);
+    routing.pinned = true;
+    routing.client_model = model;
+    routing.pool_model = Some(pool_model);
+    routing.upstream_path = Some("/v1/embeddings");
+    routing.upstream_body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+    Ok(())
 }
 
 /// A form-encoded body is not JSON, whatever it holds: OpenAI's API refuses it, and so does the gateway
@@ -219,10 +301,25 @@ fn refuse_form_body(header: &RequestHeader) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// The request in the body: a chat completion, or the simple prompt API's, for a model the gateway knows.
-fn parse(config: &GatewayConfig, body: &[u8], shape: Shape) -> Result<ChatCompletionRequest, GatewayError> {
+/// The request in the body as a chat request, for a model the gateway knows; with what its answer's
+/// translator needs when it came through another API than chat.
+fn parse(
+    config: &GatewayConfig,
+    body: &[u8],
+    shape: Shape,
+) -> Result<(ChatCompletionRequest, Option<Dialect>), GatewayError> {
+    let mut dialect = None;
     let request: ChatCompletionRequest = if shape == Shape::Completions {
+        dialect = Some(Dialect::Completions);
         crate::legacy::to_chat(body)?
+    } else if shape == Shape::Responses {
+        let (request, echo) = crate::responses::to_chat(body)?;
+        dialect = Some(Dialect::Responses(echo));
+        request
+    } else if shape == Shape::Messages {
+        let (request, thinking) = crate::messages::to_chat(body)?;
+        dialect = Some(Dialect::Messages(thinking));
+        request
     } else if shape == Shape::Inference {
         let simple: InferenceRequest = serde_json::from_slice(body).map_err(|e| {
             GatewayError::downstream(
@@ -259,7 +356,7 @@ fn parse(config: &GatewayConfig, body: &[u8], shape: Shape) -> Result<ChatComple
         );
     }
     r1_proto::validate(&request).map_err(invalid_parameter)?;
-    Ok(request)
+    Ok((request, dialect))
 }
 
 /// OpenAI's 400 for a parameter out of range or out of place.
@@ -335,9 +432,6 @@ fn cache_key(
     ctx: &Ctx,
     request: &ChatCompletionRequest,
 ) -> Option<(Cache, CacheKey)> {
-    if ctx.route.legacy {
-        return None; // the cache holds chat answers
-    }
     let cache = gateway.cache()?;
     cache.cacheable(request, &session.req_header().headers)?;
     let key = cache.key(ctx.identity.tenant.as_str(), request)?;

@@ -20,7 +20,8 @@
 //!            }
 //! ```
 //!
-//! What is accepted: exactly one `Authorization: Bearer <JWT>` header (scheme case-insensitive), no token-like
+//! What is accepted: exactly one `Authorization: Bearer <JWT>` header (scheme case-insensitive) or, with no
+//! `Authorization`, exactly one `x-api-key: <JWT>` (Anthropic's SDKs send their key there), no token-like
 //! value in the query string, at most `max_token_bytes`; `alg` pinned per key — `HS256` with the shared
 //! secret(s) (current, then previous during a rotation), `RS256`/`ES256` only with JWKS keys (matched by
 //! `kid` when the token names one); `exp` required, `nbf` checked, both with `leeway`; `aud`/`iss` required
@@ -198,10 +199,13 @@ impl Verifier {
         Ok(Principal { subject, claims })
     }
 
-    /// The token of the one `Authorization: Bearer` header, checked for size and shape (three base64url parts).
+    /// The token of the one `Authorization: Bearer` header — or, without one, of the one `x-api-key`
+    /// header (where Anthropic's SDKs send their key) — checked for size and shape (three base64url parts).
     fn bearer_token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
         let mut values = headers.get_all(AUTHORIZATION).iter();
-        let value = values.next().ok_or(AuthError::Missing)?;
+        let Some(value) = values.next() else {
+            return self.api_key_token(headers);
+        };
         if values.next().is_some() {
             return Err(AuthError::MultipleHeaders);
         }
@@ -219,7 +223,25 @@ impl Verifier {
         if !scheme.eq_ignore_ascii_case(b"bearer") {
             return Err(AuthError::WrongScheme);
         }
-        let token = rest.trim_ascii();
+        self.checked_token(rest.trim_ascii())
+    }
+
+    /// The token of the one `x-api-key` header: the JWT itself, no scheme.
+    fn api_key_token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthError> {
+        let mut values = headers.get_all("x-api-key").iter();
+        let value = values.next().ok_or(AuthError::Missing)?;
+        if values.next().is_some() {
+            return Err(AuthError::MultipleHeaders);
+        }
+        let token = value.as_bytes().trim_ascii();
+        if token.is_empty() {
+            return Err(AuthError::Malformed);
+        }
+        self.checked_token(token)
+    }
+
+    /// `token` checked for size and shape (three base64url parts).
+    fn checked_token<'h>(&self, token: &'h [u8]) -> Result<&'h str, AuthError> {
         if token.len() > self.max_token_bytes {
             return Err(AuthError::TooLarge);
         }
@@ -464,6 +486,26 @@ mod tests {
 
     fn now() -> u64 {
         jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn an_x_api_key_header_carries_the_token_when_there_is_no_authorization() {
+        let v = verifier("");
+        let token = hs256(&serde_json::json!({"user_id": "u1", "exp": now() + 60}));
+        let uri: Uri = "/v1/messages".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", token.parse().unwrap());
+        assert_eq!(v.verify(&headers, &uri).unwrap().subject, "u1");
+        // Authorization wins: a bad one is not rescued by a good x-api-key.
+        headers.insert(AUTHORIZATION, "Bearer nope".parse().unwrap());
+        assert!(matches!(v.verify(&headers, &uri), Err(AuthError::Malformed)));
+        let mut two = HeaderMap::new();
+        two.append("x-api-key", token.parse().unwrap());
+        two.append("x-api-key", token.parse().unwrap());
+        assert!(matches!(v.verify(&two, &uri), Err(AuthError::MultipleHeaders)));
+        let mut bad = HeaderMap::new();
+        bad.insert("x-api-key", "sk-not-a-jwt".parse().unwrap());
+        assert!(matches!(v.verify(&bad, &uri), Err(AuthError::Malformed)));
     }
 
     #[test]

@@ -60,6 +60,10 @@ pub struct CapabilitiesSection {
     /// Parameters beyond plain chat (`logit_bias`, `reasoning_effort`, a server's extensions).
     #[serde(default)]
     pub other_parameters: Option<bool>,
+    /// The members serve `POST /v1/embeddings` (declared here only: a model card does not say). Off by
+    /// default; with no pool declaring it, `/v1/embeddings` is a 404 naming this key.
+    #[serde(default)]
+    pub embeddings: bool,
 }
 
 impl Default for CapabilitiesSection {
@@ -77,6 +81,7 @@ impl Default for CapabilitiesSection {
             max_n: None,
             images: None,
             other_parameters: None,
+            embeddings: false,
         }
     }
 }

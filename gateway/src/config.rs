@@ -873,6 +873,13 @@ impl Validate for GatewayConfig {
         check_health(&mut problems, "center", &self.center.health);
         problems.extend(self.edge.capabilities.problems("edge.capabilities"));
         problems.extend(self.center.capabilities.problems("center.capabilities"));
+        if self.center.capabilities.embeddings && self.center.transport != CenterTransport::Http {
+            problems.push(
+                "center.capabilities.embeddings: the task hand-off carries chat only; embeddings are served by a \
+                 pool reached over HTTP (center.transport = \"http\", or the edge pool)"
+                    .to_owned(),
+            );
+        }
         for (key, value) in [
             ("edge.max_in_flight", self.edge.max_in_flight),
             ("center.max_in_flight", self.center.max_in_flight),

@@ -155,10 +155,16 @@ pub struct Routing {
     pub request: Option<ChatCompletionRequest>,
     /// The model the client named: what the answer says it came from (`rename`).
     pub client_model: String,
-    /// Asked through the legacy completions API: answered as `text_completion` (`legacy`).
-    pub legacy: bool,
+    /// The API the request came through (its errors take that API's shape).
+    pub shape: crate::dialect::Shape,
+    /// Asked through another API than chat: what its answer's translator needs.
+    pub dialect: Option<crate::dialect::Dialect>,
     /// The body sent upstream: the request with `model` set to the pool's model.
     pub upstream_body: Bytes,
+    /// The upstream path, when not `/v1/chat/completions` (embeddings).
+    pub upstream_path: Option<&'static str>,
+    /// The pool's model, for a request that is not a chat request (`request` holds it for those).
+    pub pool_model: Option<String>,
     /// The request named a pool's own model: it never fails over to the other pool.
     pub pinned: bool,
     /// Whether the client asked for a stream.
@@ -167,6 +173,16 @@ pub struct Routing {
     pub task_id: Option<String>,
     /// The center model version the task went to, when versions are configured.
     pub model_version: Option<String>,
+}
+
+impl Routing {
+    /// The model name of the pool the request goes to (`x-r1-model`).
+    pub fn upstream_model(&self) -> Option<&str> {
+        self.request
+            .as_ref()
+            .map(|r| r.model.as_str())
+            .or(self.pool_model.as_deref())
+    }
 }
 
 /// The current upstream exchange.
@@ -188,8 +204,8 @@ pub struct Upstream {
     pub usage: Option<UsageTap>,
     /// Puts the client's model name in the answer.
     pub rename: Option<crate::rename::ModelRename>,
-    /// Turns a chat answer into a legacy completion.
-    pub legacy: Option<crate::legacy::Legacy>,
+    /// Turns a chat answer into the answer of the API the client asked through.
+    pub translator: Option<crate::dialect::Translator>,
     /// An error decided by our own logic, answered by `fail_to_proxy`.
     pub error: Option<GatewayError>,
 }

@@ -6,6 +6,8 @@
 //!   ([`score`]: the complexity scorer);
 //! - [`respond`]: the one writer of the responses the gateway makes itself;
 //! - [`handoff`]: center traffic through the task queue (Kafka or in-process), answers as events;
+//! - [`dialect`]: the APIs answered on top of chat — [`legacy`] completions, OpenAI's [`responses`],
+//!   Anthropic's [`messages`] — their requests turned into chat requests, their answers re-framed;
 //! - [`usage`]: the token usage of a proxied answer, charged to the caller;
 //! - [`deadline`]: the time-to-first-token, idle and total timeouts of an exchange;
 //! - [`ctx`]: per-request state, [`error`]: errors and their OpenAI bodies.
@@ -28,6 +30,7 @@ pub mod ctx;
 pub mod deadline;
 #[cfg(feature = "embedded")]
 pub mod demo;
+pub mod dialect;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 pub mod env;
@@ -37,12 +40,15 @@ pub mod handoff;
 pub mod hygiene;
 pub mod legacy;
 pub mod limits;
+pub mod messages;
 pub mod metrics;
 pub mod pools;
 pub mod proxy;
+pub mod reframe;
 pub mod rename;
 pub mod request_id;
 pub mod respond;
+pub mod responses;
 pub mod route;
 pub mod score;
 pub mod server;

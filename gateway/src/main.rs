@@ -9,7 +9,9 @@ use r1_gateway::config::GatewayConfig;
 /// r1-gateway — the OpenAI-compatible front door of r1-hybrid.
 ///
 /// Serves the public OpenAI-compatible API (chat completions, stream and not, the simple
-/// /v1/r1/inference API, /v1/models, asynchronous /v1/tasks and /v1/batches) and the admin
+/// /v1/r1/inference API, /v1/models, asynchronous /v1/tasks and /v1/batches; on top of chat the
+/// legacy /v1/completions, OpenAI's /v1/responses and Anthropic's /v1/messages; /v1/embeddings to
+/// a pool that declares them) and the admin
 /// listener (/metrics, /admin/pools, /admin/route/explain) from one TOML file
 /// (deploy/config/gateway.toml), which reloads live on change or SIGHUP. SIGTERM drains.
 ///

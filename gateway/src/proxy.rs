@@ -66,6 +66,9 @@ enum Next {
 impl GatewayProxy {
     /// Serves `endpoint`: a local answer, a refusal (`Err`), or a request for the upstream pools.
     async fn serve(&self, session: &mut Session, ctx: &mut Ctx, endpoint: Endpoint) -> Result<Next, GatewayError> {
+        if let Endpoint::Chat { shape } = endpoint {
+            ctx.route.shape = shape; // its errors take that API's shape
+        }
         if endpoint.is_api() {
             crate::admit::enter(&self.gateway, session.req_header(), ctx)?;
         }
@@ -113,6 +116,10 @@ impl GatewayProxy {
                     _ => return Ok(Next::Upstream),
                 },
             },
+            Endpoint::Embeddings => {
+                crate::admit::embeddings(&self.gateway, session, ctx).await?;
+                return Ok(Next::Upstream);
+            }
             Endpoint::Tasks => {
                 let (method, path) = (
                     session.req_header().method.clone(),
@@ -206,8 +213,8 @@ impl GatewayProxy {
             tracing::warn!(request_id = %ctx.request_id, error = %e.message, "task hand-off failed");
         })?;
         ctx.route.task_id = Some(answering.task_id().to_owned());
-        if ctx.route.legacy {
-            ctx.upstream.legacy = Some(crate::legacy::Legacy::new(answering.is_stream()));
+        if let Some(dialect) = &ctx.route.dialect {
+            ctx.upstream.translator = Some(dialect.translator(&ctx.route.client_model, answering.is_stream()));
         }
         ctx.route.model_version = answering.version().map(str::to_owned);
         let outcome = crate::respond::answer(session, ctx, &mut answering).await;
@@ -385,7 +392,9 @@ impl ProxyHttp for GatewayProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream.set_uri(http::Uri::from_static("/v1/chat/completions"));
+        upstream.set_uri(http::Uri::from_static(
+            ctx.route.upstream_path.unwrap_or("/v1/chat/completions"),
+        ));
         // An allow-list: the client's credentials, cookies, forwarding claims it could spoof, and an
         // encoding that no longer matches the rewritten body never go upstream.
         let dropped: Vec<http::HeaderName> = upstream
@@ -448,8 +457,8 @@ impl ProxyHttp for GatewayProxy {
             response.insert_header("x-r1-route", d.route.as_str())?;
             response.insert_header("x-r1-route-reason", d.reason.as_str())?;
         }
-        if let Some(request) = &ctx.route.request {
-            response.insert_header("x-r1-model", request.model.as_str())?;
+        if let Some(model) = ctx.route.upstream_model() {
+            response.insert_header("x-r1-model", model)?;
         }
         if let Some(origin) = &ctx.cors_origin {
             crate::cors::allow(response, origin)?;
@@ -475,22 +484,25 @@ impl ProxyHttp for GatewayProxy {
                 UsageTap::json()
             });
             // The answer names the model the client asked for (the pool's is in `x-r1-model`).
-            if let Some(request) = &ctx.route.request {
-                ctx.upstream.rename = crate::rename::ModelRename::new(&request.model, &ctx.route.client_model);
+            if let Some(model) = ctx.route.upstream_model() {
+                ctx.upstream.rename = crate::rename::ModelRename::new(model, &ctx.route.client_model);
             }
-            if ctx.route.legacy {
-                ctx.upstream.legacy = Some(crate::legacy::Legacy::new(sse));
-            }
-            let resized = ctx.upstream.legacy.is_some()
-                || ctx
-                    .upstream
-                    .rename
-                    .as_ref()
-                    .is_some_and(crate::rename::ModelRename::changes_length);
-            if resized && response.headers.contains_key("content-length") {
-                response.remove_header("content-length");
-                response.insert_header("transfer-encoding", "chunked")?;
-            }
+        }
+        // An answer in another API's shape (and, for Anthropic's, a model server's refusal too).
+        if (status == 200 || ctx.route.shape.reshapes_errors())
+            && let Some(dialect) = &ctx.route.dialect
+        {
+            ctx.upstream.translator = Some(dialect.translator(&ctx.route.client_model, sse && status == 200));
+        }
+        let resized = ctx.upstream.translator.is_some()
+            || ctx
+                .upstream
+                .rename
+                .as_ref()
+                .is_some_and(crate::rename::ModelRename::changes_length);
+        if resized && response.headers.contains_key("content-length") {
+            response.remove_header("content-length");
+            response.insert_header("transfer-encoding", "chunked")?;
         }
         if ctx.cache.fill.is_some() {
             if response.status.as_u16() == 200 {
@@ -540,8 +552,8 @@ impl ProxyHttp for GatewayProxy {
         if let Some(rename) = ctx.upstream.rename.as_mut() {
             rename.rewrite(body, end);
         }
-        if let Some(legacy) = ctx.upstream.legacy.as_mut() {
-            legacy.rewrite(body, end);
+        if let Some(translator) = ctx.upstream.translator.as_mut() {
+            translator.rewrite(body, end);
         }
         if end {
             if let (Some(capture), Some(fill)) = (ctx.cache.capture.take(), ctx.cache.fill.take())
@@ -643,7 +655,7 @@ impl ProxyHttp for GatewayProxy {
         let code = if session.response_written().is_some() {
             // The stream already started: an in-band error event, never a synthesized [DONE].
             if ctx.route.stream {
-                crate::respond::in_band_error(session, &error).await;
+                crate::respond::in_band_error(session, ctx, &error).await;
             }
             0
         } else if matches!(e.esource(), ErrorSource::Downstream)

@@ -64,7 +64,7 @@ pub async fn body(
 
 /// The error's status and OpenAI body.
 pub async fn error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Result<()> {
-    let body = Bytes::from(error.body().to_json());
+    let body = Bytes::from(ctx.route.shape.error_body(error));
     let mut header = head(ctx, error.status(), "application/json")?;
     header.insert_header("content-length", body.len().to_string())?;
     if let Some(seconds) = error.retry_after {
@@ -77,11 +77,14 @@ pub async fn error(session: &mut Session, ctx: &Ctx, error: &GatewayError) -> Re
     session.write_response_body(Some(body), true).await
 }
 
-/// Ends a stream that already started with an in-band `error` event — never a `[DONE]`.
-pub async fn in_band_error(session: &mut Session, error: &GatewayError) {
-    let _ = session
-        .write_response_body(Some(Bytes::from(error.body().to_sse_event())), true)
-        .await;
+/// Ends a stream that already started with an in-band `error` event (in the API the client asked
+/// through) — never a `[DONE]`.
+pub async fn in_band_error(session: &mut Session, ctx: &mut Ctx, error: &GatewayError) {
+    let event = match ctx.upstream.translator.as_mut() {
+        Some(translator) => translator.error_event(error),
+        None => error.body().to_sse_event(),
+    };
+    let _ = session.write_response_body(Some(Bytes::from(event)), true).await;
 }
 
 /// The header of an event stream the gateway writes itself.
@@ -93,9 +96,18 @@ fn sse_head(ctx: &Ctx) -> Result<ResponseHeader> {
     Ok(header)
 }
 
-/// Replays a cached answer: one JSON body, or the SSE events of a stream. A client that goes away
-/// meanwhile is only logged.
-pub async fn cache_hit(session: &mut Session, ctx: &Ctx, pieces: Vec<Bytes>, stream: bool) {
+/// Replays a cached answer: one JSON body, or the SSE events of a stream (in the API the client asked
+/// through). A client that goes away meanwhile is only logged.
+pub async fn cache_hit(session: &mut Session, ctx: &Ctx, mut pieces: Vec<Bytes>, stream: bool) {
+    if let Some(dialect) = &ctx.route.dialect {
+        let mut translator = dialect.translator(&ctx.route.client_model, stream);
+        let last = pieces.len().saturating_sub(1);
+        for (i, piece) in pieces.iter_mut().enumerate() {
+            let mut body = Some(std::mem::take(piece));
+            translator.rewrite(&mut body, i == last);
+            *piece = body.unwrap_or_default();
+        }
+    }
     let write = async {
         let mut header = if stream {
             sse_head(ctx)?
@@ -139,7 +151,7 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, answering: &mut Answer
                 continue;
             }
         };
-        let event = legacy(ctx, event);
+        let event = translate(ctx, event);
         let (written, token) = match event {
             AnswerEvent::Stream(bytes) => (write_stream(session, ctx, &mut header_sent, bytes, false).await, true),
             AnswerEvent::KeepAlive(bytes) => (write_stream(session, ctx, &mut header_sent, bytes, false).await, false),
@@ -170,7 +182,7 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, answering: &mut Answer
                     "center answer failed"
                 );
                 if header_sent {
-                    in_band_error(session, &failure).await;
+                    in_band_error(session, ctx, &failure).await;
                 } else {
                     let _ = error(session, ctx, &failure).await;
                 }
@@ -186,9 +198,9 @@ pub async fn answer(session: &mut Session, ctx: &mut Ctx, answering: &mut Answer
     }
 }
 
-/// The event as the legacy completions API answers it, when the request came through that API.
-fn legacy(ctx: &mut Ctx, event: AnswerEvent) -> AnswerEvent {
-    let Some(translator) = ctx.upstream.legacy.as_mut() else {
+/// The event in the API the client asked through, when it was not chat.
+fn translate(ctx: &mut Ctx, event: AnswerEvent) -> AnswerEvent {
+    let Some(translator) = ctx.upstream.translator.as_mut() else {
         return event;
     };
     let mut translate = |bytes: Bytes, end: bool| {

@@ -208,3 +208,65 @@ async fn an_entry_written_by_a_stream_without_usage_still_answers_with_usage() {
     assert_eq!(upstream.stats().snapshot().received, 1, "one generation");
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hit_answers_in_the_api_it_was_asked_through() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(3, "kept "))
+        .await
+        .unwrap();
+    let routing = "[auth]\nenabled = false\n[cache]\nenabled = true\n";
+    let gw = Gateway::start_full(&[upstream.addr()], &[], "", routing, "", reqwest::Client::new()).await;
+    let send = async |path: &str, body: Value| {
+        let r = gw
+            .client
+            .post(format!("{}{path}", gw.public))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let cache = r.headers().get("x-r1-cache").map(|v| v.to_str().unwrap().to_owned());
+        (cache, r.text().await.unwrap())
+    };
+    let chat = json!({"model": EDGE_MODEL, "messages": [{"role": "user", "content": "Name a colour."}],
+                      "max_tokens": 8, "temperature": 0});
+    let (cache, _) = send("/v1/chat/completions", chat).await;
+    assert_eq!(cache.as_deref(), Some("miss"));
+
+    // The same chat request through the Messages API: a hit, answered as a `message`.
+    let message = json!({"model": EDGE_MODEL, "messages": [{"role": "user", "content": "Name a colour."}],
+                         "max_tokens": 8, "temperature": 0});
+    let (cache, text) = send("/v1/messages", message).await;
+    assert_eq!(cache.as_deref(), Some("hit"));
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["type"], "message");
+    assert_eq!(answer["model"], EDGE_MODEL);
+    assert_eq!(answer["content"][0]["text"], "kept kept kept ");
+    assert!(
+        answer["usage"]["output_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{answer}"
+    );
+
+    // And through the Responses API, streamed: its events, from the stored answer.
+    let response = json!({"model": EDGE_MODEL, "input": "Name a colour.", "max_output_tokens": 8,
+                          "temperature": 0, "stream": true});
+    let (cache, text) = send("/v1/responses", response).await;
+    assert_eq!(cache.as_deref(), Some("hit"), "{text}");
+    let completed = text
+        .split("\n\n")
+        .find_map(|e| e.strip_prefix("event: response.completed\ndata: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .unwrap_or_else(|| panic!("no response.completed: {text}"));
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        "kept kept kept "
+    );
+    assert!(
+        completed["response"]["usage"]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0)
+    );
+    assert_eq!(upstream.stats().snapshot().received, 1, "one generation");
+    gw.stop();
+}

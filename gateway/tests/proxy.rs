@@ -563,3 +563,200 @@ async fn the_legacy_completions_api_is_answered_on_both_pools_stream_and_not() {
     assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["error"]["param"], "echo");
     gw.stop();
 }
+
+/// The `data` of each SSE event, with its `event:` name.
+fn named_events(text: &str) -> Vec<(String, Value)> {
+    text.split("\n\n")
+        .filter_map(|e| {
+            let (name, data) = e.strip_prefix("event: ")?.split_once("\ndata: ")?;
+            Some((name.to_owned(), serde_json::from_str(data).ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_responses_and_messages_apis_are_answered_through_the_proxy() {
+    let edge = Edge::start(EDGE_MODEL);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .model(CENTER_MODEL)
+        .reasoning(2, "hmm ")
+        .content(3, "center ");
+    let center = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let gw = Gateway::start(&[edge.addr], &[center.addr()], "").await;
+    let post = async |path: &str, body: Value| {
+        let r = gw
+            .client
+            .post(format!("{}{path}", gw.public))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let route = header(&r, "x-r1-route").to_owned();
+        (r.status().as_u16(), route, r.text().await.unwrap())
+    };
+
+    // Responses, to the center (its own model named): the reasoning item, then the message.
+    let ask_center = json!({"model": CENTER_MODEL, "input": "Hello!", "instructions": "Be brief."});
+    let (status, route, text) = post("/v1/responses", ask_center.clone()).await;
+    assert_eq!((status, route.as_str()), (200, "center"), "{text}");
+    let response: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(response["object"], "response");
+    assert_eq!(response["model"], CENTER_MODEL);
+    assert_eq!(response["instructions"], "Be brief.");
+    assert_eq!(response["output"][0]["content"][0]["text"], "hmm hmm ");
+    assert_eq!(response["output"][1]["content"][0]["text"], "center center center ");
+    assert!(
+        response["usage"]["total_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{response}"
+    );
+    let mut streaming = ask_center;
+    streaming["stream"] = json!(true);
+    let (status, _, text) = post("/v1/responses", streaming).await;
+    assert_eq!(status, 200);
+    let events = named_events(&text);
+    assert_eq!(events.first().map(|e| e.0.as_str()), Some("response.created"), "{text}");
+    assert_eq!(
+        events.last().map(|e| e.0.as_str()),
+        Some("response.completed"),
+        "{text}"
+    );
+    let streamed: String = events
+        .iter()
+        .filter(|e| e.0 == "response.output_text.delta")
+        .filter_map(|e| e.1["delta"].as_str())
+        .collect();
+    assert_eq!(streamed, "center center center ");
+    assert!(!text.contains("[DONE]"), "the Responses API has no [DONE]");
+    assert!(
+        events.last().unwrap().1["response"]["usage"]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| n > 0),
+        "the usage chunk reaches the translator: {text}"
+    );
+
+    // Messages, to the edge and the center, JSON and stream.
+    let (status, route, text) = post(
+        "/v1/messages",
+        json!({"model": "deepseek-r1", "max_tokens": 16, "messages": [{"role": "user", "content": "Hello!"}]}),
+    )
+    .await;
+    assert_eq!((status, route.as_str()), (200, "edge"), "{text}");
+    let message: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(message["type"], "message");
+    assert_eq!(message["content"][0]["type"], "text");
+    assert!(
+        message["usage"]["output_tokens"]
+            .as_u64()
+            .is_some_and(|n| (1..=16).contains(&n))
+    );
+    let ask_center = json!({"model": CENTER_MODEL, "max_tokens": 64, "stream": true,
+                            "messages": [{"role": "user", "content": "Hello!"}]});
+    let (status, route, text) = post("/v1/messages", ask_center).await;
+    assert_eq!((status, route.as_str()), (200, "center"), "{text}");
+    let events = named_events(&text);
+    let names: Vec<&str> = events.iter().map(|e| e.0.as_str()).collect();
+    assert_eq!(names.first(), Some(&"message_start"), "{text}");
+    assert_eq!(names.last(), Some(&"message_stop"), "{text}");
+    let thinking: String = events
+        .iter()
+        .filter_map(|e| e.1["delta"]["thinking"].as_str())
+        .collect();
+    assert_eq!(thinking, "hmm hmm ");
+
+    // Refusals take the API's shape: Anthropic's error body, OpenAI's with its param.
+    let (status, _, text) = post(
+        "/v1/messages",
+        json!({"model": "deepseek-r1", "messages": [{"role": "user", "content": "Hello!"}]}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("max_tokens"),
+        "{error}"
+    );
+    let (status, _, text) = post(
+        "/v1/responses",
+        json!({"model": "deepseek-r1", "input": "hi", "store": true}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let error: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(error["error"]["param"], "store");
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embeddings_go_to_the_pool_that_declares_them_and_are_a_404_naming_the_key_otherwise() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default().model(CENTER_MODEL).record(4);
+    let center = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let embed = json!({"model": "deepseek-r1", "input": ["one text", "another"], "encoding_format": "float"});
+
+    let gw = Gateway::start_full(
+        &[],
+        &[center.addr()],
+        "",
+        "",
+        "[center.capabilities]\nembeddings = true\n",
+        reqwest::Client::new(),
+    )
+    .await;
+    let r = gw
+        .client
+        .post(format!("{}/v1/embeddings", gw.public))
+        .json(&embed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-r1-route"), "center");
+    assert_eq!(header(&r, "x-r1-route-reason"), "embeddings");
+    assert_eq!(header(&r, "x-r1-model"), CENTER_MODEL);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(answer["model"], "deepseek-r1", "the name the client asked for");
+    assert_eq!(answer["data"].as_array().map(Vec::len), Some(2));
+    let first: Vec<f32> = serde_json::from_value(answer["data"][0]["embedding"].clone()).unwrap();
+    assert_eq!(first, r1_mock_upstream::embedding("one text"));
+    assert_eq!(answer["usage"]["prompt_tokens"], 3);
+    let recorded = center.recorded();
+    assert_eq!(
+        recorded.last().unwrap().body["model"],
+        CENTER_MODEL,
+        "the pool's model upstream"
+    );
+    let r = gw
+        .client
+        .post(format!("{}/v1/embeddings", gw.public))
+        .json(&json!({"model": "deepseek-r1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"]["param"], "input");
+    gw.stop();
+
+    let edge = Edge::start(EDGE_MODEL);
+    let gw = Gateway::start(&[edge.addr], &[center.addr()], "").await;
+    let r = gw
+        .client
+        .post(format!("{}/v1/embeddings", gw.public))
+        .json(&embed)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let error: Value = r.json().await.unwrap();
+    assert_eq!(error["error"]["code"], "embeddings_not_configured");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("edge.capabilities.embeddings"),
+        "{error}"
+    );
+    gw.stop();
+}

@@ -81,6 +81,8 @@ wire_enum! {
         EdgeCannotServeParameters = "edge_cannot_serve_parameters",
         /// The center cannot serve what was asked and the edge can.
         CenterCannotServe = "center_cannot_serve",
+        /// An embeddings request, sent to the pool that declares embeddings.
+        Embeddings = "embeddings",
     }
 }
 
@@ -167,7 +169,8 @@ mod tests {
                 "edge_cannot_serve_n",
                 "edge_cannot_serve_images",
                 "edge_cannot_serve_parameters",
-                "center_cannot_serve"
+                "center_cannot_serve",
+                "embeddings"
             ]
         );
         assert_eq!(

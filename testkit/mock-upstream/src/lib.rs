@@ -50,7 +50,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub use script::{FailFirst, PerRequest, Reply, Script};
-pub use server::{Recorded, Stats, StatsSnapshot};
+pub use server::{EMBEDDING_DIMENSIONS, Recorded, Stats, StatsSnapshot, embedding};
 
 use server::Shared;
 

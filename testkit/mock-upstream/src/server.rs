@@ -102,6 +102,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/embeddings", post(embeddings))
         // r1-edge's probe, the gateway's default, and vLLM's: any health check passes.
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
@@ -116,6 +117,67 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
         .insert("max_model_len".to_owned(), shared.script.max_model_len.into());
     let list = ModelList::new(vec![card]);
     json_response(StatusCode::OK, serde_json::to_vec(&list).unwrap_or_default())
+}
+
+/// Dimensions of the mock's embeddings.
+pub const EMBEDDING_DIMENSIONS: usize = 8;
+
+/// The mock's embedding of `text`: unit-length, the same for the same text (FNV-1a of the bytes spread
+/// over the dimensions), different for different texts.
+pub fn embedding(text: &str) -> Vec<f32> {
+    let mut vector = [0f32; EMBEDDING_DIMENSIONS];
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, byte) in text.bytes().enumerate() {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        vector[i % EMBEDDING_DIMENSIONS] += f32::from(u8::try_from(hash >> 56).unwrap_or(0)) / 255.0 - 0.5;
+    }
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::EPSILON);
+    vector.iter().map(|v| v / norm).collect()
+}
+
+/// `POST /v1/embeddings` as OpenAI answers it: one embedding per input (float, or base64 of
+/// little-endian f32s with `encoding_format: "base64"`, the openai SDK's default).
+async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    use base64::Engine as _;
+    let Ok(request) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error_response(400, "not JSON");
+    };
+    let inputs: Vec<String> = match &request["input"] {
+        serde_json::Value::String(text) => vec![text.clone()],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+            .collect(),
+        _ => return error_response(400, "`input` is required"),
+    };
+    let base64 = request["encoding_format"] == "base64";
+    let data: Vec<serde_json::Value> = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            let vector = embedding(text);
+            let embedding = if base64 {
+                let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+                serde_json::Value::from(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                serde_json::json!(vector)
+            };
+            serde_json::json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    let tokens: usize = inputs.iter().map(|t| t.split_whitespace().count().max(1)).sum();
+    let answer = serde_json::json!({
+        "object": "list",
+        "data": data,
+        "model": request["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    });
+    if let Ok(mut recorded) = shared.recorded.lock()
+        && recorded.len() < shared.script.record
+    {
+        recorded.push(Recorded { body: request, headers });
+    }
+    json_response(StatusCode::OK, serde_json::to_vec(&answer).unwrap_or_default())
 }
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Response {
