@@ -441,8 +441,8 @@ mod tests {
     use r1_proto::{ChatMessage, ContentPart, MessageContent, Nullable};
 
     /// The routing config's default thresholds.
-    const EDGE_MAX: f32 = 0.35;
-    const CENTER_MIN: f32 = 0.65;
+    const EDGE_MAX: f32 = 0.30;
+    const CENTER_MIN: f32 = 0.30;
 
     fn user(text: &str) -> ChatCompletionRequest {
         ChatCompletionRequest::new("m", vec![ChatMessage::user(text)])

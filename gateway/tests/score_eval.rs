@@ -1,6 +1,12 @@
 //! Evaluation of the complexity scorer on the labeled dataset, and the tool that fits its weights.
 //!
 //! - `test_split_auc_and_confusion`: AUC and the confusion matrix at the routing defaults on the TEST split.
+//! - `stress_set_auc_and_confusion`: the same on the stress set.
+//! - `thresholds_are_the_stress_sets_choice`: the default thresholds are what the documented rule picks on
+//!   the stress set (the fitting data for the thresholds), and the config's defaults are these constants.
+//! - `heldout_set_auc_and_routing`: the held-out set, which no fitting saw, confirms the thresholds: AUC,
+//!   the confusion matrix and the routed shares, asserted at the floors below (the targets are not both
+//!   reachable on it with any thresholds; docs/ROUTING-SCORER.md says by how much and why).
 //! - `weights_match_a_fresh_fit`: the weights in `src/score.rs` are what the documented fit gives.
 //! - `fit_weights` (ignored; a tool): fits the logistic model on the TRAIN split and prints the weights;
 //!   with `R1_SCORE_WRITE=1` it also writes them into `src/score.rs`:
@@ -14,13 +20,24 @@
     clippy::needless_range_loop
 )]
 
+use r1_gateway::config::{RoutingSection, Weights};
 use r1_gateway::score::{BIAS, FEATURE_COUNT, FEATURES, Scorer};
-use r1_proto::ChatCompletionRequest;
+use r1_proto::{ChatCompletionRequest, Tier};
 use serde_json::Value;
 
 /// The routing config's default thresholds: `score ≤ EDGE_MAX` → edge, `score ≥ CENTER_MIN` → center.
-const EDGE_MAX: f32 = 0.35;
-const CENTER_MIN: f32 = 0.65;
+/// Chosen on the stress set by [`choose_thresholds`]; `thresholds_are_the_stress_sets_choice` checks both.
+const EDGE_MAX: f32 = 0.30;
+const CENTER_MIN: f32 = 0.30;
+
+/// The routing targets (product requirements), with the middle band counted at the reference weights:
+/// at least this share of complex prompts reaches the center …
+const COMPLEX_TO_CENTER_TARGET: f64 = 0.95;
+/// … while at least this share of simple prompts stays on the edge.
+const SIMPLE_TO_EDGE_TARGET: f64 = 0.60;
+/// The threshold grid [`choose_thresholds`] searches: multiples of 1 / `GRID` in [0, 1]. Coarse on purpose:
+/// a finer grid would place the thresholds between two particular stress-set scores.
+const GRID: u32 = 20;
 
 /// The floor the test AUC must stay above: just below what the shipped weights achieve (1.000, see
 /// docs/ROUTING-SCORER.md), so a regression fails loudly.
@@ -28,6 +45,13 @@ const AUC_FLOOR: f64 = 0.99;
 
 /// The floor for the stress set (harder, worded away from the cue lists): just below what we achieve (0.921).
 const STRESS_AUC_FLOOR: f64 = 0.90;
+
+/// The floors for the held-out set, just below what the defaults achieve on it: AUC 0.821; complex → center
+/// 93.2 % (the target is 95 %: three short Chinese puzzles score at the edge) and simple → edge 59.1 % (the
+/// target is 60 %). No threshold pair reaches both targets on this set, not even one chosen on it.
+const HELDOUT_AUC_FLOOR: f64 = 0.80;
+const HELDOUT_COMPLEX_TO_CENTER_FLOOR: f64 = 0.93;
+const HELDOUT_SIMPLE_TO_EDGE_FLOOR: f64 = 0.59;
 
 /// L2 penalty of the fit (on the weights, not the bias): chosen from [`LAMBDAS`] by 5-fold cross-validation
 /// on the train split with the one-standard-error rule (`fit_weights` prints the table and checks this value).
@@ -40,6 +64,9 @@ const DATASET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/complexity.json
 /// Written after the features were frozen, in wording chosen to avoid the cue lists; never used to fit
 /// or to design features. See gateway/data/README.md.
 const STRESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/complexity-stress.jsonl");
+/// Written and labeled before the thresholds were chosen and before any of its scores was seen; never used
+/// to fit weights or to choose thresholds: it only confirms them. See gateway/data/README.md.
+const HELDOUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/complexity-heldout.jsonl");
 
 #[derive(Debug)]
 struct Example {
@@ -126,29 +153,72 @@ fn auc(scored: &[(f32, bool)]) -> f64 {
     (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
 }
 
-/// Where each label lands at the default thresholds.
-#[derive(Debug, Default)]
-struct Confusion {
+/// Where each label lands at given thresholds, and so where it goes with the middle band split at the
+/// reference weights.
+#[derive(Debug, Clone, Copy)]
+struct Routed {
+    edge_max: f32,
+    center_min: f32,
     /// [label complex?][edge, band, center]
     cells: [[usize; 3]; 2],
 }
 
-impl Confusion {
-    fn add(&mut self, score: f32, complex: bool) {
-        let zone = if score <= EDGE_MAX {
-            0
-        } else if score >= CENTER_MIN {
-            2
-        } else {
-            1
-        };
-        self.cells[usize::from(complex)][zone] += 1;
+impl Routed {
+    fn new(scored: &[(f32, bool)], edge_max: f32, center_min: f32) -> Self {
+        let mut cells = [[0; 3]; 2];
+        for &(score, complex) in scored {
+            // The router's own banding (`edge_max` first, so equal thresholds leave no band).
+            let zone = match Tier::from_score(score, edge_max, center_min) {
+                Tier::Simple => 0,
+                Tier::Uncertain => 1,
+                Tier::Complex => 2,
+            };
+            cells[usize::from(complex)][zone] += 1;
+        }
+        Self {
+            edge_max,
+            center_min,
+            cells,
+        }
+    }
+
+    /// The expected share of complex prompts sent to the center: those at or above `center_min`, plus the
+    /// band's center share of the middle band.
+    fn complex_to_center(&self) -> f64 {
+        let [edge, band, center] = self.cells[1];
+        (center as f64 + band_center_share() * band as f64) / (edge + band + center).max(1) as f64
+    }
+
+    /// The expected share of simple prompts kept on the edge: those at or below `edge_max`, plus the band's
+    /// edge share of the middle band.
+    fn simple_to_edge(&self) -> f64 {
+        let [edge, band, center] = self.cells[0];
+        (edge as f64 + (1.0 - band_center_share()) * band as f64) / (edge + band + center).max(1) as f64
+    }
+
+    /// One line of a threshold table.
+    fn row(&self) -> String {
+        let [simple, complex] = self.cells;
+        format!(
+            "  {:>8.2} {:>10.2} {:>16.1} % {:>15.1} %   {:>2}/{:>2}/{:>2}   {:>2}/{:>2}/{:>2}",
+            self.edge_max,
+            self.center_min,
+            100.0 * self.complex_to_center(),
+            100.0 * self.simple_to_edge(),
+            complex[0],
+            complex[1],
+            complex[2],
+            simple[0],
+            simple[1],
+            simple[2],
+        )
     }
 
     fn print(&self, title: &str) {
         let [simple, complex] = self.cells;
+        let (edge_max, center_min) = (self.edge_max, self.center_min);
         println!("{title}");
-        println!("  label \\ zone  edge (≤{EDGE_MAX})  band  center (≥{CENTER_MIN})");
+        println!("  label \\ zone  edge (≤{edge_max})  band  center (≥{center_min})");
         println!("  simple        {:>13}  {:>4}  {:>15}", simple[0], simple[1], simple[2]);
         println!(
             "  complex       {:>13}  {:>4}  {:>15}",
@@ -164,7 +234,77 @@ impl Confusion {
             simple[1],
             complex[1],
         );
+        println!(
+            "  with the band at {:.0} % center: complex → center {:.1} %, simple → edge {:.1} %",
+            100.0 * band_center_share(),
+            100.0 * self.complex_to_center(),
+            100.0 * self.simple_to_edge(),
+        );
     }
+}
+
+/// The middle band's share sent to the center at the reference weights (`[routing.weights]`'s defaults,
+/// which every reference config under deploy/ that routes by score also sets: edge 70, center 30).
+fn band_center_share() -> f64 {
+    let Weights { edge, center } = Weights::default();
+    f64::from(center) / f64::from(edge + center)
+}
+
+/// Every threshold pair of the grid, `edge_max ≤ center_min`, at multiples of 1 / [`GRID`].
+fn grid(scored: &[(f32, bool)]) -> Vec<Routed> {
+    let step = |i: u32| i as f32 / GRID as f32;
+    (0..=GRID)
+        .flat_map(|i| (i..=GRID).map(move |j| (step(i), step(j))))
+        .map(|(edge_max, center_min)| Routed::new(scored, edge_max, center_min))
+        .collect()
+}
+
+/// The documented rule for the default thresholds, applied to `scored` (the stress set): of the grid pairs
+/// that send at least [`COMPLEX_TO_CENTER_TARGET`] of the complex prompts to the center, the one that keeps
+/// the most simple prompts on the edge; ties go to the higher complex → center share, then to the higher
+/// `center_min` (a narrower top band), then to the higher `edge_max`. `None` when no pair meets the target.
+fn choose_thresholds(scored: &[(f32, bool)]) -> Option<Routed> {
+    grid(scored)
+        .into_iter()
+        .filter(|routed| routed.complex_to_center() >= COMPLEX_TO_CENTER_TARGET - 1e-9)
+        .max_by(|a, b| {
+            a.simple_to_edge()
+                .total_cmp(&b.simple_to_edge())
+                .then(a.complex_to_center().total_cmp(&b.complex_to_center()))
+                .then(a.center_min.total_cmp(&b.center_min))
+                .then(a.edge_max.total_cmp(&b.edge_max))
+        })
+}
+
+/// Prints the grid pairs no other pair beats on both shares (the trade-off curve), best complex → center
+/// first, and the pair at the defaults.
+fn print_tradeoffs(title: &str, scored: &[(f32, bool)]) {
+    let pairs = grid(scored);
+    let dominated = |r: &Routed| {
+        pairs.iter().any(|o| {
+            o.complex_to_center() >= r.complex_to_center()
+                && o.simple_to_edge() >= r.simple_to_edge()
+                && (o.complex_to_center() > r.complex_to_center() || o.simple_to_edge() > r.simple_to_edge())
+        })
+    };
+    let mut frontier: Vec<_> = pairs.iter().filter(|r| !dominated(r)).collect();
+    frontier.sort_by(|a, b| {
+        b.complex_to_center()
+            .total_cmp(&a.complex_to_center())
+            .then(a.simple_to_edge().total_cmp(&b.simple_to_edge()))
+    });
+    // Of pairs with the same two shares, one stands for all.
+    frontier.dedup_by(|a, b| a.cells == b.cells);
+    println!(
+        "{title}: the best trade-offs on the 1/{GRID} grid (band at {:.0} % center)",
+        100.0 * band_center_share()
+    );
+    println!("  edge_max center_min  complex → center  simple → edge   complex e/b/c  simple e/b/c");
+    for routed in frontier {
+        println!("{}", routed.row());
+    }
+    println!("  defaults:");
+    println!("{}", Routed::new(scored, EDGE_MAX, CENTER_MIN).row());
 }
 
 #[test]
@@ -196,8 +336,8 @@ fn dataset_is_well_formed() {
 }
 
 /// Scores `examples`, prints AUC (overall and per language), the confusion matrix at the default thresholds
-/// and the wrongly decided examples; returns the AUC.
-fn evaluate(title: &str, scorer: &Scorer, examples: &[&Example]) -> f64 {
+/// and the wrongly decided examples; returns the AUC and the (score, complex?) pairs.
+fn evaluate(title: &str, scorer: &Scorer, examples: &[&Example]) -> (f64, Vec<(f32, bool)>) {
     let scored: Vec<(f32, bool)> = examples
         .iter()
         .map(|e| (scorer.assess(&e.request).score, e.complex))
@@ -223,22 +363,15 @@ fn evaluate(title: &str, scorer: &Scorer, examples: &[&Example]) -> f64 {
             .collect();
         println!("  AUC [{lang}] {:.4} (n = {})", auc(&part), part.len());
     }
-    let mut confusion = Confusion::default();
-    for &(score, complex) in &scored {
-        confusion.add(score, complex);
-    }
-    confusion.print(&format!("Confusion matrix at the default thresholds ({title}):"));
+    Routed::new(&scored, EDGE_MAX, CENTER_MIN).print(&format!("Confusion matrix at the default thresholds ({title}):"));
 
     // The mistakes (wrong side of a threshold), for whoever tunes the features next.
     let mut misses: Vec<_> = examples
         .iter()
         .zip(&scored)
         .filter(|(e, (score, _))| {
-            if e.complex {
-                *score <= EDGE_MAX
-            } else {
-                *score >= CENTER_MIN
-            }
+            let tier = Tier::from_score(*score, EDGE_MAX, CENTER_MIN);
+            tier == if e.complex { Tier::Simple } else { Tier::Complex }
         })
         .collect();
     misses.sort_by(|a, b| a.0.id.cmp(&b.0.id));
@@ -253,7 +386,7 @@ fn evaluate(title: &str, scorer: &Scorer, examples: &[&Example]) -> f64 {
         let short: String = text.chars().take(70).collect();
         println!("  {:.3} {} [{}] {short:?}", score, example.id, example.category);
     }
-    overall
+    (overall, scored)
 }
 
 #[test]
@@ -261,7 +394,7 @@ fn test_split_auc_and_confusion() {
     let scorer = Scorer::new();
     let examples = load();
     let test: Vec<_> = examples.iter().filter(|e| !e.is_train()).collect();
-    let overall = evaluate("TEST split", &scorer, &test);
+    let (overall, _) = evaluate("TEST split", &scorer, &test);
 
     let train: Vec<_> = examples.iter().filter(|e| e.is_train()).collect();
     let scored: Vec<_> = train
@@ -283,10 +416,108 @@ fn stress_set_auc_and_confusion() {
     let examples = load_from(STRESS);
     assert!(examples.len() >= 60);
     let all: Vec<_> = examples.iter().collect();
-    let overall = evaluate("STRESS set", &scorer, &all);
+    let (overall, _) = evaluate("STRESS set", &scorer, &all);
     assert!(
         overall >= STRESS_AUC_FLOOR,
         "stress AUC {overall:.4} < {STRESS_AUC_FLOOR}"
+    );
+}
+
+/// The thresholds are fitted on the stress set (the scorer's weights never saw it, and the test split is
+/// too easy to place them): the rule of [`choose_thresholds`] must give the constants of this file, which
+/// must be the config's defaults.
+#[test]
+fn thresholds_are_the_stress_sets_choice() {
+    let defaults = RoutingSection::default();
+    assert_eq!(
+        (defaults.edge_max, defaults.center_min),
+        (EDGE_MAX, CENTER_MIN),
+        "gateway/src/config.rs's default_edge_max/default_center_min and this file's constants differ"
+    );
+    let scorer = Scorer::new();
+    let scored: Vec<_> = load_from(STRESS)
+        .iter()
+        .map(|e| (scorer.assess(&e.request).score, e.complex))
+        .collect();
+    print_tradeoffs("STRESS set (fitting)", &scored);
+    let chosen = choose_thresholds(&scored).expect("some grid pair meets the complex → center target");
+    println!("  chosen:");
+    println!("{}", chosen.row());
+    assert!(
+        chosen.simple_to_edge() >= SIMPLE_TO_EDGE_TARGET,
+        "stress simple → edge {:.3} < {SIMPLE_TO_EDGE_TARGET}",
+        chosen.simple_to_edge()
+    );
+    assert_eq!(
+        (chosen.edge_max, chosen.center_min),
+        (EDGE_MAX, CENTER_MIN),
+        "the stress set's choice is not the default thresholds"
+    );
+}
+
+/// The thresholds, confirmed on prompts that neither the weights nor the thresholds were fitted on.
+#[test]
+fn heldout_set_auc_and_routing() {
+    let scorer = Scorer::new();
+    let examples = load_from(HELDOUT);
+    let complex = examples.iter().filter(|e| e.complex).count();
+    assert!(
+        complex >= 40 && examples.len() - complex >= 40,
+        "{complex} complex of {}",
+        examples.len()
+    );
+    let zh = examples.iter().filter(|e| e.lang == "zh").count();
+    assert!(zh * 100 >= examples.len() * 40, "{zh} Chinese of {}", examples.len());
+    let mut ids: Vec<_> = examples.iter().map(|e| e.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), examples.len(), "ids are unique");
+    let all: Vec<_> = examples.iter().collect();
+    let (overall, scored) = evaluate("HELD-OUT set", &scorer, &all);
+    print_tradeoffs("HELD-OUT set (for reading only: nothing is chosen on it)", &scored);
+    for lang in ["en", "zh"] {
+        let part: Vec<_> = examples
+            .iter()
+            .zip(&scored)
+            .filter(|(e, _)| e.lang == lang)
+            .map(|(_, s)| *s)
+            .collect();
+        let routed = Routed::new(&part, EDGE_MAX, CENTER_MIN);
+        println!(
+            "  [{lang}] complex → center {:.1} %, simple → edge {:.1} %",
+            100.0 * routed.complex_to_center(),
+            100.0 * routed.simple_to_edge()
+        );
+    }
+    assert!(
+        overall >= HELDOUT_AUC_FLOOR,
+        "held-out AUC {overall:.4} < {HELDOUT_AUC_FLOOR}"
+    );
+    let routed = Routed::new(&scored, EDGE_MAX, CENTER_MIN);
+    for (what, share, target) in [
+        ("complex → center", routed.complex_to_center(), COMPLEX_TO_CENTER_TARGET),
+        ("simple → edge", routed.simple_to_edge(), SIMPLE_TO_EDGE_TARGET),
+    ] {
+        let verdict = if share >= target {
+            "met".to_owned()
+        } else {
+            format!("missed by {:.1} points", 100.0 * (target - share))
+        };
+        println!(
+            "  target {what} ≥ {:.0} %: {:.1} %, {verdict}",
+            100.0 * target,
+            100.0 * share
+        );
+    }
+    assert!(
+        routed.complex_to_center() >= HELDOUT_COMPLEX_TO_CENTER_FLOOR,
+        "held-out complex → center {:.3} < {HELDOUT_COMPLEX_TO_CENTER_FLOOR}",
+        routed.complex_to_center()
+    );
+    assert!(
+        routed.simple_to_edge() >= HELDOUT_SIMPLE_TO_EDGE_FLOOR,
+        "held-out simple → edge {:.3} < {HELDOUT_SIMPLE_TO_EDGE_FLOOR}",
+        routed.simple_to_edge()
     );
 }
 
