@@ -12,6 +12,8 @@
 
 use std::time::{Duration, Instant};
 
+use r1_proto::sse::DataLines;
+
 use crate::config::TimeoutsSection;
 
 /// A timeout that fired.
@@ -58,6 +60,8 @@ pub struct PhaseClock {
     started: Instant,
     sent: Instant,
     last_progress: Option<Instant>,
+    /// Which pieces of a stream carry `data:` lines.
+    data_lines: DataLines,
 }
 
 impl PhaseClock {
@@ -70,6 +74,7 @@ impl PhaseClock {
             started,
             sent: started,
             last_progress: None,
+            data_lines: DataLines::default(),
         }
     }
 
@@ -77,6 +82,14 @@ impl PhaseClock {
     pub fn sent(&mut self, now: Instant) {
         self.sent = now;
         self.last_progress = None;
+        self.data_lines = DataLines::default();
+    }
+
+    /// Records a piece of an SSE answer seen at `now`: progress if it carries a `data:` line (wherever
+    /// the stream was cut), not if it holds only keep-alive comments.
+    pub fn observe_sse(&mut self, now: Instant, piece: &[u8]) -> Result<(), Phase> {
+        let progress = self.data_lines.any(piece);
+        self.observe(now, progress)
     }
 
     /// Whether a token has arrived.
@@ -119,11 +132,6 @@ impl PhaseClock {
     }
 }
 
-/// Whether a piece of an SSE body carries an event (`data:` line), not only comments.
-pub fn has_sse_data(chunk: &[u8]) -> bool {
-    chunk.starts_with(b"data:") || chunk.windows(6).any(|w| w == b"\ndata:")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,11 +168,15 @@ mod tests {
     }
 
     #[test]
-    fn sse_data_versus_comments() {
-        assert!(has_sse_data(b"data: {}\n\n"));
-        assert!(has_sse_data(b": keep-alive\n\ndata: {}\n\n"));
-        assert!(!has_sse_data(b": keep-alive\n\n"));
-        assert!(!has_sse_data(b""));
+    fn a_data_line_cut_between_pieces_is_progress_and_keep_alives_are_not() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut clock = PhaseClock::new(&limits(), t0);
+        assert_eq!(clock.observe_sse(t0 + s(1), b": keep-alive\n\nda"), Ok(()));
+        assert!(!clock.has_progress());
+        assert_eq!(clock.observe_sse(t0 + s(2), b"ta: {}\n\n"), Ok(()));
+        assert!(clock.has_progress(), "`data:` completed in the second piece");
+        assert_eq!(clock.observe_sse(t0 + s(8), b": keep-alive\r\n\r\n"), Err(Phase::Idle));
     }
 
     #[test]

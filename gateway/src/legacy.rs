@@ -10,10 +10,12 @@
 //! `logprobs` — is a 400 naming it. Answers are not cached (the cache holds chat answers).
 
 use bytes::{Bytes, BytesMut};
+use r1_proto::sse::{Decoder, Frame};
 use r1_proto::{ChatCompletionRequest, ErrorKind};
 use serde_json::{Map, Value, json};
 
 use crate::error::GatewayError;
+use crate::reframe::MAX_EVENT_BYTES;
 
 /// `max_tokens` when a completion request gives none: OpenAI's default for this API.
 pub const DEFAULT_MAX_TOKENS: u64 = 16;
@@ -91,7 +93,10 @@ pub fn to_chat(body: &[u8]) -> Result<ChatCompletionRequest, GatewayError> {
 #[derive(Debug)]
 pub struct Legacy {
     stream: bool,
-    pending: Vec<u8>,
+    /// A stream's events.
+    decoder: Decoder,
+    /// A JSON body, until it is whole.
+    body: Vec<u8>,
 }
 
 impl Legacy {
@@ -99,19 +104,19 @@ impl Legacy {
     pub fn new(stream: bool) -> Self {
         Self {
             stream,
-            pending: Vec::new(),
+            decoder: Decoder::new(MAX_EVENT_BYTES),
+            body: Vec::new(),
         }
     }
 
     /// Rewrites a piece on its way to the client; `end`: the last piece. A JSON body is held until it
     /// is whole; a stream is passed on event by event.
     pub fn rewrite(&mut self, body: &mut Option<Bytes>, end: bool) {
-        if let Some(chunk) = body.take() {
-            self.pending.extend_from_slice(&chunk);
-        }
+        let piece = body.take().unwrap_or_default();
         if !self.stream {
+            self.body.extend_from_slice(&piece);
             *body = Some(if end {
-                let whole = std::mem::take(&mut self.pending);
+                let whole = std::mem::take(&mut self.body);
                 match serde_json::from_slice::<Value>(&whole) {
                     Ok(answer) => Bytes::from(serde_json::to_vec(&completion(&answer)).unwrap_or_default()),
                     Err(_) => Bytes::from(whole),
@@ -122,32 +127,30 @@ impl Legacy {
             return;
         }
         let mut out = BytesMut::new();
-        while let Some(at) = memchr::memmem::find(&self.pending, b"\n\n") {
-            let event: Vec<u8> = self.pending.drain(..at + 2).collect();
-            out.extend_from_slice(&translate_event(&event));
+        let mut frame = |frame: Frame| out.extend_from_slice(&translate_frame(frame));
+        let mut read = self.decoder.feed(&piece, &mut frame);
+        if end && read.is_ok() {
+            read = self.decoder.finish(&mut frame);
         }
-        if end && !self.pending.is_empty() {
-            out.extend_from_slice(&std::mem::take(&mut self.pending));
+        if let Err(too_large) = read {
+            let error = r1_proto::ErrorKind::Upstream.body(format!("the model server sent {too_large}"));
+            out.extend_from_slice(&error.to_sse_event());
         }
         *body = Some(out.freeze());
     }
 }
 
-/// One SSE event: a chat chunk becomes a completion chunk; a chunk with neither text, a finish nor
+/// One SSE frame: a chat chunk becomes a completion chunk; a chunk with neither text, a finish nor
 /// usage (a role or reasoning chunk) is dropped; anything else passes unchanged.
-fn translate_event(event: &[u8]) -> Vec<u8> {
-    let Some(data) = event.strip_prefix(b"data: ").or_else(|| event.strip_prefix(b"data:")) else {
-        return event.to_vec();
+fn translate_frame(frame: Frame) -> Vec<u8> {
+    let Frame::Event { data, .. } = &frame else {
+        return frame.to_bytes();
     };
-    let data = data.strip_suffix(b"\n\n").unwrap_or(data);
-    if data.trim_ascii() == b"[DONE]" {
-        return event.to_vec();
-    }
     let Ok(chunk) = serde_json::from_slice::<Value>(data) else {
-        return event.to_vec();
+        return frame.to_bytes(); // [DONE], or not JSON
     };
     if chunk.get("object").and_then(Value::as_str) != Some("chat.completion.chunk") {
-        return event.to_vec();
+        return frame.to_bytes();
     }
     let converted = completion(&chunk);
     let says_something = converted["choices"]
@@ -157,10 +160,7 @@ fn translate_event(event: &[u8]) -> Vec<u8> {
     if !says_something {
         return Vec::new();
     }
-    let mut out = b"data: ".to_vec();
-    out.extend_from_slice(&serde_json::to_vec(&converted).unwrap_or_default());
-    out.extend_from_slice(b"\n\n");
-    out
+    r1_proto::sse::frame(&serde_json::to_vec(&converted).unwrap_or_default())
 }
 
 /// A chat completion (or chunk) as a `text_completion`.

@@ -30,7 +30,7 @@ use r1_proto::{CancelReason, ErrorKind, ModelCard, ModelList, Route};
 
 use crate::admit::{Admitted, Endpoint};
 use crate::ctx::Ctx;
-use crate::deadline::{self, PhaseClock};
+use crate::deadline::PhaseClock;
 use crate::error::GatewayError;
 use crate::handoff::{Handoff, Outcome, Submission};
 use crate::state::Gateway;
@@ -529,7 +529,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<Option<std::time::Duration>> {
         if ctx.route.stream
             && let (Some(clock), Some(chunk)) = (ctx.upstream.clock.as_mut(), body.as_ref())
-            && let Err(phase) = clock.observe(Instant::now(), deadline::has_sse_data(chunk))
+            && let Err(phase) = clock.observe_sse(Instant::now(), chunk)
         {
             // Keep-alive comments came, tokens did not: cut the exchange (closing the upstream
             // connection stops the generation) and end the stream with an error event.

@@ -3,6 +3,7 @@
 //! Messages API's answers are built this way, streamed or not ([`Reframed`]).
 
 use bytes::{Bytes, BytesMut};
+use r1_proto::sse::{Decoder, Frame};
 use r1_proto::{ChatCompletionRequest, ErrorKind};
 use serde_json::{Map, Value, json};
 
@@ -55,29 +56,9 @@ pub enum Said {
     Error(Value),
 }
 
-/// Whole SSE events out of the pieces of a stream.
-#[derive(Debug, Default)]
-pub struct Events {
-    pending: Vec<u8>,
-}
-
-impl Events {
-    /// Adds a piece.
-    pub fn push(&mut self, piece: &[u8]) {
-        self.pending.extend_from_slice(piece);
-    }
-
-    /// The next whole event, with its blank line.
-    pub fn next_event(&mut self) -> Option<Vec<u8>> {
-        let at = memchr::memmem::find(&self.pending, b"\n\n")?;
-        Some(self.pending.drain(..at + 2).collect())
-    }
-
-    /// What is left (an event cut short).
-    pub fn take_rest(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.pending)
-    }
-}
+/// The largest SSE event of a chat stream read here: far above any chunk a model server sends; an
+/// upstream that sends more ends the stream with an error event.
+pub const MAX_EVENT_BYTES: usize = 4 << 20;
 
 /// One SSE event of a chat stream.
 #[derive(Debug, PartialEq)]
@@ -86,18 +67,12 @@ pub enum ChatEvent {
     Said(Vec<Said>),
     /// `data: [DONE]`.
     Done,
-    /// A comment (keep-alive) or anything else: passed on unchanged.
+    /// Anything else (an event that is not a chunk): passed on unchanged.
     Other,
 }
 
-/// Reads one SSE event of a chat stream.
-pub fn read_event(event: &[u8]) -> ChatEvent {
-    let Some(data) = event
-        .split(|b| *b == b'\n')
-        .find_map(|line| line.strip_prefix(b"data:"))
-    else {
-        return ChatEvent::Other;
-    };
+/// Reads the data of one SSE event of a chat stream.
+pub fn read_event(data: &[u8]) -> ChatEvent {
     let data = data.trim_ascii();
     if data == b"[DONE]" {
         return ChatEvent::Done;
@@ -172,7 +147,10 @@ pub trait Reframe {
 pub struct Reframed<R> {
     inner: R,
     stream: bool,
-    events: Events,
+    /// A stream's events.
+    decoder: Decoder,
+    /// A JSON body, until it is whole.
+    body: Vec<u8>,
     ended: bool,
 }
 
@@ -182,7 +160,8 @@ impl<R: Reframe> Reframed<R> {
         Self {
             inner,
             stream,
-            events: Events::default(),
+            decoder: Decoder::new(MAX_EVENT_BYTES),
+            body: Vec::new(),
             ended: false,
         }
     }
@@ -190,56 +169,77 @@ impl<R: Reframe> Reframed<R> {
     /// Rewrites a piece on its way to the client; `end`: the last piece. A JSON body is held until it is
     /// whole; a stream is passed on event by event.
     pub fn rewrite(&mut self, body: &mut Option<Bytes>, end: bool) {
-        if let Some(piece) = body.take() {
-            self.events.push(&piece);
-        }
+        let piece = body.take().unwrap_or_default();
         if !self.stream {
-            *body = Some(if end {
-                let whole = self.events.take_rest();
-                match serde_json::from_slice::<Value>(&whole) {
-                    Ok(value) if value.get("error").is_some() => json_bytes(&self.inner.error_body(&value["error"])),
-                    Ok(chat) => {
-                        let mut scratch = BytesMut::new();
-                        for said in read_chat(&chat) {
-                            self.inner.said(said, &mut scratch);
-                        }
-                        json_bytes(&self.inner.answer())
-                    }
-                    Err(_) => Bytes::from(whole),
-                }
-            } else {
-                Bytes::new()
-            });
+            self.body.extend_from_slice(&piece);
+            *body = Some(if end { self.whole_answer() } else { Bytes::new() });
             return;
         }
+        let mut frames = Vec::new();
+        let mut read = self.decoder.feed(&piece, &mut |f| frames.push(f));
+        if end && read.is_ok() {
+            read = self.decoder.finish(&mut |f| frames.push(f));
+        }
         let mut out = BytesMut::new();
-        while let Some(event) = self.events.next_event() {
-            if self.ended {
-                continue;
-            }
-            match read_event(&event) {
-                ChatEvent::Said(said) => {
-                    for said in said {
-                        if let Said::Error(error) = &said {
-                            out.extend_from_slice(&self.inner.error_event(error));
-                            self.ended = true;
-                            break;
-                        }
-                        self.inner.said(said, &mut out);
-                    }
-                }
-                ChatEvent::Done => {
-                    self.inner.end(&mut out);
-                    self.ended = true;
-                }
-                ChatEvent::Other => out.extend_from_slice(&event),
-            }
+        for frame in frames {
+            self.frame(frame, &mut out);
+        }
+        if let Err(too_large) = read
+            && !self.ended
+        {
+            let error = json!({"message": format!("the model server sent {too_large}"), "type": "upstream_error"});
+            out.extend_from_slice(&self.inner.error_event(&error));
+            self.ended = true;
         }
         if end && !self.ended {
             self.inner.end(&mut out);
             self.ended = true;
         }
         *body = Some(out.freeze());
+    }
+
+    /// A whole JSON answer (or refusal) in this API's shape.
+    fn whole_answer(&mut self) -> Bytes {
+        let whole = std::mem::take(&mut self.body);
+        match serde_json::from_slice::<Value>(&whole) {
+            Ok(value) if value.get("error").is_some() => json_bytes(&self.inner.error_body(&value["error"])),
+            Ok(chat) => {
+                let mut scratch = BytesMut::new();
+                for said in read_chat(&chat) {
+                    self.inner.said(said, &mut scratch);
+                }
+                json_bytes(&self.inner.answer())
+            }
+            Err(_) => Bytes::from(whole),
+        }
+    }
+
+    /// One frame of the chat stream, re-framed into `out`.
+    fn frame(&mut self, frame: Frame, out: &mut BytesMut) {
+        if self.ended {
+            return;
+        }
+        let Frame::Event { data, .. } = &frame else {
+            out.extend_from_slice(&frame.to_bytes()); // keep-alive comments pass
+            return;
+        };
+        match read_event(data) {
+            ChatEvent::Said(said) => {
+                for said in said {
+                    if let Said::Error(error) = &said {
+                        out.extend_from_slice(&self.inner.error_event(error));
+                        self.ended = true;
+                        return;
+                    }
+                    self.inner.said(said, out);
+                }
+            }
+            ChatEvent::Done => {
+                self.inner.end(out);
+                self.ended = true;
+            }
+            ChatEvent::Other => out.extend_from_slice(&frame.to_bytes()),
+        }
     }
 
     /// The in-band error event that ends this stream (nothing once it ended).
@@ -321,22 +321,16 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn events_are_read_whole_across_pieces() {
-        let mut events = Events::default();
-        events.push(b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n");
-        assert_eq!(events.next_event(), None);
-        events.push(b"\n: keep-alive\n\ndata: [DONE]\n\ndata: {\"error\":{\"message\":\"m\"}}\n\n");
-        let read: Vec<ChatEvent> = std::iter::from_fn(|| events.next_event())
-            .map(|e| read_event(&e))
-            .collect();
+    fn event_data_is_read_as_chunks_the_end_or_something_else() {
         assert_eq!(
-            read,
-            vec![
-                ChatEvent::Said(vec![Said::Text("a".into())]),
-                ChatEvent::Other,
-                ChatEvent::Done,
-                ChatEvent::Said(vec![Said::Error(json!({"message": "m"}))]),
-            ]
+            read_event(b"{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}"),
+            ChatEvent::Said(vec![Said::Text("a".into())])
         );
+        assert_eq!(read_event(b" [DONE]"), ChatEvent::Done);
+        assert_eq!(
+            read_event(b"{\"error\":{\"message\":\"m\"}}"),
+            ChatEvent::Said(vec![Said::Error(json!({"message": "m"}))])
+        );
+        assert_eq!(read_event(b"{\"type\":\"ping\"}"), ChatEvent::Other);
     }
 }

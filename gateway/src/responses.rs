@@ -893,6 +893,30 @@ mod tests {
     }
 
     #[test]
+    fn malformed_upstream_framing_is_read_and_a_giant_event_ends_the_stream_with_an_error() {
+        // CRLF line ends, `data:` without its space, a chunk's JSON over two `data:` lines, no [DONE].
+        let stream = "data:{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\r\n\r\n\
+                      data: {\"choices\":[{\"index\":0,\r\ndata: \"delta\":{\"content\":\" there\"},\"finish_reason\":\"stop\"}]}\r\n\r\n";
+        let mut answer = Reframed::new(Answer::new("m", Echo::new()), true);
+        let mut body = Some(Bytes::from(stream));
+        answer.rewrite(&mut body, true);
+        let read = events(std::str::from_utf8(&body.unwrap()).unwrap());
+        let last = read.last().unwrap();
+        assert_eq!(last["type"], "response.completed");
+        assert_eq!(last["response"]["output"][0]["content"][0]["text"], "Hi there");
+
+        let mut answer = Reframed::new(Answer::new("m", Echo::new()), true);
+        let giant = format!("data: {}", "x".repeat(crate::reframe::MAX_EVENT_BYTES + 1));
+        let mut body = Some(Bytes::from(giant));
+        answer.rewrite(&mut body, false);
+        let events = events(std::str::from_utf8(&body.unwrap()).unwrap());
+        assert_eq!(events.last().unwrap()["type"], "error");
+        let mut after = Some(Bytes::from_static(b"data: [DONE]\n\n"));
+        answer.rewrite(&mut after, true);
+        assert_eq!(after.as_deref(), Some(&b""[..]), "nothing after the error event");
+    }
+
+    #[test]
     fn an_in_band_failure_is_an_error_event() {
         let mut answer = Reframed::new(Answer::new("m", Echo::new()), true);
         let mut body = Some(Bytes::from_static(

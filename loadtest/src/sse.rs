@@ -1,4 +1,5 @@
-//! Reads a streamed answer's SSE lines as they arrive: when the first token came, whether the stream
+//! Reads a streamed answer's SSE events as they arrive (with the project's one SSE reader,
+//! `r1_proto::sse::Decoder`, as a client reads them): when the first token came, whether the stream
 //! ended with `data: [DONE]`, and whether it carried an in-band error event (`data: {"error": …}`).
 //!
 //! DESIGN.md's rule is that a stream that fails after it started ends with an error event and never
@@ -6,10 +7,11 @@
 
 use std::time::Duration;
 
+use r1_proto::sse::{Decoder, Frame};
 use serde::{Deserialize, Serialize};
 
-/// Longest SSE line accepted; a longer one fails the request (a misbehaving server cannot make the
-/// generator buffer without bound).
+/// Longest SSE line or event accepted; a longer one fails the request (a misbehaving server cannot make
+/// the generator buffer without bound).
 pub const MAX_SSE_LINE: usize = 1 << 20;
 
 /// How a streamed 2xx body ended, by the markers it carried.
@@ -43,40 +45,44 @@ impl StreamEnd {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LineTooLong;
 
-/// What the lines of one streamed body said so far. Feed it the body's chunks in order.
-#[derive(Debug, Default, Clone)]
+/// What the events of one streamed body said so far. Feed it the body's chunks in order.
+#[derive(Debug, Clone)]
 pub struct SseScan {
-    line: Vec<u8>,
-    /// When the first `data:` event whose delta carries text arrived (the time passed to [`feed`](Self::feed)).
+    decoder: Decoder,
+    /// When the first event whose delta carries text arrived (the time passed to [`feed`](Self::feed)).
     pub first_token: Option<Duration>,
     /// `data: [DONE]` was seen.
     pub done: bool,
-    /// A `data:` event whose JSON has a top-level `error` was seen.
+    /// An event whose JSON has a top-level `error` was seen.
     pub error_event: bool,
 }
 
+impl Default for SseScan {
+    fn default() -> Self {
+        Self {
+            decoder: Decoder::new(MAX_SSE_LINE),
+            first_token: None,
+            done: false,
+            error_event: false,
+        }
+    }
+}
+
 impl SseScan {
-    /// Scans the complete lines in `chunk` (a partial last line waits for the next chunk); `at` is
-    /// when the chunk arrived, the time a first token in it is given.
+    /// Scans the events `chunk` completes (a partial last one waits for the next chunk); `at` is when
+    /// the chunk arrived, the time a first token in it is given.
     pub fn feed(&mut self, chunk: &[u8], at: Duration) -> Result<(), LineTooLong> {
-        let mut rest = chunk;
-        while let Some(newline) = rest.iter().position(|&b| b == b'\n') {
-            let (head, tail) = rest.split_at(newline);
-            rest = &tail[1..];
-            if self.line.is_empty() {
-                self.scan_line(head, at);
-            } else {
-                self.line.extend_from_slice(head);
-                let line = std::mem::take(&mut self.line);
-                self.scan_line(&line, at);
-                self.line = line;
-                self.line.clear();
-            }
+        let mut events = Vec::new();
+        self.decoder
+            .feed(chunk, &mut |frame| {
+                if let Frame::Event { data, .. } = frame {
+                    events.push(data);
+                }
+            })
+            .map_err(|_| LineTooLong)?;
+        for data in events {
+            self.scan_event(&data, at);
         }
-        if self.line.len() + rest.len() > MAX_SSE_LINE {
-            return Err(LineTooLong);
-        }
-        self.line.extend_from_slice(rest);
         Ok(())
     }
 
@@ -90,10 +96,7 @@ impl SseScan {
         }
     }
 
-    fn scan_line(&mut self, line: &[u8], at: Duration) {
-        let Some(data) = line.strip_prefix(b"data:") else {
-            return; // comments (`: keep-alive`), `event:`, `id:`, blank separators
-        };
+    fn scan_event(&mut self, data: &[u8], at: Duration) {
         let data = data.trim_ascii();
         if data == b"[DONE]" {
             self.done = true;
@@ -139,10 +142,11 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// Each line sent as one event (followed by its blank line).
     fn scan(lines: &[&str]) -> SseScan {
         let mut scan = SseScan::default();
         for line in lines {
-            scan.feed(format!("{line}\n").as_bytes(), MS).unwrap();
+            scan.feed(format!("{line}\n\n").as_bytes(), MS).unwrap();
         }
         scan
     }
@@ -169,8 +173,8 @@ mod tests {
     fn the_four_ends() {
         let token = r#"data: {"choices":[{"delta":{"content":"Hi"}}]}"#;
         let error = r#"data: {"error":{"message":"the upstream model failed","type":"upstream_error"}}"#;
-        assert_eq!(scan(&[token, "", "data: [DONE]", ""]).end(), StreamEnd::Done);
-        assert_eq!(scan(&[token, "", error, ""]).end(), StreamEnd::ErrorEvent);
+        assert_eq!(scan(&[token, "data: [DONE]"]).end(), StreamEnd::Done);
+        assert_eq!(scan(&[token, error]).end(), StreamEnd::ErrorEvent);
         assert_eq!(scan(&[token, error, "data: [DONE]"]).end(), StreamEnd::FakeDone);
         // The order does not matter: an error after a [DONE] is just as fake.
         assert_eq!(scan(&["data: [DONE]", error]).end(), StreamEnd::FakeDone);
@@ -204,13 +208,13 @@ mod tests {
             assert!(scan.first_token.is_some(), "split at {split}");
             assert_eq!(scan.end(), StreamEnd::ErrorEvent, "split at {split}");
         }
-        // Byte by byte: the token is dated by the chunk that completed its line.
+        // Byte by byte: the token is dated by the chunk that completed its event (the blank line).
         let mut scan = SseScan::default();
         for (i, byte) in body.bytes().enumerate() {
             scan.feed(&[byte], MS * i as u32).unwrap();
         }
-        let first_newline = body.find('\n').unwrap();
-        assert_eq!(scan.first_token, Some(MS * first_newline as u32));
+        let event_end = body.find("\r\n\r\n").unwrap() + 2; // the blank line ends at its CR
+        assert_eq!(scan.first_token, Some(MS * event_end as u32));
     }
 
     #[test]

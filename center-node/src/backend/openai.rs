@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use r1_proto::sse::{Decoder, Frame};
 use r1_proto::{ChatCompletionChunk, ChatCompletionRequest, ResultDelta, TaskErrorCode, UpstreamError, Usage};
 use tokio::sync::mpsc;
 
@@ -154,6 +155,9 @@ impl Backend for OpenAiBackend {
     }
 }
 
+/// The largest SSE event read from a backend: far above any chunk a model server sends.
+const MAX_EVENT_BYTES: usize = 4 << 20;
+
 /// Reads an SSE chat completion stream into deltas.
 async fn read_stream(
     response: reqwest::Response,
@@ -162,7 +166,7 @@ async fn read_stream(
     idle: Duration,
 ) -> Result<Option<Usage>, BackendError> {
     let mut body = response.bytes_stream();
-    let mut buffer: Vec<u8> = Vec::new();
+    let mut decoder = Decoder::new(MAX_EVENT_BYTES);
     // One per choice (`n > 1`): each choice has its own `<think>` block.
     let mut splitters: Vec<ThinkSplitter> = vec![ThinkSplitter::default()];
     let mut usage = None;
@@ -193,13 +197,15 @@ async fn read_stream(
             }
             Ok(Some(Ok(piece))) => piece,
         };
-        buffer.extend_from_slice(&piece);
-        while let Some((event, rest)) = next_event(&buffer) {
-            let event = event.to_vec();
-            buffer.drain(..rest);
-            let Some(data) = data_of(&event) else {
-                continue; // a comment (keep-alive) or an event without data
+        let mut frames = Vec::new();
+        decoder
+            .feed(&piece, &mut |f| frames.push(f))
+            .map_err(|e| BackendError::new(TaskErrorCode::Backend, format!("the backend sent {e}"), !started))?;
+        for frame in frames {
+            let Frame::Event { data, .. } = frame else {
+                continue; // a comment (keep-alive)
             };
+            let data = data.as_slice();
             if data == b"[DONE]" {
                 for (index, splitter) in (0u32..).zip(splitters.iter_mut()) {
                     let tail = splitter.finish();
@@ -285,50 +291,5 @@ fn send(out: &mpsc::UnboundedSender<ResultDelta>, delta: ResultDelta) {
     };
     if delta != empty {
         let _ = out.send(delta);
-    }
-}
-
-/// The first complete event in `buffer` and the length it used (separator included).
-fn next_event(buffer: &[u8]) -> Option<(&[u8], usize)> {
-    let lf = buffer.windows(2).position(|w| w == b"\n\n").map(|i| (i, 2));
-    let crlf = buffer.windows(4).position(|w| w == b"\r\n\r\n").map(|i| (i, 4));
-    let (at, len) = match (lf, crlf) {
-        (Some(a), Some(b)) => {
-            if a.0 <= b.0 {
-                a
-            } else {
-                b
-            }
-        }
-        (a, b) => a.or(b)?,
-    };
-    Some((&buffer[..at], at + len))
-}
-
-/// The `data:` payload of an event (several `data:` lines are joined by newlines).
-fn data_of(event: &[u8]) -> Option<&[u8]> {
-    event
-        .split(|&b| b == b'\n')
-        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
-        .find_map(|line| line.strip_prefix(b"data:"))
-        .map(|d| d.strip_prefix(b" ").unwrap_or(d))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn events_split_on_blank_lines_and_comments_have_no_data() {
-        let buffer = b": keep-alive\n\ndata: {\"a\":1}\r\n\r\ndata: [DONE]\n\npartial";
-        let (e, used) = next_event(buffer).unwrap();
-        assert_eq!(data_of(e), None);
-        let rest = &buffer[used..];
-        let (e, used) = next_event(rest).unwrap();
-        assert_eq!(data_of(e), Some(&b"{\"a\":1}"[..]));
-        let rest = &rest[used..];
-        let (e, used) = next_event(rest).unwrap();
-        assert_eq!(data_of(e), Some(&b"[DONE]"[..]));
-        assert_eq!(next_event(&rest[used..]), None);
     }
 }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use r1_proto::sse::{Decoder, Frame};
 use r1_proto::{
     CHAT_COMPLETION_OBJECT, ChatCompletionChunk, ChatCompletionResponse, ChatMessage, Choice, FinishReason,
     MessageContent, Nullable, Role, Usage,
@@ -35,13 +36,10 @@ enum Kind {
 }
 
 /// What the chunks of a stream told so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stream {
-    /// The unfinished line.
-    line: Vec<u8>,
-    /// The `data:` lines of the unfinished event.
-    data: Vec<u8>,
-    has_data: bool,
+    /// The stream's events (each at most the capture's limit).
+    decoder: Decoder,
     identity: Option<(String, u64, String)>,
     system_fingerprint: Nullable<String>,
     choices: BTreeMap<u32, Accumulated>,
@@ -73,7 +71,7 @@ impl Capture {
     pub fn sse(limit: usize) -> Self {
         Self {
             limit,
-            kind: Kind::Sse(Box::default()),
+            kind: Kind::Sse(Box::new(Stream::new(limit))),
             refused: None,
         }
     }
@@ -110,7 +108,7 @@ impl Capture {
             Kind::Json(body) => serde_json::from_slice(&body).map_err(|_| SkipReason::Failed),
             Kind::Sse(mut stream) => {
                 // A last event not followed by a blank line still counts.
-                stream.push(b"\n\n", usize::MAX)?;
+                stream.finish(self.limit)?;
                 stream.into_response()
             }
         }
@@ -118,60 +116,43 @@ impl Capture {
 }
 
 impl Stream {
+    fn new(limit: usize) -> Self {
+        Self {
+            decoder: Decoder::new(limit),
+            identity: None,
+            system_fingerprint: Nullable::Absent,
+            choices: BTreeMap::new(),
+            usage: Nullable::Absent,
+            done: false,
+            bytes: 0,
+        }
+    }
+
     fn push(&mut self, bytes: &[u8], limit: usize) -> Result<(), SkipReason> {
-        let mut rest = bytes;
-        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
-            self.line.extend_from_slice(&rest[..end]);
-            rest = &rest[end + 1..];
-            let mut line = std::mem::take(&mut self.line);
-            if line.last() == Some(&b'\r') {
-                line.pop();
-            }
-            self.line_done(&line, limit)?;
-        }
-        self.line.extend_from_slice(rest);
-        if self.line.len() > limit {
-            return Err(SkipReason::TooLarge);
-        }
-        Ok(())
+        let mut frames = Vec::new();
+        self.decoder
+            .feed(bytes, &mut |f| frames.push(f))
+            .map_err(|_| SkipReason::TooLarge)?;
+        frames.into_iter().try_for_each(|f| self.frame(f, limit))
     }
 
-    fn line_done(&mut self, line: &[u8], limit: usize) -> Result<(), SkipReason> {
-        if line.is_empty() {
-            return self.event_done(limit);
-        }
-        if line.starts_with(b":") {
-            return Ok(()); // a comment (keep-alive)
-        }
-        let (field, value) = match line.iter().position(|&b| b == b':') {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
-        };
-        match field {
-            b"data" => {
-                if self.has_data {
-                    self.data.push(b'\n');
-                }
-                self.data.extend_from_slice(value);
-                self.has_data = true;
-                if self.data.len() > limit {
-                    return Err(SkipReason::TooLarge);
-                }
-            }
-            b"event" if value == b"error" => return Err(SkipReason::Failed),
-            _ => {}
-        }
-        Ok(())
+    fn finish(&mut self, limit: usize) -> Result<(), SkipReason> {
+        let mut frames = Vec::new();
+        self.decoder
+            .finish(&mut |f| frames.push(f))
+            .map_err(|_| SkipReason::TooLarge)?;
+        frames.into_iter().try_for_each(|f| self.frame(f, limit))
     }
 
-    fn event_done(&mut self, limit: usize) -> Result<(), SkipReason> {
-        if !std::mem::take(&mut self.has_data) {
-            return Ok(());
+    fn frame(&mut self, frame: Frame, limit: usize) -> Result<(), SkipReason> {
+        match frame {
+            Frame::Comment(_) => Ok(()), // keep-alive
+            Frame::Event { name: Some(name), .. } if name == "error" => Err(SkipReason::Failed),
+            Frame::Event { data, .. } => self.event_done(data, limit),
         }
-        let data = std::mem::take(&mut self.data);
+    }
+
+    fn event_done(&mut self, data: Vec<u8>, limit: usize) -> Result<(), SkipReason> {
         if self.done {
             return Ok(()); // nothing after [DONE] belongs to the answer
         }
