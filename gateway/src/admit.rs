@@ -90,6 +90,29 @@ impl Endpoint {
     }
 }
 
+/// Step 0 for every request: a request whose framing a front proxy could read differently is refused
+/// and its connection closed, so no byte after it is ever read as another request (request smuggling,
+/// desync). Pingora refuses conflicting lengths, `Transfer-Encoding` other than `chunked` and obs-folds
+/// itself and closes; here: bare LF line ends in the head (httparse takes them, many proxies do not),
+/// and protocol upgrades (none is served; the bytes after an `Upgrade` are not HTTP).
+pub fn framing(session: &mut Session) -> Result<(), GatewayError> {
+    let refuse = |session: &mut Session, message: &str| {
+        session.set_keepalive(None);
+        Err(GatewayError::downstream(ErrorKind::InvalidRequest, message.to_owned()))
+    };
+    if let pingora::protocols::http::ServerSession::H1(h1) = session.as_downstream() {
+        let head = h1.get_headers_raw_bytes();
+        let bare_lf = memchr::memchr_iter(b'\n', &head).any(|at| at == 0 || head[at - 1] != b'\r');
+        if bare_lf {
+            return refuse(session, "the request head must end its lines with CRLF");
+        }
+    }
+    if session.is_upgrade_req() {
+        return refuse(session, "protocol upgrades are not served here");
+    }
+    Ok(())
+}
+
 /// Step 1 for an API request: a place under the global in-flight bound, then the caller's identity.
 pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayError> {
     ctx.policy.in_flight = Some(gateway.limiter.try_enter().map_err(|r| r.to_gateway_error())?);
@@ -501,6 +524,8 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
             }
             Ok(None) => return Ok(Bytes::from(body)),
             Err(e) => {
+                // Where the body ends is unknown: nothing after it can be read as a request.
+                session.set_keepalive(None);
                 return Err(GatewayError::downstream(
                     ErrorKind::InvalidRequest,
                     format!("reading the request body: {e}"),

@@ -66,6 +66,7 @@ enum Next {
 impl GatewayProxy {
     /// Serves `endpoint`: a local answer, a refusal (`Err`), or a request for the upstream pools.
     async fn serve(&self, session: &mut Session, ctx: &mut Ctx, endpoint: Endpoint) -> Result<Next, GatewayError> {
+        crate::admit::framing(session)?;
         if let Endpoint::Chat { shape } = endpoint {
             ctx.route.shape = shape; // its errors take that API's shape
         }

@@ -9,14 +9,25 @@ use std::sync::atomic::{AtomicU64, Ordering};
 static PREFIX: OnceLock<u64> = OnceLock::new();
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// The request's id: the client's `x-request-id` (1..=128 bytes), or the next one of ours.
+/// The request's id: the client's `x-request-id` when it is 1..=128 bytes of `[A-Za-z0-9._-]` (what
+/// tracing systems and UUIDs use), else the next one of ours — an id with spaces, quotes or control
+/// bytes would be written raw into logs and headers (log injection), so it is replaced, not escaped.
 pub fn of(header: &pingora::http::RequestHeader) -> String {
     header
         .headers
         .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(http::HeaderValue::as_bytes)
+        .filter(|v| is_safe(v))
+        .and_then(|v| std::str::from_utf8(v).ok())
         .map_or_else(next, str::to_owned)
+}
+
+/// Whether a client's id is taken as it is.
+fn is_safe(id: &[u8]) -> bool {
+    (1..=128).contains(&id.len())
+        && id
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// The next request id.
@@ -27,6 +38,33 @@ pub fn next() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_client_id_is_kept_only_when_it_cannot_inject_into_logs() {
+        let with = |id: &[u8]| {
+            let mut header = pingora::http::RequestHeader::build("GET", b"/", None).unwrap();
+            header
+                .insert_header("x-request-id", http::HeaderValue::from_bytes(id).unwrap())
+                .unwrap();
+            super::of(&header)
+        };
+        assert_eq!(with(b"req-01.abc_DEF"), "req-01.abc_DEF");
+        assert_eq!(
+            with(b"0f8fad5b-d9cb-469f-a165-70867728950e"),
+            "0f8fad5b-d9cb-469f-a165-70867728950e"
+        );
+        for hostile in [
+            &b"a b"[..],
+            b"x\" level=error msg=\"forged",
+            b"id\tinjected",
+            b"caf\xc3\xa9",
+            &[b'a'; 129],
+        ] {
+            let id = with(hostile);
+            assert_eq!(id.len(), 32, "{hostile:?} replaced by one of ours");
+            assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+        }
+    }
+
     #[test]
     fn ids_are_distinct_32_hex_digits() {
         let (a, b) = (super::next(), super::next());
