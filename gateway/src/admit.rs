@@ -10,6 +10,8 @@
 //! Each step returns what was decided — an [`Admitted`] request or a [`GatewayError`] — and fills the
 //! request's [`Ctx`]; nothing here writes a response (`respond` does).
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use pingora::http::RequestHeader;
 use pingora::proxy::Session;
@@ -84,9 +86,15 @@ impl Endpoint {
         }
     }
 
-    /// Whether it is the API (bounded by `max_in_flight`, authenticated).
+    /// Whether it is the API (authenticated).
     pub fn is_api(self) -> bool {
         !matches!(self, Self::Health | Self::Ready | Self::Unknown)
+    }
+
+    /// Whether it takes one of the `max_in_flight` places: everything of the API but the model list and
+    /// cards, answered from memory at once (so they answer even when the gateway is full).
+    pub fn is_bounded(self) -> bool {
+        self.is_api() && !matches!(self, Self::Models | Self::Model)
     }
 }
 
@@ -113,17 +121,20 @@ pub fn framing(session: &mut Session) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Step 1 for an API request: a place under the global in-flight bound, then the caller's identity.
-pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx) -> Result<(), GatewayError> {
-    ctx.policy.in_flight = Some(gateway.limiter.try_enter().map_err(|r| r.to_gateway_error())?);
+/// Step 1 for an API request: a place under the global in-flight bound (`bounded`), then the caller's
+/// identity, then its place among its `concurrent_requests` here — all before any body is read.
+pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx, bounded: bool) -> Result<(), GatewayError> {
+    if bounded {
+        ctx.policy.in_flight = Some(gateway.limiter.try_enter().map_err(|r| r.to_gateway_error())?);
+    }
     let Some(verifier) = gateway.verifier() else {
-        return Ok(());
+        return hold(gateway, ctx);
     };
     match verifier.verify(&header.headers, &header.uri) {
         Ok(principal) => {
             ctx.identity.tenant = Tenant::new(&principal.subject);
             ctx.identity.principal = Some(principal);
-            Ok(())
+            hold(gateway, ctx)
         }
         Err(e) => {
             gateway.metrics.auth_failures.with_label_values(&[e.reason()]).inc();
@@ -131,6 +142,22 @@ pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx) -> Result
             Err(e.to_gateway_error())
         }
     }
+}
+
+/// The caller's place among its `concurrent_requests` in this replica, before any body is read.
+fn hold(gateway: &Gateway, ctx: &mut Ctx) -> Result<(), GatewayError> {
+    let config = gateway.config();
+    let tier = ctx
+        .identity
+        .principal
+        .as_ref()
+        .and_then(|p| p.claim(&config.limits.tier_claim));
+    let hold = gateway
+        .limiter
+        .hold(ctx.identity.tenant.as_str(), tier)
+        .map_err(|r| r.to_gateway_error())?;
+    ctx.policy.hold = Some(hold);
+    Ok(())
 }
 
 /// How a chat request was admitted.
@@ -157,7 +184,7 @@ pub async fn chat(
 ) -> Result<Admitted, GatewayError> {
     let config = gateway.config();
     refuse_form_body(session.req_header())?;
-    let body = read_body(session, config.limits.body_limit()).await?;
+    let body = read_body(session, config.limits.body_limit(), config.limits.body_timeout).await?;
     // A request we cannot forward over HTTP is refused before it is routed — unless the center takes
     // tasks through the hand-off, which carries any body up to the gateway's limit.
     let too_big_to_proxy = session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES;
@@ -229,7 +256,7 @@ pub async fn chat(
 pub async fn embeddings(gateway: &Gateway, session: &mut Session, ctx: &mut Ctx) -> Result<(), GatewayError> {
     let config = gateway.config();
     refuse_form_body(session.req_header())?;
-    let body = read_body(session, config.limits.body_limit()).await?;
+    let body = read_body(session, config.limits.body_limit(), config.limits.body_timeout).await?;
     if session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES {
         return Err(GatewayError::downstream(
             ErrorKind::PayloadTooLarge,
@@ -495,7 +522,24 @@ pub fn retarget(route: &mut Routing, decision: RouteDecision, config: &GatewayCo
 
 /// Reads the whole request body, refusing more than `limit` bytes (`limits.max_body_bytes`) before
 /// reading it all: a declared length over it is refused at once, an undeclared one as soon as it passes.
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+pub async fn read_body(session: &mut Session, limit: usize, within: Duration) -> Result<Bytes, GatewayError> {
+    match tokio::time::timeout(within, read_body_bounded(session, limit)).await {
+        Ok(read) => read,
+        Err(_) => {
+            // Part of the body is unread: nothing after it can be read as a request.
+            session.set_keepalive(None);
+            Err(GatewayError::downstream(
+                ErrorKind::RequestTimeout,
+                format!(
+                    "the request body did not arrive within {}",
+                    humantime::format_duration(within)
+                ),
+            ))
+        }
+    }
+}
+
+async fn read_body_bounded(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let too_large = || {
         GatewayError::downstream(
             ErrorKind::PayloadTooLarge,

@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::cache::{CacheKey, Capture, LeaderGuard};
 use crate::deadline::PhaseClock;
 use crate::error::{GatewayError, Source};
-use crate::limits::{Admission, InFlightGuard};
+use crate::limits::{Admission, InFlightGuard, SubjectHold};
 use crate::pools::InFlight;
 use crate::usage::UsageTap;
 
@@ -132,6 +132,8 @@ pub struct Identity {
 pub struct Held {
     /// A place under the global in-flight bound.
     pub in_flight: Option<InFlightGuard>,
+    /// A place among the caller's `concurrent_requests` in this replica (from authentication on).
+    pub hold: Option<SubjectHold>,
     /// The caller's admission (its concurrency slot and token reservation).
     pub admission: Option<Admission>,
 }

@@ -18,7 +18,9 @@
 //!           r1_in_flight
 //! request, in order (admit.rs):
 //!   1. first thing, before auth:   ctx.policy.in_flight = limiter.try_enter()   // 503 + Retry-After; never queues
-//!   2. reading the body:           at most limits.body_limit() bytes             // 413, no upstream call
+//!      right after auth:           ctx.policy.hold = limiter.hold(subject, tier) // 429: at most
+//!                                      concurrent_requests of a subject here, slow bodies included
+//!   2. reading the body (at most limits.body_timeout in all):           at most limits.body_limit() bytes             // 413, no upstream call
 //!   3. after auth and parsing:     limits.check_max_tokens(&request)?            // 400, param max_tokens
 //!                                  (hygiene::Hygiene::check runs here too)
 //!   4. before cache and route:     ctx.policy.admission = limiter.admit_tier(subject, tier,
@@ -135,6 +137,27 @@ pub enum AdmittedBy {
     Local,
 }
 
+/// One of a subject's places in this replica ([`Limiter::hold`]), given back when dropped.
+#[derive(Debug)]
+pub struct SubjectHold {
+    held: Option<(Arc<Inner>, Arc<str>)>,
+}
+
+impl Drop for SubjectHold {
+    fn drop(&mut self) {
+        let Some((inner, subject)) = self.held.take() else {
+            return;
+        };
+        let mut holds = inner.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = holds.get_mut(&subject) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                holds.remove(&subject);
+            }
+        }
+    }
+}
+
 /// Enforces `[limits]`; cheap to clone (one shared state).
 #[derive(Clone)]
 pub struct Limiter {
@@ -155,6 +178,9 @@ struct Inner {
     redis: Option<RedisBackend>,
     local: moka::sync::Cache<String, Arc<Mutex<LocalSubject>>>,
     in_flight: AtomicUsize,
+    /// Requests of each subject in this replica from authentication on ([`Limiter::hold`]); a subject
+    /// leaves the map when its last one ends, so it holds at most `max_in_flight` entries.
+    holds: Mutex<std::collections::HashMap<Arc<str>, u32>>,
     refusals: [AtomicU64; 4],
     fallback_admissions: AtomicU64,
 }
@@ -187,6 +213,7 @@ impl Limiter {
                 redis,
                 local,
                 in_flight: AtomicUsize::new(0),
+                holds: Mutex::default(),
                 refusals: Default::default(),
                 fallback_admissions: AtomicU64::new(0),
             }),
@@ -255,6 +282,31 @@ impl Limiter {
         }
         Ok(InFlightGuard {
             inner: self.inner.clone(),
+        })
+    }
+
+    /// Holds one of `subject`'s `concurrent_requests` places in this replica from authentication on —
+    /// before its body is read — or refuses at once with [`RefusalKind::Concurrency`] (429). Slow bodies
+    /// of one subject therefore take at most that many of the `max_in_flight` places, and never starve
+    /// the others. Counted in this process only, with no Redis call; the admission later counts the
+    /// subject across replicas as before. Nothing is held when the subject's tier sets no concurrency
+    /// limit. Given back when the hold drops.
+    pub fn hold(&self, subject: &str, tier: Option<&str>) -> Result<SubjectHold, Refusal> {
+        let section = self.inner.section.load();
+        let Some(limit) = section.for_tier(tier).concurrent_requests else {
+            return Ok(SubjectHold { held: None });
+        };
+        let subject: Arc<str> = Arc::from(subject);
+        let mut holds = self.inner.holds.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = holds.entry(subject.clone()).or_insert(0);
+        if *count >= limit {
+            drop(holds);
+            let quota = section.for_tier(tier).quota(1.0);
+            return Err(self.refused(concurrency_refusal(&quota)));
+        }
+        *count += 1;
+        Ok(SubjectHold {
+            held: Some((self.inner.clone(), subject)),
         })
     }
 

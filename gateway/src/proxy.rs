@@ -71,7 +71,7 @@ impl GatewayProxy {
             ctx.route.shape = shape; // its errors take that API's shape
         }
         if endpoint.is_api() {
-            crate::admit::enter(&self.gateway, session.req_header(), ctx)?;
+            crate::admit::enter(&self.gateway, session.req_header(), ctx, endpoint.is_bounded())?;
         }
         let written = match endpoint {
             Endpoint::Health => {
@@ -127,7 +127,16 @@ impl GatewayProxy {
                     session.req_header().uri.path().to_owned(),
                 );
                 let tenant = ctx.identity.tenant.clone();
-                let reply = crate::tasks::serve(&self.gateway, session, &tenant, method.as_str(), &path).await?;
+                let config = self.gateway.config();
+                let tier = ctx
+                    .identity
+                    .principal
+                    .as_ref()
+                    .and_then(|p| p.claim(&config.limits.tier_claim))
+                    .map(str::to_owned);
+                let reply =
+                    crate::tasks::serve(&self.gateway, session, &tenant, tier.as_deref(), method.as_str(), &path)
+                        .await?;
                 let location = reply.location.as_deref();
                 crate::respond::body(session, ctx, reply.status, reply.content_type, reply.body, location).await
             }

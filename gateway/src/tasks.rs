@@ -169,12 +169,16 @@ fn queued(id: &str, tenant: &str, batch: Option<(String, String)>, webhook: Opti
     }
 }
 
-/// Serves `method path` of the tasks and batches API for `tenant`, reading the body it needs
-/// (bounded by `limits.max_body_bytes`, 16 × for a batch).
+/// Serves `method path` of the tasks and batches API for `tenant` (of limits tier `tier`), reading the
+/// body it needs (bounded by `limits.max_body_bytes`, 16 × for a batch). A task or batch passes the
+/// caller's limits as a chat request does: one request against `requests_per_second`, its estimated
+/// tokens (a batch: all its lines') reserved against `tokens_per_minute` — a batch needing more than one
+/// minute's budget is refused, to be split.
 pub async fn serve(
     gateway: &Gateway,
     session: &mut Session,
     tenant: &Tenant,
+    tier: Option<&str>,
     method: &str,
     path: &str,
 ) -> Result<Reply, GatewayError> {
@@ -189,14 +193,17 @@ pub async fn serve(
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     match (method, segments.as_slice()) {
         ("POST", ["v1", "tasks"]) => {
-            let body = crate::admit::read_body(session, config.limits.body_limit()).await?;
-            create_task(&config, &gateway.hygiene(), handoff, tenant, &body).await
+            let body = crate::admit::read_body(session, config.limits.body_limit(), config.limits.body_timeout).await?;
+            let admit = Admit { gateway, tier };
+            create_task(&config, &gateway.hygiene(), handoff, tenant, &body, admit).await
         }
         ("GET", ["v1", "tasks", id]) => get_task(handoff, tenant, id).await,
         ("DELETE", ["v1", "tasks", id]) => cancel_task(handoff, tenant, id).await,
         ("POST", ["v1", "batches"]) => {
-            let body = crate::admit::read_body(session, config.limits.batch_body_limit()).await?;
-            create_batch(&config, &gateway.hygiene(), handoff, tenant, &body).await
+            let body =
+                crate::admit::read_body(session, config.limits.batch_body_limit(), config.limits.body_timeout).await?;
+            let admit = Admit { gateway, tier };
+            create_batch(&config, &gateway.hygiene(), handoff, tenant, &body, admit).await
         }
         ("GET", ["v1", "batches", id]) => get_batch(handoff, tenant, id).await,
         ("GET", ["v1", "batches", id, "output"]) => batch_output(handoff, tenant, id).await,
@@ -207,6 +214,39 @@ pub async fn serve(
     }
 }
 
+/// The caller's limits, for a task or a batch about to be accepted.
+#[derive(Debug, Clone, Copy)]
+pub struct Admit<'a> {
+    gateway: &'a Gateway,
+    tier: Option<&'a str>,
+}
+
+impl Admit<'_> {
+    /// Takes one request and `estimated` tokens of `tenant`'s limits, or refuses (429 + Retry-After). What
+    /// the answer really uses is not known here: the reservation stands, as for a request whose usage is
+    /// unknown.
+    async fn take(&self, tenant: &str, estimated: u64) -> Result<(), GatewayError> {
+        let config = self.gateway.config();
+        if let Some(budget) = config.limits.for_tier(self.tier).tokens_per_minute
+            && estimated > budget
+        {
+            return Err(invalid(format!(
+                "this needs an estimated {estimated} tokens, more than your budget of {budget} tokens per minute: \
+                 split it into smaller batches"
+            ))
+            .code("tokens_over_budget"));
+        }
+        let admission = self
+            .gateway
+            .limiter
+            .admit_tier(tenant, self.tier, estimated)
+            .await
+            .map_err(|r| r.to_gateway_error())?;
+        drop(admission); // the concurrency slot is the request's, not the task's; the tokens stay reserved
+        Ok(())
+    }
+}
+
 /// `POST /v1/tasks`.
 pub async fn create_task(
     config: &GatewayConfig,
@@ -214,6 +254,7 @@ pub async fn create_task(
     handoff: &Handoff,
     tenant: &str,
     body: &[u8],
+    admit: Admit<'_>,
 ) -> Result<Reply, GatewayError> {
     let store = handoff
         .states()
@@ -237,6 +278,7 @@ pub async fn create_task(
         (value, None)
     };
     let request = center_request(config, hygiene, request).map_err(|m| invalid(m).param("request"))?;
+    admit.take(tenant, config.limits.estimated_tokens(&request)).await?;
     let id = format!("task_{}", uuid::Uuid::new_v4().simple());
     let state = queued(&id, tenant, None, webhook.clone());
     store.put_task(&state, STATE_TTL).await.map_err(store_down)?;
@@ -301,6 +343,7 @@ pub async fn create_batch(
     handoff: &Handoff,
     tenant: &str,
     body: &[u8],
+    admit: Admit<'_>,
 ) -> Result<Reply, GatewayError> {
     let store = handoff.states().ok_or_else(|| store_down("no task store"))?;
     let text = std::str::from_utf8(body).map_err(|_| invalid("the batch body is not UTF-8"))?;
@@ -331,6 +374,11 @@ pub async fn create_batch(
     if lines.is_empty() {
         return Err(invalid("the batch has no lines"));
     }
+    let estimated = lines
+        .iter()
+        .map(|(_, request)| config.limits.estimated_tokens(request))
+        .fold(0u64, u64::saturating_add);
+    admit.take(tenant, estimated).await?;
     let batch_id = format!("batch_{}", uuid::Uuid::new_v4().simple());
     let ids: Vec<(String, String)> = lines
         .iter()

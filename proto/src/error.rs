@@ -17,6 +17,8 @@ wire_enum! {
         NotFound = "not_found",
         /// 413 `invalid_request_error`: the body is larger than allowed.
         PayloadTooLarge = "payload_too_large",
+        /// 408 `invalid_request_error`: the client took too long to send its request.
+        RequestTimeout = "request_timeout",
         /// 429 `rate_limit_error`: the caller is over a limit; retry later.
         RateLimit = "rate_limit",
         /// 502 `upstream_error`: a model backend failed or answered nonsense.
@@ -37,6 +39,7 @@ impl ErrorKind {
             Self::InvalidRequest => 400,
             Self::Authentication => 401,
             Self::NotFound => 404,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::RateLimit => 429,
             Self::Internal => 500,
@@ -49,7 +52,7 @@ impl ErrorKind {
     /// The OpenAI error `type` string.
     pub const fn openai_type(self) -> &'static str {
         match self {
-            Self::InvalidRequest | Self::PayloadTooLarge => "invalid_request_error",
+            Self::InvalidRequest | Self::PayloadTooLarge | Self::RequestTimeout => "invalid_request_error",
             Self::Authentication => "authentication_error",
             Self::NotFound => "not_found_error",
             Self::RateLimit => "rate_limit_error",
@@ -209,6 +212,7 @@ mod tests {
                 ("authentication", 401, "authentication_error"),
                 ("not_found", 404, "not_found_error"),
                 ("payload_too_large", 413, "invalid_request_error"),
+                ("request_timeout", 408, "invalid_request_error"),
                 ("rate_limit", 429, "rate_limit_error"),
                 ("upstream", 502, "upstream_error"),
                 ("overloaded", 503, "overloaded_error"),

@@ -14,6 +14,10 @@ pub struct LimitsSection {
     /// within 1024..=67108864.
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: u64,
+    /// Longest a request body may take to arrive, in all (not between reads): a slower one is a 408
+    /// and its connection is closed. Default `30s`, within 1s..=10m.
+    #[serde(default = "default_body_timeout", with = "humantime_serde")]
+    pub body_timeout: Duration,
     /// Largest `max_tokens` / `max_completion_tokens` a request may ask for; above it the request is a 400.
     /// Default 32768.
     #[serde(default = "default_max_tokens_cap")]
@@ -121,6 +125,7 @@ impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             max_body_bytes: default_max_body_bytes(),
+            body_timeout: default_body_timeout(),
             max_tokens_cap: default_max_tokens_cap(),
             output_reserve: default_output_reserve(),
             requests_per_second: None,
@@ -142,6 +147,9 @@ impl Default for LimitsSection {
 
 pub(super) fn default_max_body_bytes() -> u64 {
     1 << 20
+}
+pub(super) fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 pub(super) fn default_max_tokens_cap() -> u32 {
     32_768
@@ -202,6 +210,13 @@ impl Validate for LimitsSection {
             format!(
                 "limits.max_body_bytes: {} must be within 1024..=67108864",
                 self.max_body_bytes
+            ),
+        );
+        check(
+            (Duration::from_secs(1)..=Duration::from_secs(600)).contains(&self.body_timeout),
+            format!(
+                "limits.body_timeout: {} must be within 1s..=10m",
+                humantime::format_duration(self.body_timeout)
             ),
         );
         check(
