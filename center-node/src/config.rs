@@ -76,6 +76,11 @@ pub struct NodeSection {
     /// through: chunks are buffered and delivered in order once the brokers are back).
     #[serde(default = "default_result_timeout", with = "humantime_serde")]
     pub result_timeout: Duration,
+    /// Call webhooks on private, loopback and link-local addresses too. Off by default: a client picks
+    /// the URL, so only public addresses are called (see `webhook`); turn it on only where every
+    /// receiver is internal and the network behind the node holds nothing a client may reach.
+    #[serde(default)]
+    pub webhook_private_networks: bool,
 }
 
 impl Default for NodeSection {
@@ -89,6 +94,7 @@ impl Default for NodeSection {
             shutdown_grace: default_shutdown_grace(),
             metrics: default_metrics(),
             result_timeout: default_result_timeout(),
+            webhook_private_networks: false,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod claims;
 pub mod config;
 pub mod gpu;
 pub mod metrics;
+pub mod webhook;
 pub mod worker;
 
 pub use r1_queue::kafka;

@@ -22,6 +22,8 @@ pub struct CenterMetrics {
     pub generated_tokens: IntCounter,
     /// Task claim store failures.
     pub claim_errors: IntCounter,
+    /// Webhooks not called: not http(s), or not a public address (`node.webhook_private_networks`).
+    pub webhooks_refused: IntCounter,
     /// Tasks waiting on the brokers for this node's partitions (high watermark - committed).
     pub queue_lag: IntGauge,
 }
@@ -48,6 +50,10 @@ impl CenterMetrics {
             )?,
             generated_tokens: IntCounter::new("r1_center_generated_tokens_total", "Completion tokens generated.")?,
             claim_errors: IntCounter::new("r1_center_claim_errors_total", "Task claim store failures.")?,
+            webhooks_refused: IntCounter::new(
+                "r1_center_webhooks_refused_total",
+                "Webhooks not called: not http(s), or not a public address.",
+            )?,
             queue_lag: IntGauge::new(
                 "r1_center_queue_lag",
                 "Tasks waiting on the brokers for this node's partitions.",
@@ -68,6 +74,7 @@ impl CenterMetrics {
         registry.register(Box::new(self.time_to_first_token.clone()))?;
         registry.register(Box::new(self.generated_tokens.clone()))?;
         registry.register(Box::new(self.claim_errors.clone()))?;
+        registry.register(Box::new(self.webhooks_refused.clone()))?;
         registry.register(Box::new(self.queue_lag.clone()))?;
         Ok(())
     }

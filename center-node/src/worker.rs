@@ -54,6 +54,8 @@ pub struct WorkerSettings {
     pub shutdown_grace: Duration,
     /// How long an asynchronous task's state is kept.
     pub state_ttl: Duration,
+    /// Webhooks may be on private networks (`node.webhook_private_networks`).
+    pub webhook_private_networks: bool,
 }
 
 /// How long a node remembers that a task was answered, to drop late duplicate deliveries.
@@ -73,6 +75,7 @@ impl From<&NodeSection> for WorkerSettings {
             retry_backoff: node.retry_backoff,
             shutdown_grace: node.shutdown_grace,
             state_ttl: r1_queue::state::TASK_STATE_TTL,
+            webhook_private_networks: node.webhook_private_networks,
         }
     }
 }
@@ -134,11 +137,11 @@ impl Worker {
             claims,
             backend,
             owner: format!("{}/{}", settings.node_id, uuid::Uuid::new_v4().simple()),
+            webhooks: crate::webhook::client(settings.webhook_private_networks),
             settings,
             metrics,
             running: Mutex::new(HashMap::new()),
             states: None,
-            webhooks: reqwest::Client::new(),
         }
     }
 
@@ -508,6 +511,11 @@ impl Worker {
     /// POSTs `{id, status}` to the task's webhook: three tries, best effort (the state is in the
     /// store either way).
     async fn call_webhook(&self, url: &str, state: &TaskState) {
+        if let Err(refused) = crate::webhook::check(url, self.settings.webhook_private_networks) {
+            self.metrics.webhooks_refused.inc();
+            tracing::warn!(url, task_id = %state.id, %refused, "webhook not called");
+            return;
+        }
         let body = serde_json::json!({"id": state.id, "object": "r1.task", "status": state.status});
         for attempt in 1..=3u32 {
             let sent = self

@@ -55,6 +55,7 @@ fn start() -> Stack {
             retry_backoff: Duration::from_millis(10),
             shutdown_grace: Duration::from_secs(5),
             state_ttl: Duration::from_secs(60),
+            webhook_private_networks: false,
         },
         metrics.clone(),
     );

@@ -190,6 +190,8 @@ impl Routing {
 /// The current upstream exchange.
 #[derive(Debug, Default)]
 pub struct Upstream {
+    /// The member answered with a 5xx status (relayed as the gateway's 502; not an outlier signal).
+    pub answered_5xx: bool,
     /// Members tried for this request (resolved addresses).
     pub tried: Vec<String>,
     /// The member of the current attempt.

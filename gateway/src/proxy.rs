@@ -444,7 +444,10 @@ impl ProxyHttp for GatewayProxy {
         let status = response.status.as_u16();
         if status >= 500 {
             // An upstream failure is the gateway's 502 with an OpenAI body (`fail_to_proxy`): the
-            // upstream's own body and headers (addresses, versions) never reach the client.
+            // upstream's own body and headers (addresses, versions) never reach the client. It does not
+            // count towards ejecting the member: a client can provoke such an answer (an input that
+            // crashes the server), and the health checks judge a member that fails everything.
+            ctx.upstream.answered_5xx = true;
             ctx.upstream.error = Some(GatewayError::upstream(
                 ErrorKind::Upstream,
                 ctx.source(),
@@ -673,6 +676,9 @@ impl ProxyHttp for GatewayProxy {
         {
             0 // the client is gone
         } else {
+            // The connection is not reused after a failed exchange: the answer says so, so a client
+            // never sends its next request into a connection that is closing.
+            session.set_keepalive(None);
             let _ = crate::respond::error(session, ctx, &error).await;
             error.status()
         };
@@ -696,7 +702,10 @@ impl ProxyHttp for GatewayProxy {
             .with_label_values(&[route])
             .observe(ctx.started.elapsed().as_secs_f64());
         if let (Some(peer), Some(route)) = (&ctx.upstream.peer, ctx.route()) {
-            let failed = e.is_some_and(|e| !matches!(e.esource(), ErrorSource::Downstream)) || status >= 500;
+            // Passive outlier detection counts what the member did, not what a request made it answer:
+            // transport failures and timeouts, never its HTTP answers (4xx or 5xx).
+            let failed =
+                !ctx.upstream.answered_5xx && e.is_some_and(|e| !matches!(e.esource(), ErrorSource::Downstream));
             self.gateway.pool(route).report(peer, !failed);
         }
         ctx.upstream.in_flight = None;

@@ -128,3 +128,33 @@ async fn ambiguous_framing_is_refused_and_its_connection_closed() {
     }
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn answers_a_client_provokes_never_eject_a_healthy_member() {
+    // The member crashes on one input (a 500), as a server with an input-triggered bug does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .content(2, "ok ")
+        .poison("crash-me", 500);
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let gw = Gateway::start_full(&[upstream.addr()], &[], "", "", "", reqwest::Client::new()).await;
+    let ask = |text: &str| serde_json::json!({"model": support::EDGE_MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 4});
+    for _ in 0..10 {
+        let r = gw.chat(ask("please crash-me now")).await;
+        assert_eq!(r.status(), 502, "the member's failure is the gateway's 502");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "upstream_error");
+    }
+    let pools = gw.pools().await;
+    assert_eq!(pools["pools"][0]["members"][0]["consecutive_failures"], 0, "{pools}");
+    // Everyone else is still served by that member: it was not ejected.
+    for _ in 0..3 {
+        assert_eq!(gw.chat(ask("hello")).await.status(), 200);
+    }
+    let pools = gw.pools().await;
+    let member = &pools["pools"][0]["members"][0];
+    assert_eq!(member["ejected"], false, "{pools}");
+    assert_eq!(member["consecutive_failures"], 0, "{pools}");
+    assert_eq!(member["ready"], true, "{pools}");
+    gw.stop();
+}

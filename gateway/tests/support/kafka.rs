@@ -85,6 +85,8 @@ claim_ttl = "3s"
 retry_backoff = "100ms"
 shutdown_grace = "5s"
 metrics = "127.0.0.1:{port}"
+# The tests' webhook receivers listen on loopback.
+webhook_private_networks = true
 
 [backend]
 kind = "openai"
