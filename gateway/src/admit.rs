@@ -557,7 +557,9 @@ async fn read_body_bounded(session: &mut Session, limit: usize) -> Result<Bytes,
     }
     // Keep a replayable copy: Pingora sends it upstream (through request_body_filter) after routing.
     session.enable_retry_buffering();
-    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit));
+    // The declared length is the client's word: reserve at most 64 KiB before bytes arrive (300 sockets
+    // declaring 16 MiB must not reserve 4.8 GB), then grow with what came.
+    let mut body = Vec::with_capacity(declared.unwrap_or(1024).min(limit).min(64 << 10));
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {

@@ -44,7 +44,8 @@ impl EmbeddedCenter {
         reply_to: &ReplyTo,
         router: Arc<ResultRouter>,
     ) -> anyhow::Result<Self> {
-        let queue = MemoryQueue::new(QUEUE_CAPACITY);
+        // Every line of the largest batch, and a few such batches, wait for the worker.
+        let queue = MemoryQueue::with_capacities(QUEUE_CAPACITY, 4 * r1_queue::state::MAX_BATCH_LINES);
         queue.attach(&reply_to.to_string(), router);
         let (backend, model, api_key) = match &config.center.backend {
             Some(api) => (

@@ -37,7 +37,7 @@ pub use r1_queue::state::TASK_STATE_TTL as STATE_TTL;
 /// How long an asynchronous task may wait and run before it is dropped as expired.
 pub const TASK_DEADLINE: Duration = Duration::from_secs(86_400);
 /// Lines in one batch.
-pub const MAX_BATCH_LINES: usize = 50_000;
+pub use r1_queue::state::MAX_BATCH_LINES;
 
 /// An answer: status, JSON or JSONL body, extra headers.
 #[derive(Debug)]

@@ -208,3 +208,53 @@ async fn tasks_and_batches_pass_the_callers_limits() {
     );
     gw.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_embedded_batch_larger_than_the_interactive_queue_loses_no_line() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let center = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(1, "ok"))
+        .await
+        .unwrap();
+    let gw = Gateway::start_full(
+        &[],
+        &[center.addr()],
+        "",
+        "",
+        "transport = \"embedded\"\n",
+        reqwest::Client::new(),
+    )
+    .await;
+    let lines: String = (0..1500)
+        .map(|i| {
+            json!({"custom_id": format!("l{i}"), "method": "POST", "url": "/v1/chat/completions",
+                   "body": {"model": support::CENTER_MODEL, "messages": [{"role": "user", "content": format!("q{i}")}], "max_tokens": 4}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let r = gw
+        .client
+        .post(format!("{}/v1/batches", gw.public))
+        .body(lines)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let batch: serde_json::Value = r.json().await.unwrap();
+    let url = format!("{}/v1/batches/{}", gw.public, batch["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let finished = loop {
+        let v: serde_json::Value = gw.client.get(&url).send().await.unwrap().json().await.unwrap();
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(Instant::now() < deadline, "the batch did not finish: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await; // polling, as a client of the API does
+    };
+    assert_eq!(
+        finished["request_counts"],
+        json!({"total": 1500, "completed": 1500, "failed": 0}),
+        "every line was queued and answered"
+    );
+    gw.stop();
+}

@@ -30,8 +30,15 @@ pub struct MemoryQueue {
 impl MemoryQueue {
     /// A queue holding at most `capacity` waiting tasks per class.
     pub fn new(capacity: usize) -> Arc<Self> {
-        let (interactive, irx) = mpsc::channel(capacity.max(1));
-        let (batch, brx) = mpsc::channel(capacity.max(1));
+        Self::with_capacities(capacity, capacity)
+    }
+
+    /// A queue holding at most `interactive` waiting interactive tasks (beyond: refused at once, the
+    /// client's 503) and `batch` waiting batch-class tasks (asynchronous tasks and batch lines: room for
+    /// the largest batch, whose lines are all queued when it is accepted).
+    pub fn with_capacities(interactive: usize, batch: usize) -> Arc<Self> {
+        let (interactive, irx) = mpsc::channel(interactive.max(1));
+        let (batch, brx) = mpsc::channel(batch.max(1));
         Arc::new(Self {
             interactive,
             batch,

@@ -248,24 +248,47 @@ impl StateStore for RedisStateStore {
     }
 }
 
+/// Most lines of one batch (`POST /v1/batches`); the in-process queue holds room for several such.
+pub const MAX_BATCH_LINES: usize = 50_000;
+
 /// State in this process (the embedded stack), expired lazily.
 #[derive(Debug, Default)]
 pub struct MemoryStateStore {
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
+    entries: Mutex<Entries>,
+}
+
+/// The values and their expiry, indexed by expiry so a write drops what expired without scanning.
+#[derive(Debug, Default)]
+struct Entries {
+    values: HashMap<String, (Vec<u8>, Instant)>,
+    expiries: std::collections::BTreeSet<(Instant, String)>,
 }
 
 impl MemoryStateStore {
+    /// Stores `value` under `key` for `ttl`; what expired goes: O(log n) per write and per expired entry.
     fn put(&self, key: String, value: Vec<u8>, ttl: Duration) -> Result<(), StoreError> {
         let mut entries = self.entries.lock().map_err(|_| StoreError("poisoned".into()))?;
+        let Entries { values, expiries } = &mut *entries;
         let now = Instant::now();
-        entries.retain(|_, (_, until)| *until > now);
-        entries.insert(key, (value, now + ttl));
+        while let Some(first) = expiries.first()
+            && first.0 <= now
+        {
+            if let Some((_, key)) = expiries.pop_first() {
+                values.remove(&key);
+            }
+        }
+        let until = now + ttl;
+        if let Some((_, old)) = values.insert(key.clone(), (value, until)) {
+            expiries.remove(&(old, key.clone()));
+        }
+        expiries.insert((until, key));
         Ok(())
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, StoreError> {
         let entries = self.entries.lock().map_err(|_| StoreError("poisoned".into()))?;
         entries
+            .values
             .get(key)
             .filter(|(_, until)| *until > Instant::now())
             .map(|(v, _)| serde_json::from_slice(v).map_err(|e| StoreError(e.to_string())))
@@ -330,5 +353,19 @@ mod tests {
             .unwrap();
         assert_eq!(after.status, TaskStatus::Cancelled);
         assert_eq!(store.tasks(&["a".into(), "b".into()]).await.unwrap()[1], None);
+    }
+
+    #[tokio::test]
+    async fn expired_entries_go_on_the_next_write_and_rewrites_keep_one_expiry() {
+        let store = MemoryStateStore::default();
+        store.put_task(&state("gone"), Duration::ZERO).await.unwrap();
+        for _ in 0..3 {
+            store.put_task(&state("kept"), Duration::from_secs(60)).await.unwrap();
+        }
+        assert_eq!(store.task("gone").await.unwrap(), None);
+        assert!(store.task("kept").await.unwrap().is_some());
+        let entries = store.entries.lock().unwrap();
+        assert_eq!(entries.values.len(), 1, "the expired entry was dropped");
+        assert_eq!(entries.expiries.len(), 1, "a rewritten key has one expiry");
     }
 }
