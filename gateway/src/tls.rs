@@ -13,6 +13,8 @@ use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, CryptoProvider, ResolvesServerCert, RootCertStore, WebPkiClientVerifier};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 
 use crate::config::TlsSection;
 
@@ -129,7 +131,7 @@ pub fn settings(section: &TlsSection, store: Arc<CertStore>) -> anyhow::Result<T
 pub fn client_roots(ca: &Path) -> anyhow::Result<RootCertStore> {
     let pem = std::fs::read(ca).with_context(|| format!("reading {}", ca.display()))?;
     let mut roots = RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&pem) {
         let cert = cert.with_context(|| format!("{}: unreadable PEM", ca.display()))?;
         roots
             .add(cert)
