@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it: install what is missing, start the real Redis and Kafka on loopback,
-# run the CI gate (fmt, clippy -D warnings, every test, docs, config examples), stop the services.
+# run the CI gate (fmt, clippy -D warnings, every test, a short fuzz run, docs, config examples), stop the
+# services. R1_FUZZ_SECONDS sets the fuzz run per target (default 10; 0 leaves it out while iterating).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -43,6 +44,12 @@ cargo test --workspace --locked --no-fail-fast
 step "end-to-end: openai (Python, Node), LangChain, LiteLLM, requests and vLLM protocol checks against the real stack"
 cargo build --locked -p r1-gateway
 scripts/e2e.sh
+
+fuzz_seconds="${R1_FUZZ_SECONDS:-10}"
+if ((fuzz_seconds > 0)); then
+  step "fuzzing: every parser of untrusted bytes under libFuzzer, ${fuzz_seconds} s each (scripts/fuzz.sh)"
+  scripts/fuzz.sh "$fuzz_seconds"
+fi
 
 step "cargo doc"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
