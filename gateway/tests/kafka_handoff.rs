@@ -131,8 +131,17 @@ async fn two_gateways_and_two_center_nodes_never_cross_their_results() {
         let pools = gw.pools().await;
         assert_eq!(pools["handoff"]["results_orphaned"], 0, "{pools}");
     }
-    let ok: f64 = centers[0].metric("r1_center_tasks_total{outcome=\"ok\"}").await
-        + centers[1].metric("r1_center_tasks_total{outcome=\"ok\"}").await;
+    // A node counts a task once its last chunk is acknowledged, which can be just after the client read
+    // it: wait for the count (bounded), then check it is exactly one per request.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let ok = loop {
+        let ok: f64 = centers[0].metric("r1_center_tasks_total{outcome=\"ok\"}").await
+            + centers[1].metric("r1_center_tasks_total{outcome=\"ok\"}").await;
+        if ok >= 24.0 || std::time::Instant::now() > deadline {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(ok, 24.0);
     gw_a.stop();
     gw_b.stop();
