@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway's proxy path against going direct and against nginx, in one run (issue #4).
+# The gateway's proxy path against going direct and against nginx, in one run.
 #
 # One fast upstream (r1-mock-upstream, release: a small non-streamed JSON answer, no delays) and three
 # targets in front of it, all on loopback:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Kafka hand-off's cost, in one run (issue #5): added latency against direct HTTP to the same
+# The Kafka hand-off's cost, in one run: added latency against direct HTTP to the same
 # center backend, and small tasks per second through one gateway.
 #
 # One fast backend (r1-mock-upstream, release: a one-token non-streamed answer, no delays) and three

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway's policy path against its bare proxy path, in one run (issue #6): what JWT
+# The gateway's policy path against its bare proxy path, in one run: what JWT
 # verification + limits (counted in Redis) + a cache lookup (in Redis) add per request, and what a
 # cache hit costs.
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The gateway's weighted split under load, and a live config edit during load (issue: r1-gateway).
+# The gateway's weighted split under load, and a live config edit during load.
 #   1. 2,000 middle-band requests at the configured 70/30 → edge share must be 70 % ± 3 %, no failures;
 #   2. 2,000 more while the file is edited to 30/70 halfway → zero failed requests, and the share moves.
 # Runs `r1-gateway demo` (gateway + r1-edge + local center) on free loopback ports; every conversation is new
