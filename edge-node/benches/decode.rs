@@ -137,6 +137,7 @@ fn main() {
             dynamic: true,
             max_batch_size: 32,
             max_queue: 64,
+            max_queue_wait: None,
         };
         let (submitter, handle) = batcher::spawn(model, settings, metrics).unwrap();
         for &batch in &args.batches {

@@ -10,13 +10,15 @@
 //!    went away, freeing their slots for the next iteration.
 //!
 //! Requests reach it through a bounded queue ([`Submitter::try_submit`]): a full queue is refused at
-//! once (the server answers 429), never buffered without bound. Results go back on a per-request
+//! once (the server answers 429), never buffered without bound, and so is a queue that moves too slowly
+//! (its oldest request has waited longer than `max_queue_wait`: whoever joins now would wait longer). Results go back on a per-request
 //! channel; a closed channel is how a disconnected client is noticed, at the next step.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -81,6 +83,12 @@ pub enum SubmitError {
     /// The admission queue is full: try again shortly.
     #[error("the admission queue is full")]
     Full,
+    /// The oldest queued request has waited longer than `max_queue_wait`: try again shortly.
+    #[error("queued requests wait {waited:?}, longer than the admission bound")]
+    Backlogged {
+        /// How long the oldest queued request has waited.
+        waited: Duration,
+    },
     /// The batcher has stopped.
     #[error("the generation loop has stopped")]
     Closed,
@@ -91,16 +99,32 @@ pub enum SubmitError {
 pub struct Submitter {
     queue: mpsc::Sender<GenerationRequest>,
     depth: Arc<AtomicUsize>,
+    /// When each queued request was queued, oldest first (the queue is FIFO: the batcher pops one
+    /// per request it takes).
+    waiting: Arc<Mutex<VecDeque<Instant>>>,
+    max_queue_wait: Option<Duration>,
     metrics: EdgeMetrics,
 }
 
 impl Submitter {
-    /// Queues `request`, or refuses at once when the queue is full.
+    /// Queues `request`, or refuses at once when the queue is full or its oldest request has waited
+    /// longer than `max_queue_wait`.
     pub fn try_submit(&self, request: GenerationRequest) -> Result<(), SubmitError> {
+        let Ok(mut waiting) = self.waiting.lock() else {
+            return Err(SubmitError::Closed);
+        };
+        if let (Some(bound), Some(oldest)) = (self.max_queue_wait, waiting.front()) {
+            let waited = oldest.elapsed();
+            if waited > bound {
+                return Err(SubmitError::Backlogged { waited });
+            }
+        }
         // Counted before the send: the batcher may take the request (and decrement) at once.
         let depth = self.depth.fetch_add(1, Ordering::Relaxed) + 1;
+        let enqueued_at = request.enqueued_at;
         match self.queue.try_send(request) {
             Ok(()) => {
+                waiting.push_back(enqueued_at);
                 self.metrics.queue_depth.set(depth as i64);
                 Ok(())
             }
@@ -124,6 +148,8 @@ pub struct BatchSettings {
     pub max_batch_size: usize,
     /// Most queued requests.
     pub max_queue: usize,
+    /// New requests are refused while the oldest queued one has waited longer than this.
+    pub max_queue_wait: Option<Duration>,
 }
 
 /// Controls the running loop from outside.
@@ -157,6 +183,7 @@ pub fn spawn(
 ) -> std::io::Result<(Submitter, BatcherHandle)> {
     let (tx, rx) = mpsc::channel(settings.max_queue.max(1));
     let depth = Arc::new(AtomicUsize::new(0));
+    let waiting = Arc::new(Mutex::new(VecDeque::with_capacity(settings.max_queue.min(4096))));
     let abort = Arc::new(AtomicBool::new(false));
     let eos = model.files.eos_ids();
     let batcher = Batcher {
@@ -167,6 +194,7 @@ pub fn spawn(
         settings,
         queue: rx,
         depth: depth.clone(),
+        waiting: waiting.clone(),
         abort: abort.clone(),
         metrics: metrics.clone(),
         running: Vec::new(),
@@ -179,6 +207,8 @@ pub fn spawn(
         Submitter {
             queue: tx,
             depth,
+            waiting,
+            max_queue_wait: settings.max_queue_wait,
             metrics,
         },
         BatcherHandle {
@@ -196,6 +226,7 @@ struct Batcher {
     settings: BatchSettings,
     queue: mpsc::Receiver<GenerationRequest>,
     depth: Arc<AtomicUsize>,
+    waiting: Arc<Mutex<VecDeque<Instant>>>,
     abort: Arc<AtomicBool>,
     metrics: EdgeMetrics,
     /// Row `i` of `batch` is `running[i]`.
@@ -260,6 +291,11 @@ impl Batcher {
         }
         let depth = self.depth.fetch_sub(admitted.len(), Ordering::Relaxed) - admitted.len();
         self.metrics.queue_depth.set(depth as i64);
+        if let Ok(mut waiting) = self.waiting.lock() {
+            // A submitter pushes under this lock after its send: what was received is in the queue.
+            let taken = admitted.len().min(waiting.len());
+            waiting.drain(..taken);
+        }
         // A client that left while queued costs nothing more.
         admitted.retain(|r| {
             let gone = r.events.is_closed();
@@ -429,6 +465,9 @@ impl Batcher {
                 self.depth.fetch_sub(1, Ordering::Relaxed);
                 self.metrics.finished(Outcome::Error);
                 let _ = request.events.send(Event::Failed(message.to_owned()));
+            }
+            if let Ok(mut waiting) = self.waiting.lock() {
+                waiting.clear();
             }
             self.metrics.queue_depth.set(0);
         }

@@ -5,6 +5,7 @@
 //! [server]
 //! listen = "0.0.0.0:8081"
 //! max_queue = 256
+//! max_queue_wait = "5s"
 //!
 //! [batching]
 //! dynamic = true
@@ -61,6 +62,11 @@ pub struct ServerSection {
     /// Requests waiting for a batch slot; beyond it, 429 with `Retry-After`.
     #[serde(default = "default_max_queue")]
     pub max_queue: usize,
+    /// While the oldest queued request has waited longer than this, new requests are refused with 429
+    /// and `Retry-After` (they would wait longer still): an overloaded server says so at once instead of
+    /// letting every stream's first token slip. `"0s"` turns the bound off (only `max_queue` applies).
+    #[serde(default = "default_max_queue_wait", with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// Largest `max_tokens` a request may ask for; more is a 400.
     #[serde(default = "default_max_tokens_cap")]
     pub max_tokens_cap: u32,
@@ -84,6 +90,7 @@ impl Default for ServerSection {
         Self {
             listen: default_listen(),
             max_queue: default_max_queue(),
+            max_queue_wait: default_max_queue_wait(),
             max_tokens_cap: default_max_tokens_cap(),
             default_max_tokens: default_max_tokens(),
             max_body_bytes: default_max_body_bytes(),
@@ -98,6 +105,9 @@ fn default_listen() -> SocketAddr {
 }
 fn default_max_queue() -> usize {
     256
+}
+fn default_max_queue_wait() -> Duration {
+    Duration::from_secs(5)
 }
 fn default_max_tokens_cap() -> u32 {
     1024

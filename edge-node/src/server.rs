@@ -166,6 +166,7 @@ pub async fn run(
         dynamic: config.batching.dynamic,
         max_batch_size: config.batching.max_batch_size,
         max_queue: config.server.max_queue,
+        max_queue_wait: Some(config.server.max_queue_wait).filter(|wait| !wait.is_zero()),
     };
     let (submitter, batcher) = batcher::spawn(model, settings, metrics.clone())?;
     let state = Arc::new(AppState {
@@ -331,6 +332,20 @@ async fn chat_completions(State(state): State<Arc<AppState>>, headers: HeaderMap
                             "the server is busy: its admission queue is full; retry shortly",
                         )
                         .with_code("queue_full")
+                    },
+                ),
+                Err(SubmitError::Backlogged { waited }) => reject(
+                    &state,
+                    ApiError {
+                        retry_after: Some(RETRY_AFTER_SECS),
+                        ..ApiError::new(
+                            ErrorKind::RateLimit,
+                            format!(
+                                "the server is busy: queued requests have waited {} ms for a batch slot; retry shortly",
+                                waited.as_millis()
+                            ),
+                        )
+                        .with_code("queue_backlogged")
                     },
                 ),
                 Err(SubmitError::Closed) => reject(

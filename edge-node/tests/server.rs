@@ -349,27 +349,67 @@ async fn a_full_queue_answers_429_with_retry_after() {
     let mut long = greedy("Tell me a fact about cats.", 450);
     long["ignore_eos"] = json!(true);
     long["stream"] = json!(true);
-    let mut a = server.post(long).await.bytes_stream();
+    let mut a = server.post(long.clone()).await.bytes_stream();
     a.next().await.unwrap().unwrap();
-    // ... B takes the only queue place ...
-    let b = tokio::spawn({
-        let (client, url) = (server.client.clone(), format!("{}/v1/chat/completions", server.base));
-        async move { client.post(url).json(&greedy("Hi", 4)).send().await.unwrap().status() }
-    });
-    for _ in 0..500 {
-        if server.metric("r1_edge_queue_depth").await == 1.0 {
-            break;
+    // ... and eight more arrive at once for the one queue place: a stream's status is known when it is
+    // queued or refused, so the answers come at once. One takes the place (more only if A finished
+    // meanwhile and freed a slot); the others are refused at once.
+    let posts = (0..8).map(|_| server.post(long.clone()));
+    let answers = futures::future::join_all(posts).await;
+    let mut refused = 0;
+    for answer in answers {
+        if answer.status() == 200 {
+            continue;
         }
+        assert_eq!(answer.headers()["retry-after"], "1");
+        let body = error_of(answer, 429).await;
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+        assert_eq!(body["error"]["code"], "queue_full");
+        refused += 1;
+    }
+    assert!(refused >= 5, "a full queue refuses: {refused} of 8 refused");
+    drop(a);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_that_moves_too_slowly_refuses_newcomers_at_once() {
+    let server = TestServer::start(MODEL, |c| {
+        c.batching.max_batch_size = 1;
+        c.server.max_queue = 8;
+        c.server.max_queue_wait = Duration::from_millis(300);
+    })
+    .await;
+    // Four long streams: one runs, three wait behind it (each takes a while, so the queue stays).
+    let mut long = greedy("Tell me a fact about cats.", 450);
+    long["ignore_eos"] = json!(true);
+    long["stream"] = json!(true);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(server.post(long.clone()).await);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("r1_edge_queue_depth").await < 3.0 {
+        assert!(std::time::Instant::now() < deadline, "three are queued");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(server.metric("r1_edge_queue_depth").await, 1.0, "B is queued");
-    // ... so C is refused at once.
+    // Once the oldest has waited past the bound, a newcomer is refused although the queue has room.
+    let queued = std::time::Instant::now(); // they were queued before this
+    tokio::time::sleep_until((queued + Duration::from_millis(400)).into()).await;
     let c = server.post(greedy("Hello", 4)).await;
     assert_eq!(c.headers()["retry-after"], "1");
     let body = error_of(c, 429).await;
-    assert_eq!(body["error"]["type"], "rate_limit_error");
-    drop(a);
-    assert_eq!(b.await.unwrap(), 200, "B runs once A's client is gone");
+    assert_eq!(body["error"]["code"], "queue_backlogged", "{body}");
+    assert!(server.metric("r1_edge_queue_depth").await >= 2.0, "C was not queued");
+    // Their clients gone, the queue empties, and a newcomer is admitted again.
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.metric("r1_edge_queue_depth").await > 0.0 {
+        assert!(std::time::Instant::now() < deadline, "the queue empties");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let d = server.post(greedy("Hello", 4)).await;
+    assert_eq!(d.status(), 200);
     server.stop().await;
 }
 

@@ -192,6 +192,8 @@ impl Routing {
 pub struct Upstream {
     /// The member answered with a 5xx status (relayed as the gateway's 502; not an outlier signal).
     pub answered_5xx: bool,
+    /// The member of the current attempt said it is busy (429, or 503): another may take the request.
+    pub busy: bool,
     /// Members tried for this request (resolved addresses).
     pub tried: Vec<String>,
     /// The member of the current attempt.

@@ -28,7 +28,8 @@ pub struct Metrics {
     pub shadow_decisions: IntCounterVec,
     /// Requests no pool could serve (400), by what was missing (`r1_proto::Unmet`).
     pub unservable: IntCounterVec,
-    /// Upstream failures by route and phase (`connect`, `proxy`, `first_token`, `idle`, `total`).
+    /// Upstream failures by route and phase (`connect`, `proxy`, `first_token`, `idle`, `total`; `busy`: a
+    /// member answered 429/503 and was skipped for its `Retry-After`).
     pub upstream_errors: IntCounterVec,
     /// Requests refused by the gateway itself, by error kind.
     pub rejected: IntCounterVec,

@@ -8,7 +8,10 @@
 //! - **Outlier ejection**: `unhealthy_threshold` consecutive failed live requests eject a member
 //!   for `EJECTION` (it is reported disabled to the balancer), whatever the probes say meanwhile.
 //! - **Saturation**: a pool with `max_in_flight` requests in flight reports itself saturated, and
-//!   the router fails over to the other pool.
+//!   the router fails over to the other pool. So does a pool whose every ready member said it is busy
+//!   (429, or 503, before any token): such a member is skipped for its `Retry-After` (1 s when it gives
+//!   none, at most [`MAX_BUSY`]), so an overloaded member is not sent more until it has room, and a pool
+//!   with none left sheds at once instead of queueing every stream behind the slow ones.
 //! - **What it serves** is learned from each member's model card with the health checks and
 //!   overridden by `[<pool>.capabilities]` (see [`crate::card`]); the router keeps a request off a
 //!   pool that cannot serve it.
@@ -16,7 +19,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,9 @@ use crate::route::PoolState;
 /// How long an outlier stays out of rotation.
 pub const EJECTION: Duration = Duration::from_secs(10);
 
+/// The longest a member that said it is busy is skipped, whatever its `Retry-After` asks.
+pub const MAX_BUSY: Duration = Duration::from_secs(5);
+
 /// Members, ejections and what they serve, shared between a pool, its balancer's discovery and its
 /// health checks.
 #[derive(Debug)]
@@ -55,6 +61,12 @@ pub struct Membership {
     cards: Mutex<HashMap<String, (Option<Capabilities>, Instant)>>,
     /// What the pool serves: its members' common capabilities, config applied.
     serves: ArcSwap<Capabilities>,
+    /// Per resolved address: until when a member that said it is busy is skipped.
+    busy: Mutex<HashMap<String, Instant>>,
+    /// The latest of those instants, as milliseconds since `epoch`: selection takes the lock only
+    /// while some member may still be busy.
+    busy_until_ms: AtomicU64,
+    epoch: Instant,
 }
 
 impl Membership {
@@ -72,6 +84,9 @@ impl Membership {
             settings: ArcSwap::from_pointee((settings.model.to_owned(), settings.capabilities.clone())),
             cards: Mutex::default(),
             serves: ArcSwap::from_pointee(settings.capabilities.apply(baseline)),
+            busy: Mutex::default(),
+            busy_until_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
         };
         membership.recompute();
         membership
@@ -239,6 +254,8 @@ pub struct MemberStatus {
     pub consecutive_failures: u32,
     /// Ejected as an outlier right now.
     pub ejected: bool,
+    /// Said it is busy and is skipped right now.
+    pub busy: bool,
 }
 
 /// A pool as `/admin/pools` shows it.
@@ -320,23 +337,72 @@ impl Pool {
         **self.membership.serves.load()
     }
 
-    /// A ready member, round robin, skipping `exclude` (members already tried for this request).
+    /// A ready member, round robin, skipping `exclude` (members already tried for this request) and
+    /// members that said they are busy.
     pub fn select(&self, exclude: &[String]) -> Option<Backend> {
+        let busy = self.busy_members();
         self.balancer.select_with(b"", 64, |backend, healthy| {
-            healthy && !exclude.contains(&backend.addr.to_string())
+            if !healthy {
+                return false;
+            }
+            let address = backend.addr.to_string();
+            !exclude.contains(&address) && busy.as_ref().is_none_or(|busy| !busy.contains(&address))
         })
     }
 
-    /// Health and capacity, for the router.
+    /// Health and capacity, for the router: saturated at `max_in_flight`, or when every ready member
+    /// said it is busy.
     pub fn state(&self) -> PoolState {
         let backends = self.balancer.backends();
-        let healthy = backends.get_backend().iter().any(|b| backends.ready(b));
+        let busy = self.busy_members();
+        let mut healthy = false;
+        let mut room = false;
+        for backend in backends.get_backend().iter().filter(|b| backends.ready(b)) {
+            healthy = true;
+            room |= busy
+                .as_ref()
+                .is_none_or(|busy| !busy.contains(&backend.addr.to_string()));
+        }
         PoolState {
             healthy,
-            saturated: self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight.load(Ordering::Relaxed),
+            saturated: !room || self.in_flight.load(Ordering::Relaxed) >= self.max_in_flight.load(Ordering::Relaxed),
             serves: self.serves(),
             configured: !self.membership.members.load().is_empty(),
         }
+    }
+
+    /// A member answered that it is busy (429, or 503 before any token): it is skipped for
+    /// `retry_after` (1 s when it gave none), at most [`MAX_BUSY`].
+    pub fn busy(&self, member: &str, retry_after: Option<Duration>) {
+        let wait = retry_after
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_millis(100), MAX_BUSY);
+        let until = Instant::now() + wait;
+        let m = &self.membership;
+        if let Ok(mut busy) = m.busy.lock() {
+            busy.insert(member.to_owned(), until);
+            let ms = u64::try_from(until.duration_since(m.epoch).as_millis()).unwrap_or(u64::MAX);
+            m.busy_until_ms.fetch_max(ms, Ordering::Relaxed);
+        }
+        tracing::info!(
+            pool = self.route.as_str(),
+            member,
+            ?wait,
+            "member busy: skipped until it has room"
+        );
+    }
+
+    /// The members still busy now; `None` (no lock taken) when none can be.
+    fn busy_members(&self) -> Option<BTreeSet<String>> {
+        let m = &self.membership;
+        let now_ms = u64::try_from(m.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if m.busy_until_ms.load(Ordering::Relaxed) <= now_ms {
+            return None;
+        }
+        let mut busy = m.busy.lock().ok()?;
+        let now = Instant::now();
+        busy.retain(|_, until| *until > now);
+        Some(busy.keys().cloned().collect())
     }
 
     /// Counts a request in flight until the guard drops.
@@ -385,6 +451,7 @@ impl Pool {
         let outliers = self.membership.outliers.lock().map(|o| o.clone()).unwrap_or_default();
         let resolved = self.membership.resolved.lock().map(|r| r.clone()).unwrap_or_default();
         let cards = self.membership.cards.lock().map(|c| c.clone()).unwrap_or_default();
+        let busy = self.busy_members().unwrap_or_default();
         let members = self
             .membership
             .members
@@ -402,6 +469,7 @@ impl Pool {
                     serves: address.and_then(|a| cards.get(a)).and_then(|(c, _)| *c),
                     consecutive_failures: failures,
                     ejected: until.is_some_and(|u| u > now),
+                    busy: address.is_some_and(|a| busy.contains(a)),
                 }
             })
             .collect();

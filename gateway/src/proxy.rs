@@ -323,6 +323,9 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // A new attempt: what the last one decided (a busy member) no longer answers the request.
+        let after_busy = std::mem::take(&mut ctx.upstream.busy);
+        ctx.upstream.error = None;
         let mut route = ctx.route().unwrap_or(Route::Edge);
         let mut selected = self.gateway.pool(route).select(&ctx.upstream.tried);
         if selected.is_none() && !ctx.route.pinned {
@@ -336,7 +339,13 @@ impl ProxyHttp for GatewayProxy {
                 && let Some(mut decision) = ctx.route.decision.clone()
             {
                 decision.route = other;
-                decision.reason = r1_proto::RouteReason::FailoverUnhealthy;
+                // Ready members that said they are busy, or none ready (or left untried) at all.
+                let state = self.gateway.pool(route).state();
+                decision.reason = if after_busy || (state.healthy && state.saturated) {
+                    r1_proto::RouteReason::FailoverSaturated
+                } else {
+                    r1_proto::RouteReason::FailoverUnhealthy
+                };
                 self.gateway
                     .metrics
                     .decisions
@@ -352,12 +361,13 @@ impl ProxyHttp for GatewayProxy {
         }
         let pool = self.gateway.pool(route);
         let Some(backend) = selected else {
-            let error = GatewayError::upstream(
-                ErrorKind::Overloaded,
-                ctx.source(),
-                format!("no healthy {} member is available", route.as_str()),
-            )
-            .retry_after(1);
+            let state = pool.state();
+            let message = if after_busy || (state.healthy && state.saturated) {
+                format!("every {} member is busy; retry shortly", route.as_str())
+            } else {
+                format!("no healthy {} member is available", route.as_str())
+            };
+            let error = GatewayError::upstream(ErrorKind::Overloaded, ctx.source(), message).retry_after(1);
             ctx.upstream.error = Some(error);
             return Err(Error::explain(HTTPStatus(503), "no healthy member"));
         };
@@ -442,6 +452,37 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = response.status.as_u16();
+        if status == 429 || status == 503 {
+            // The member is busy (a full or slow queue, draining, a provider's rate limit): it did not
+            // take the request. It is skipped for its Retry-After, and another member or the other pool
+            // takes the request (`error_while_proxy`); nothing of it reached the client yet.
+            let retry_after = response
+                .headers
+                .get(http::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            let route = ctx.route().unwrap_or(Route::Edge);
+            if let Some(peer) = &ctx.upstream.peer {
+                self.gateway
+                    .pool(route)
+                    .busy(peer, retry_after.map(std::time::Duration::from_secs));
+            }
+            self.gateway
+                .metrics
+                .upstream_errors
+                .with_label_values(&[route.as_str(), "busy"])
+                .inc();
+            ctx.upstream.busy = true;
+            ctx.upstream.error = Some(
+                GatewayError::upstream(
+                    ErrorKind::Overloaded,
+                    ctx.source(),
+                    format!("the {} is busy; retry shortly", route.as_str()),
+                )
+                .retry_after(retry_after.unwrap_or(1).clamp(1, crate::pools::MAX_BUSY.as_secs())),
+            );
+            return Err(Error::explain(HTTPStatus(503), "upstream member busy"));
+        }
         if status >= 500 {
             // An upstream failure is the gateway's 502 with an OpenAI body (`fail_to_proxy`): the
             // upstream's own body and headers (addresses, versions) never reach the client. It does not
@@ -615,10 +656,17 @@ impl ProxyHttp for GatewayProxy {
         let mut e = e.more_context(format!("peer {peer}"));
         // `ReusedOnly` marks an I/O failure on a connection taken from the pool: an upstream that closed
         // it while idle (or died) never processed the request. Nothing reached the client yet either.
-        let stale = client_reused
-            && matches!(e.retry, pingora::RetryType::ReusedOnly)
-            && session.response_written().is_none()
+        // A retry replays the body from Pingora's retry buffer: never one that overflowed it (the proxy
+        // path takes bodies up to that buffer's size; this keeps a truncated replay impossible).
+        let replayable = session.response_written().is_none()
+            && !session.as_ref().retry_buffer_truncated()
             && ctx.upstream.tried.len() < MAX_CONNECT_TRIES;
+        if ctx.upstream.busy {
+            e.set_retry(replayable);
+            ctx.upstream.peer = None; // not an outlier, and not the member that answered
+            return e;
+        }
+        let stale = client_reused && matches!(e.retry, pingora::RetryType::ReusedOnly) && replayable;
         e.set_retry(stale);
         if stale {
             let route = ctx.route().unwrap_or(Route::Edge);
@@ -651,6 +699,7 @@ impl ProxyHttp for GatewayProxy {
         });
         if let Some(route) = ctx.route()
             && !matches!(e.esource(), ErrorSource::Downstream)
+            && !ctx.upstream.busy
         {
             self.gateway
                 .metrics
@@ -704,8 +753,9 @@ impl ProxyHttp for GatewayProxy {
         if let (Some(peer), Some(route)) = (&ctx.upstream.peer, ctx.route()) {
             // Passive outlier detection counts what the member did, not what a request made it answer:
             // transport failures and timeouts, never its HTTP answers (4xx or 5xx).
-            let failed =
-                !ctx.upstream.answered_5xx && e.is_some_and(|e| !matches!(e.esource(), ErrorSource::Downstream));
+            let failed = !ctx.upstream.answered_5xx
+                && !ctx.upstream.busy
+                && e.is_some_and(|e| !matches!(e.esource(), ErrorSource::Downstream));
             self.gateway.pool(route).report(peer, !failed);
         }
         ctx.upstream.in_flight = None;

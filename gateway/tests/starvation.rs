@@ -139,7 +139,13 @@ async fn slow_bodies_of_one_tenant_never_starve_another() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(gw.metric("r1_in_flight").await, 0.0, "every place given back");
+    // A place is given back when the gateway has logged the request, just after the client read the
+    // answer: polled, with a deadline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gw.metric("r1_in_flight").await != 0.0 {
+        assert!(Instant::now() < deadline, "every place given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     gw.stop();
 }
 
@@ -256,5 +262,88 @@ async fn an_embedded_batch_larger_than_the_interactive_queue_loses_no_line() {
         json!({"total": 1500, "completed": 1500, "failed": 0}),
         "every line was queued and answered"
     );
+    gw.stop();
+}
+
+/// A member that says it is busy (429 with `Retry-After`, as r1-edge does when its queue is full or moves
+/// too slowly) is skipped for that long and its refusal is retried where there is room; a pool whose
+/// members are all busy counts as saturated, so requests go to the other pool, and one that may go
+/// nowhere else is shed at once with 503 + `Retry-After` — the busy member is not sent more meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_member_is_skipped_and_with_no_room_left_the_request_is_shed_at_once() {
+    let serve = |script: r1_mock_upstream::Script| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        r1_mock_upstream::serve(listener, script).await.unwrap()
+    };
+    let busy = serve(r1_mock_upstream::Script::default().per_request(|_| r1_mock_upstream::Reply::status(429))).await;
+    let edge = serve(r1_mock_upstream::Script::default().content(2, "ok ")).await;
+    let center = serve(r1_mock_upstream::Script::default().content(2, "ok ")).await;
+    let ask = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4});
+    let received = |h: &r1_mock_upstream::Handle| h.stats().received.load(std::sync::atomic::Ordering::Relaxed);
+
+    // Two edge members, one busy: every request is answered, the busy one is asked about once a second.
+    let gw = Gateway::start(&[busy.addr(), edge.addr()], &[center.addr()], "").await;
+    for _ in 0..6 {
+        let r = gw.chat(ask(EDGE_MODEL)).await;
+        assert_eq!(
+            r.status(),
+            200,
+            "a busy member's refusal is retried on the other member"
+        );
+        assert_eq!(r.headers()["x-r1-route"], "edge");
+    }
+    assert_eq!(
+        received(&busy),
+        1,
+        "skipped for its Retry-After once it said it is busy"
+    );
+    assert!(
+        gw.metric("r1_upstream_errors_total{phase=\"busy\",route=\"edge\"}")
+            .await
+            >= 1.0
+    );
+    let pools = gw.pools().await;
+    let member = pools["pools"][0]["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["address"] == busy.addr().to_string())
+        .unwrap()
+        .clone();
+    assert_eq!(member["busy"], true, "{pools}");
+    assert_eq!(member["consecutive_failures"], 0, "busy is not a failure: {pools}");
+    assert_eq!(member["ejected"], false, "{pools}");
+    gw.stop();
+
+    // The edge's only member busy: a request the router sends to the edge fails over to the center...
+    let before = received(&busy);
+    let gw = Gateway::start(
+        &[busy.addr()],
+        &[center.addr()],
+        "[routing]\nedge_max = 1.0\ncenter_min = 1.0\n",
+    )
+    .await;
+    let r = gw.chat(ask("deepseek-r1")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-r1-route"], "center");
+    assert_eq!(r.headers()["x-r1-route-reason"], "failover_saturated");
+    assert_eq!(received(&busy), before + 1, "it asked the edge first");
+    // ... and while it is busy, the next ones go to the center without asking it.
+    let r = gw.chat(ask("deepseek-r1")).await;
+    assert_eq!(r.headers()["x-r1-route"], "center");
+    assert_eq!(r.headers()["x-r1-route-reason"], "failover_saturated");
+    // A request pinned to the edge (its model named) may go nowhere else: shed at once.
+    let started = Instant::now();
+    let r = gw.chat(ask(EDGE_MODEL)).await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("busy"), "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "shed at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(received(&busy), before + 1, "the busy member was not sent more");
     gw.stop();
 }

@@ -43,6 +43,8 @@ impl OnnxBackend {
             dynamic: true,
             max_batch_size,
             max_queue,
+            // The worker's own in-flight bound admits tasks; a queued task waits its turn.
+            max_queue_wait: None,
         };
         let (submitter, batcher) = batcher::spawn(model, settings, r1_edge::metrics::EdgeMetrics::new()?)?;
         Ok(Self {
@@ -79,7 +81,9 @@ impl Backend for OnnxBackend {
                 BackendError::new(code, e.to_string(), false)
             })?;
         self.submitter.try_submit(generation).map_err(|e| match e {
-            SubmitError::Full => BackendError::new(TaskErrorCode::Overloaded, "the local model's queue is full", true),
+            SubmitError::Full | SubmitError::Backlogged { .. } => {
+                BackendError::new(TaskErrorCode::Overloaded, "the local model's queue is full", true)
+            }
             SubmitError::Closed => BackendError::new(TaskErrorCode::Backend, "the local model has stopped", false),
         })?;
         // Dropping `events` (this future dropped: a cancel, a deadline) stops the generation.
