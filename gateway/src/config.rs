@@ -90,10 +90,23 @@ pub struct ListenSection {
     /// Idle upstream connections kept for reuse, over all members.
     #[serde(default = "default_upstream_pool")]
     pub upstream_pool: usize,
+    /// After SIGTERM: how long the listeners stay open while readiness is false, so load balancers
+    /// take the replica out before it stops accepting (whole seconds).
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Then: how long requests in flight (streams) get to finish before they are cut (whole seconds).
+    #[serde(default = "default_shutdown_drain", with = "humantime_serde")]
+    pub shutdown_drain: Duration,
 }
 
 fn default_upstream_pool() -> usize {
     1024
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_shutdown_drain() -> Duration {
+    Duration::from_secs(30)
 }
 
 impl Default for ListenSection {
@@ -104,6 +117,8 @@ impl Default for ListenSection {
             tls: None,
             threads: None,
             upstream_pool: default_upstream_pool(),
+            shutdown_grace: default_shutdown_grace(),
+            shutdown_drain: default_shutdown_drain(),
         }
     }
 }
@@ -736,6 +751,14 @@ impl Validate for GatewayConfig {
         }
         if !(1..=1_000_000).contains(&self.listen.upstream_pool) {
             problems.push("listen.upstream_pool: must be 1..=1000000".to_owned());
+        }
+        for (key, value) in [
+            ("listen.shutdown_grace", self.listen.shutdown_grace),
+            ("listen.shutdown_drain", self.listen.shutdown_drain),
+        ] {
+            if value.subsec_nanos() != 0 || value > Duration::from_secs(3600) {
+                problems.push(format!("{key}: must be whole seconds, at most 1h"));
+            }
         }
         if self
             .models

@@ -114,12 +114,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             tracing::info!(public = %config.listen.public, admin = %config.listen.admin, "r1-gateway starting");
-            let built = r1_gateway::server::build(
-                config,
-                cli.config.clone(),
-                r1_gateway::server::DEFAULT_GRACE,
-                r1_gateway::server::DEFAULT_DRAIN,
-            )?;
+            let (grace, drain) = (config.listen.shutdown_grace, config.listen.shutdown_drain);
+            let built = r1_gateway::server::build(config, cli.config.clone(), grace, drain)?;
             r1_gateway::server::run_until_signal(built);
             Ok(ExitCode::SUCCESS)
         }

@@ -71,6 +71,16 @@ impl GatewayProxy {
             ctx.route.shape = shape; // its errors take that API's shape
         }
         if endpoint.is_api() {
+            if self.gateway.is_closing() {
+                // Shutting down, past the grace in which load balancers took this replica out: a
+                // straggler goes elsewhere (the connection closes, so its next request does too).
+                session.set_keepalive(None);
+                return Err(GatewayError::downstream(
+                    ErrorKind::Overloaded,
+                    "the gateway is shutting down; retry shortly",
+                )
+                .retry_after(1));
+            }
             crate::admit::enter(&self.gateway, session.req_header(), ctx, endpoint.is_bounded())?;
         }
         let written = match endpoint {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use pingora::lb::LoadBalancer;
 use pingora::lb::selection::RoundRobin;
 use pingora::server::configuration::ServerConf;
-use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::{BackgroundService, GenBackgroundService, background_service};
 use pingora::services::listening::Service;
 use r1_proto::Route;
@@ -23,17 +23,16 @@ use crate::proxy::GatewayProxy;
 use crate::state::Gateway;
 use crate::tls::CertStore;
 
-/// How long, after SIGTERM, the listeners stay open while readiness is false (load balancers notice).
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(5);
-/// How long in-flight requests then get to finish.
-pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
-
 /// A built gateway, ready to run.
 pub struct Built {
     /// The Pingora server with every service added.
     pub server: Server,
     /// The shared state (for tests and embedding).
     pub gateway: Arc<Gateway>,
+    /// After SIGTERM: listeners open with readiness false, then requests in flight get `drain`.
+    pub grace: Duration,
+    /// See `grace`.
+    pub drain: Duration,
 }
 
 /// What `config` would refuse at start that validation does not look at (it reads no files): the
@@ -47,7 +46,9 @@ pub fn preflight(config: &GatewayConfig) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Builds the gateway for `config` (re-read from `path` on reload, if given).
+/// Builds the gateway for `config` (re-read from `path` on reload, if given). After SIGTERM the listeners
+/// stay open for `grace` while readiness is false, then requests in flight get `drain` to finish
+/// (`listen.shutdown_grace` / `listen.shutdown_drain` for the production binary).
 pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drain: Duration) -> anyhow::Result<Built> {
     let conf = ServerConf {
         threads: config
@@ -55,8 +56,10 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)),
         upstream_keepalive_pool_size: config.listen.upstream_pool,
-        grace_period_seconds: Some(grace.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(drain.as_secs()),
+        // Pingora's grace sleeps whether or not anything is in flight, and its runtime shutdown cancels
+        // every request still running: `run_until_signal` drains before handing over instead.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
@@ -116,7 +119,12 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     server.add_service(center_service);
     server.add_service(background_service("config reload", Reloader(gateway.clone())));
     server.add_service(background_service("drain watch", DrainWatch(gateway.clone())));
-    Ok(Built { server, gateway })
+    Ok(Built {
+        server,
+        gateway,
+        grace,
+        drain,
+    })
 }
 
 impl std::fmt::Debug for Built {
@@ -144,10 +152,79 @@ fn pool(
     (pool, service)
 }
 
-/// Runs until SIGTERM (graceful: readiness false, `grace`, then in-flight requests get `drain`) or
-/// SIGINT (fast).
+/// Runs until SIGTERM (graceful: readiness false, the listeners open for `grace`, then requests in flight
+/// get up to `drain` to finish while new ones are refused) or SIGINT (fast: everything is cut).
 pub fn run_until_signal(built: Built) {
-    built.server.run(RunArgs::default());
+    let signal = DrainSignal {
+        gateway: built.gateway.clone(),
+        grace: built.grace,
+        drain: built.drain,
+    };
+    built.server.run(RunArgs {
+        shutdown_signal: Box::new(signal),
+    });
+}
+
+/// The shutdown signal of the production binary. Pingora's own graceful terminate sleeps its grace
+/// whatever is in flight and then drops every task still running (a stream is cut mid-answer), so the
+/// drain happens here, before Pingora is told to stop: SIGTERM → readiness false at once; `grace` with
+/// the listeners serving as before (load balancers take the replica out); then new API requests are
+/// refused (503, connection closed) until the requests in flight have finished or `drain` is over.
+struct DrainSignal {
+    gateway: Arc<Gateway>,
+    grace: Duration,
+    drain: Duration,
+}
+
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for DrainSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .map_err(|e| tracing::error!(error = %e, signal = name, "cannot listen for the signal"))
+                .ok()
+        };
+        let mut terminate = listen(SignalKind::terminate(), "SIGTERM");
+        let mut interrupt = listen(SignalKind::interrupt(), "SIGINT");
+        tokio::select! {
+            _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+            _ = next(&mut terminate) => {}
+        }
+        self.gateway.drain();
+        tracing::info!(grace = ?self.grace, "SIGTERM: readiness is false; serving on for the grace period");
+        tokio::select! {
+            _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+            _ = tokio::time::sleep(self.grace) => {}
+        }
+        self.gateway.close();
+        let deadline = tokio::time::Instant::now() + self.drain;
+        loop {
+            let open = self.gateway.limiter.stats().in_flight;
+            if open == 0 {
+                tracing::info!("drained: no request in flight; stopping");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(open, drain = ?self.drain, "drain time is over; cutting the requests still in flight");
+                break;
+            }
+            tokio::select! {
+                _ = next(&mut interrupt) => return ShutdownSignal::FastShutdown,
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        }
+        ShutdownSignal::GracefulTerminate
+    }
 }
 
 /// Sets readiness to false as soon as shutdown starts.

@@ -30,6 +30,8 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Metrics,
     ready: AtomicBool,
+    /// Past the shutdown grace: new API requests are refused while the ones in flight finish.
+    closing: AtomicBool,
     handoff: Option<Arc<crate::handoff::Handoff>>,
     verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
     /// Limits (shared through Redis when `[redis]` is configured).
@@ -109,6 +111,7 @@ impl Gateway {
             center,
             metrics,
             ready: AtomicBool::new(true),
+            closing: AtomicBool::new(false),
         }
     }
 
@@ -205,6 +208,18 @@ impl Gateway {
     /// Marks the gateway as draining: `/readyz` answers 503 from now on.
     pub fn drain(&self) {
         self.ready.store(false, Ordering::Relaxed);
+    }
+
+    /// The shutdown grace is over: new API requests are refused (503, connection closed) while the
+    /// ones in flight finish.
+    pub fn close(&self) {
+        self.drain();
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether new API requests are refused because the gateway is shutting down.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     /// Re-reads the configuration file; applies it if valid, keeps the old one otherwise. Requests in

@@ -1,5 +1,6 @@
 //! The gateway on real sockets in front of real r1-edge servers (in process, the shipped model):
-//! routing, streaming, headers, errors, failover, mid-stream failure, live reload, admin API.
+//! routing, streaming, headers, errors, failover, mid-stream failure, live reload, admin API, and the
+//! production binary's SIGTERM drain.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -343,8 +344,17 @@ async fn what_a_pool_serves_comes_from_its_members_cards_and_config_overrides_it
     let routing = "[routing]\nedge_max = 0.99\ncenter_min = 1.0\n";
     let gw = Gateway::start(&[edge.addr], &[center.addr()], routing).await;
 
-    // Learned with the health checks: r1-edge's card whole, the vLLM-shaped card's context window.
-    let pools = gw.pools().await;
+    // Learned with the health checks: r1-edge's card whole, the vLLM-shaped card's context window. A
+    // card is read once its member's check passed, so it can come a check after the member is ready.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let pools = loop {
+        let pools = gw.pools().await;
+        let learned = |p: &Value| p["members"][0].get("serves").is_some_and(|s| !s.is_null());
+        if learned(&pools["pools"][0]) && learned(&pools["pools"][1]) || Instant::now() > deadline {
+            break pools;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let (edge_pool, center_pool) = (&pools["pools"][0], &pools["pools"][1]);
     assert_eq!(edge_pool["serves"]["max_tokens"], 1024, "{pools}");
     assert_eq!(edge_pool["serves"]["context_length"], 512, "{pools}");
@@ -759,4 +769,140 @@ async fn embeddings_go_to_the_pool_that_declares_them_and_are_a_404_naming_the_k
         "{error}"
     );
     gw.stop();
+}
+
+/// SIGTERM to the production binary with streams open: readiness is false at once (load balancers take
+/// the replica out), the replica serves on for `listen.shutdown_grace`, then refuses new requests while
+/// the streams finish with their `[DONE]` within `listen.shutdown_drain`, and the process then exits
+/// cleanly (Pingora's own graceful stop would cut them at the end of its grace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_makes_readiness_false_at_once_and_lets_open_streams_finish() {
+    // Each answer streams 20 tokens over about 2 s.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .content(20, "tok ")
+        .delays(Duration::from_millis(50), Duration::from_millis(100));
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let (public, admin) = (support::free_port(), support::free_port());
+    let dir = std::env::temp_dir().join(format!("r1-gw-sigterm-{}-{public}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[listen]\npublic = \"127.0.0.1:{public}\"\nadmin = \"127.0.0.1:{admin}\"\n\
+             shutdown_grace = \"1s\"\nshutdown_drain = \"20s\"\n\
+             [auth]\nenabled = false\n[cache]\nenabled = false\n\
+             [edge]\nmodel = \"{EDGE_MODEL}\"\nmembers = [\"{}\"]\nhealth = {{ interval = \"200ms\" }}\n\
+             [center]\nmodel = \"{CENTER_MODEL}\"\nmembers = []\n",
+            upstream.addr()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_r1-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::new();
+    let (public, admin) = (
+        format!("http://127.0.0.1:{public}"),
+        format!("http://127.0.0.1:{admin}"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pools = match client.get(format!("{admin}/admin/pools")).send().await {
+            Ok(r) => r.json::<Value>().await.unwrap_or(Value::Null),
+            Err(_) => Value::Null,
+        };
+        if pools["pools"][0]["members"][0]["ready"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the gateway never became ready: {pools}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ready = |client: reqwest::Client, public: String| async move {
+        client
+            .get(format!("{public}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ready(client.clone(), public.clone()).await, 200);
+
+    // Three streams open, each past its first token.
+    let mut streams = Vec::new();
+    for n in 0..3 {
+        let body = json!({"model": EDGE_MODEL, "messages": [{"role": "user", "content": format!("stream {n}")}], "stream": true});
+        let r = client
+            .post(format!("{public}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        streams.push(r);
+    }
+    let started = Instant::now();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // Readiness is false at once (well within the 1 s grace, while the listener still answers).
+    let deadline = Instant::now() + Duration::from_millis(900);
+    while ready(client.clone(), public.clone()).await != 503 {
+        assert!(Instant::now() < deadline, "readiness still true after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Through the grace the replica serves as before; after it, a new API request is refused (503,
+    // Retry-After) while the open streams finish.
+    let models = |client: reqwest::Client, public: String| async move {
+        let r = client.get(format!("{public}/v1/models")).send().await.unwrap();
+        (r.status().as_u16(), r.headers().get("retry-after").cloned())
+    };
+    assert_eq!(
+        models(client.clone(), public.clone()).await.0,
+        200,
+        "served during the grace"
+    );
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let refused = loop {
+        let (status, retry_after) = models(client.clone(), public.clone()).await;
+        if status == 503 {
+            assert_eq!(retry_after.unwrap(), "1");
+            break started.elapsed();
+        }
+        assert!(Instant::now() < deadline, "new requests still served after the grace");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        refused >= Duration::from_millis(900),
+        "refused only after the 1 s grace: {refused:?}"
+    );
+    // Every open stream finishes with its [DONE], no error.
+    for stream in streams {
+        let text = stream.text().await.unwrap();
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        assert!(!text.contains("\"error\""), "{text}");
+        assert_eq!(text.matches("tok ").count(), 20, "the whole answer: {text}");
+    }
+    // And the process exits cleanly once they are done, within grace + drain.
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running {:?} after SIGTERM",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    upstream.shutdown().await.unwrap();
 }

@@ -1,15 +1,113 @@
 //! What crosses the gateway between a client and a model server: only allow-listed client headers go
 //! upstream (never credentials, cookies, forwarding claims or a stale `Content-Encoding`); an upstream
 //! failure reaches the client as the gateway's own 502 with an OpenAI error body, never the upstream's
-//! body or headers; the upstream's `Server` and private `x-*` headers never reach a client.
+//! body or headers; the upstream's `Server` and private `x-*` headers never reach a client. And what a
+//! broken model server does to an exchange: a reset after it read the request is one clean 502 (the
+//! request is not replayed into it), and a server that goes silent is cut at the first-token limit
+//! with a 504 and its socket closed.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 mod support;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
 use r1_mock_upstream::{Reply, Script};
 use serde_json::{Value, json};
 use support::{EDGE_MODEL, Gateway, header};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What a broken model server does with a chat request once it has read it whole.
+#[derive(Debug, Clone, Copy)]
+enum Broken {
+    /// Resets the connection (a crash) before writing anything.
+    Reset,
+    /// Writes nothing and keeps the connection open until the peer closes it.
+    Silent,
+}
+
+/// A model server on a raw socket: health checks (`GET`) are answered 200; each chat request is read
+/// whole, counted, and then met with `broken`. `closed` counts connections the gateway closed on it.
+struct RawUpstream {
+    addr: std::net::SocketAddr,
+    chats: Arc<AtomicU64>,
+    closed: Arc<AtomicU64>,
+}
+
+impl RawUpstream {
+    async fn start(broken: Broken) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (chats, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let (c, d) = (chats.clone(), closed.clone());
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                tokio::spawn(Self::serve(socket, broken, c.clone(), d.clone()));
+            }
+        });
+        Self { addr, chats, closed }
+    }
+
+    async fn serve(mut socket: TcpStream, broken: Broken, chats: Arc<AtomicU64>, closed: Arc<AtomicU64>) {
+        let mut buf = Vec::new();
+        loop {
+            // One request: its head, then `content-length` bytes of body.
+            let head_end = loop {
+                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+                let mut chunk = [0u8; 4096];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map_or(0, |v| v.trim().parse().unwrap());
+            while buf.len() < head_end + length {
+                let mut chunk = [0u8; 4096];
+                match socket.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            buf.drain(..head_end + length);
+            if head.starts_with("get ") {
+                let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                if socket.write_all(ok.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            chats.fetch_add(1, Ordering::SeqCst);
+            match broken {
+                Broken::Reset => {
+                    // SO_LINGER 0: the close is a RST, as when the process dies (a zero linger never
+                    // blocks the thread, which is what the deprecation warns of).
+                    #[allow(deprecated)]
+                    let _ = socket.set_linger(Some(Duration::ZERO));
+                    return;
+                }
+                Broken::Silent => {
+                    let mut rest = [0u8; 64];
+                    while let Ok(n) = socket.read(&mut rest).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+}
 
 fn ask(text: &str) -> Value {
     json!({"model": EDGE_MODEL, "messages": [{"role": "user", "content": text}], "max_tokens": 8})
@@ -76,4 +174,64 @@ async fn only_allow_listed_headers_cross_and_upstream_failures_are_the_gateways_
 
     gw.stop();
     upstream.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_member_that_resets_after_reading_the_request_is_one_clean_502_and_sees_it_once() {
+    let upstream = RawUpstream::start(Broken::Reset).await;
+    let gw = Gateway::start(&[upstream.addr], &[], "").await;
+    for round in 1..=3u64 {
+        let r = gw.chat(ask("hello")).await;
+        assert_eq!(r.status(), 502, "round {round}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "upstream_error", "{body}");
+        assert_eq!(
+            upstream.chats.load(Ordering::SeqCst),
+            round,
+            "a request the member read is never replayed into it"
+        );
+    }
+    assert_eq!(
+        gw.metric("r1_upstream_errors_total{phase=\"proxy\",route=\"edge\"}")
+            .await,
+        3.0
+    );
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_member_is_cut_at_the_first_token_limit_with_a_504_and_its_socket_closed() {
+    let upstream = RawUpstream::start(Broken::Silent).await;
+    let gw = Gateway::start(
+        &[upstream.addr],
+        &[],
+        "[timeouts]\nfirst_token = \"1500ms\"\nidle = \"500ms\"\ntotal = \"20s\"\n",
+    )
+    .await;
+    for stream in [false, true] {
+        let mut body = ask("hello");
+        body["stream"] = json!(stream);
+        let started = Instant::now();
+        let r = gw.chat(body).await;
+        let took = started.elapsed();
+        assert_eq!(
+            r.status(),
+            504,
+            "stream {stream}: nothing was sent, so a status can still say it"
+        );
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["type"], "timeout_error", "{body}");
+        assert!(
+            took >= Duration::from_millis(1400) && took < Duration::from_secs(5),
+            "cut at first_token (1.5 s), not idle (0.5 s) or never: {took:?}"
+        );
+    }
+    // The gateway closed the upstream sockets it gave up on (polled: the close is asynchronous).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while upstream.closed.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the silent member's sockets were left open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(upstream.chats.load(Ordering::SeqCst), 2);
+    gw.stop();
 }
