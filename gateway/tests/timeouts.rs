@@ -181,3 +181,102 @@ async fn through_the_hand_off_no_first_token_in_time_is_a_504_before_anything_is
     );
     gw.stop();
 }
+
+/// Waits (at most `within`) until `model` has no request in flight: its work for a client that went
+/// away has stopped.
+async fn stops_within(model: &r1_mock_upstream::Handle, within: Duration, what: &str) {
+    let deadline = Instant::now() + within;
+    while model.stats().snapshot().in_flight > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the model still works for a client that left"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads `r`'s body until a piece holds `needle`, then drops it: the client goes away.
+async fn read_until_then_leave(r: reqwest::Response, needle: &str) {
+    use futures::StreamExt;
+    let mut body = r.bytes_stream();
+    let mut seen = Vec::new();
+    while let Some(piece) = body.next().await {
+        seen.extend_from_slice(&piece.unwrap());
+        if String::from_utf8_lossy(&seen).contains(needle) {
+            return;
+        }
+    }
+    panic!("the stream ended before {needle:?}: {}", String::from_utf8_lossy(&seen));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_that_goes_away_stops_the_model_within_a_second_on_both_paths_and_nothing_is_cached() {
+    // 50 tokens 100 ms apart, after 50 ms: a 5 s answer.
+    let slow = || {
+        Script::default()
+            .content(50, "tok ")
+            .delays(Duration::from_millis(50), Duration::from_millis(100))
+    };
+    let ask = |model: &str| {
+        json!({"model": model, "messages": [{"role": "user", "content": "count slowly"}], "stream": true,
+               "temperature": 0, "max_tokens": 60})
+    };
+
+    // Proxied (edge), with the result cache on: mid-stream, then before the first token.
+    let model = upstream(slow()).await;
+    let gw = Gateway::start(&[model.addr()], &[], "[cache]\nenabled = true\n").await;
+    read_until_then_leave(gw.chat(ask(EDGE_MODEL)).await, "tok ").await;
+    stops_within(&model, Duration::from_secs(1), "proxied, mid-stream").await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while gw.metric("r1_in_flight").await != 0.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the gateway still counts the request in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The cut answer was not cached: the same question goes to the model again.
+    let received = model.stats().snapshot().received;
+    let again = gw.chat(ask(EDGE_MODEL)).await;
+    assert_ne!(
+        again.headers().get("x-r1-cache").map(|v| v.as_bytes()),
+        Some(&b"hit"[..])
+    );
+    read_until_then_leave(again, "tok ").await;
+    assert_eq!(
+        model.stats().snapshot().received,
+        received + 1,
+        "not answered from the cache"
+    );
+    stops_within(&model, Duration::from_secs(1), "proxied, mid-stream again").await;
+    gw.stop();
+
+    let thinker = upstream(slow().delays(Duration::from_secs(5), Duration::from_millis(100))).await;
+    let gw = Gateway::start(&[thinker.addr()], &[], "").await;
+    let r = gw.chat(ask(EDGE_MODEL)).await;
+    assert_eq!(r.status(), 200);
+    read_until_then_leave(r, "\"role\"").await; // the role chunk, no token yet
+    stops_within(&thinker, Duration::from_secs(1), "proxied, before the first token").await;
+    gw.stop();
+
+    // Through the hand-off (the in-process queue and worker): the cancel reaches the worker.
+    let model = upstream(slow()).await;
+    let timeouts = "[timeouts]\nfirst_token = \"10s\"\nidle = \"10s\"\nsse_keepalive = \"200ms\"\n";
+    let gw = embedded(model.addr(), timeouts).await;
+    read_until_then_leave(gw.chat(ask(CENTER_MODEL)).await, "tok ").await;
+    stops_within(&model, Duration::from_secs(1), "hand-off, mid-stream").await;
+    gw.stop();
+
+    let thinker = upstream(slow().delays(Duration::from_secs(5), Duration::from_millis(100))).await;
+    let gw = embedded(thinker.addr(), timeouts).await;
+    let r = gw.chat(ask(CENTER_MODEL)).await;
+    assert_eq!(r.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while thinker.stats().snapshot().in_flight == 0 {
+        assert!(Instant::now() < deadline, "the task never reached the model");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(r); // before the first token
+    stops_within(&thinker, Duration::from_secs(1), "hand-off, before the first token").await;
+    gw.stop();
+}
