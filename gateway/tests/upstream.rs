@@ -27,6 +27,9 @@ enum Broken {
     Reset,
     /// Writes nothing and keeps the connection open until the peer closes it.
     Silent,
+    /// Answers (keep-alive), then closes the connection once it has been idle for 300 ms: shorter than
+    /// the gateway keeps a pooled connection, as many servers' keep-alive timeouts are.
+    AnswerThenCloseIdle,
 }
 
 /// A model server on a raw socket: health checks (`GET`) are answered 200; each chat request is read
@@ -78,6 +81,31 @@ impl RawUpstream {
                 }
             }
             buf.drain(..head_end + length);
+            if matches!(broken, Broken::AnswerThenCloseIdle) && !head.starts_with("get ") {
+                chats.fetch_add(1, Ordering::SeqCst);
+                let body = format!(
+                    "{{\"id\":\"chatcmpl-raw\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"{EDGE_MODEL}\",\
+                     \"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"ok\"}},\"finish_reason\":\"stop\"}}],\
+                     \"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}}}"
+                );
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                if socket.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                // Idle for 300 ms with no next request: closed, as a server's keep-alive timeout does.
+                let mut chunk = [0u8; 4096];
+                match tokio::time::timeout(Duration::from_millis(300), socket.read(&mut chunk)).await {
+                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                    _ => {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                continue;
+            }
             if head.starts_with("get ") {
                 let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
                 if socket.write_all(ok.as_bytes()).await.is_err() {
@@ -94,6 +122,7 @@ impl RawUpstream {
                     let _ = socket.set_linger(Some(Duration::ZERO));
                     return;
                 }
+                Broken::AnswerThenCloseIdle => return,
                 Broken::Silent => {
                     let mut rest = [0u8; 64];
                     while let Ok(n) = socket.read(&mut rest).await {
@@ -233,5 +262,33 @@ async fn a_silent_member_is_cut_at_the_first_token_limit_with_a_504_and_its_sock
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(upstream.chats.load(Ordering::SeqCst), 2);
+    gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pooled_connection_the_member_closed_while_idle_is_never_a_client_error() {
+    let upstream = RawUpstream::start(Broken::AnswerThenCloseIdle).await;
+    let gw = Gateway::start(&[upstream.addr], &[], "").await;
+    for round in 1..=3u64 {
+        let r = gw.chat(ask("hello")).await;
+        assert_eq!(r.status(), 200, "round {round}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], "ok");
+        // The member closes the connection the gateway pooled (polled: it does so after 300 ms idle);
+        // the next request must not fail on it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while upstream.closed.load(Ordering::SeqCst) < round {
+            assert!(
+                Instant::now() < deadline,
+                "the member did not close its idle connection"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            upstream.chats.load(Ordering::SeqCst),
+            round,
+            "each request reached it once"
+        );
+    }
     gw.stop();
 }
