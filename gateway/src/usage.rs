@@ -88,7 +88,7 @@ fn find_usage(bytes: &[u8]) -> Option<(usize, Usage)> {
 }
 
 fn rfind(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).rposition(|w| w == needle)
+    memchr::memmem::rfind(haystack, needle)
 }
 
 /// The index of the `}` closing the object that starts at `bytes[0]` (a usage object has no strings
@@ -114,7 +114,7 @@ fn matching_brace(bytes: &[u8]) -> Option<usize> {
 /// usage-only chunk (`"choices":[]`).
 fn without_event(chunk: &[u8], at: usize) -> Option<Bytes> {
     let start = rfind(&chunk[..at], b"\n\n").map_or(0, |i| i + 2);
-    let end = chunk[at..].windows(2).position(|w| w == b"\n\n")? + at + 2;
+    let end = memchr::memmem::find(&chunk[at..], b"\n\n")? + at + 2;
     let event = &chunk[start..end];
     if !event.starts_with(b"data:") || !(contains(event, b"\"choices\":[]") || contains(event, b"\"choices\": []")) {
         return None;
@@ -126,7 +126,7 @@ fn without_event(chunk: &[u8], at: usize) -> Option<Bytes> {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 #[cfg(test)]
