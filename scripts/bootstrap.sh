@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing r1-hybrid needs on a fresh machine, and nothing that is already there.
-#   - Debian packages: a C toolchain, cmake, pkg-config, zlib (librdkafka is built from source by rdkafka-sys),
+#   - Debian packages: a C toolchain, cmake, pkg-config, zlib and OpenSSL's headers (librdkafka is built from
+#     source by rdkafka-sys, with TLS and SASL: libssl-dev, found through pkg-config, linked dynamically),
 #     python3 + pip (to fetch the ONNX Runtime wheel), Node.js + npm (the end-to-end suite's Node client), and
 #     the service packages (via scripts/services.sh install)
 #   - the ONNX Runtime shared library, into the cache (scripts/fetch-onnxruntime.sh)
@@ -12,7 +13,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 need=()
-for pkg in build-essential cmake pkg-config zlib1g-dev; do
+for pkg in build-essential cmake pkg-config zlib1g-dev libssl-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 # python3 + pip may come from elsewhere (pyenv): ask apt only when they are really missing.

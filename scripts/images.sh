@@ -49,8 +49,9 @@ fi
 # vfs: no overlay mounts needed (this also works inside an unprivileged container).
 bh() { buildah --storage-driver vfs "$@"; }
 
-base=localhost/r1-hybrid/runtime-base:bookworm
-base_tar="$cache/images/runtime-base-bookworm.tar"
+# The name changes when the package list does, so a base cached before is not reused.
+base=localhost/r1-hybrid/runtime-base:bookworm-libssl3
+base_tar="$cache/images/runtime-base-bookworm-libssl3.tar"
 if ! bh inspect --type image "$base" >/dev/null 2>&1; then
   if [[ ! -f "$base_tar" ]]; then
     log "making the runtime base from Debian packages (mmdebstrap, once)"
@@ -59,7 +60,7 @@ if ! bh inspect --type image "$base" >/dev/null 2>&1; then
     # The machine's own apt sources: the same Debian mirror apt uses here.
     cat /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null >"$sources" || true
     mmdebstrap --variant=essential --mode=root --format=tar \
-      --include=ca-certificates,libstdc++6,zlib1g \
+      --include=ca-certificates,libstdc++6,zlib1g,libssl3 \
       --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
       --dpkgopt='path-exclude=/usr/share/locale/*' \
       bookworm "$base_tar.tmp" "$sources"

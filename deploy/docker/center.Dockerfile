@@ -19,10 +19,13 @@ LABEL org.opencontainers.image.title="r1-center" \
       org.opencontainers.image.source="${SOURCE}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="r1-hybrid"
-# What ldd shows the binaries need (libc, libm, libgcc_s; librdkafka and zlib are static) plus, for
-# ONNX Runtime, libstdc++ — and CA certificates for HTTPS upstreams. A no-op on the mmdebstrap base.
-RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ] || [ ! -e /usr/lib/x86_64-linux-gnu/libstdc++.so.6 ]; then \
-      apt-get update && apt-get install -y --no-install-recommends ca-certificates libstdc++6 zlib1g \
+# What ldd shows the binaries need (libc, libm, libgcc_s, and OpenSSL's libssl3/libcrypto for librdkafka's
+# TLS and SASL — linked dynamically so Debian's security updates reach it; librdkafka and zlib are static)
+# plus, for ONNX Runtime, libstdc++ — and CA certificates for HTTPS upstreams and TLS brokers whose CA is
+# public (MSK, Confluent Cloud). A no-op on the mmdebstrap base.
+RUN if [ ! -e /etc/ssl/certs/ca-certificates.crt ] || [ ! -e /usr/lib/x86_64-linux-gnu/libstdc++.so.6 ] \
+      || [ ! -e /usr/lib/x86_64-linux-gnu/libssl.so.3 ]; then \
+      apt-get update && apt-get install -y --no-install-recommends ca-certificates libstdc++6 zlib1g libssl3 \
       && rm -rf /var/lib/apt/lists/*; \
     fi
 ENV RUST_LOG=info
@@ -44,7 +47,7 @@ ENV ORT_DYLIB_PATH=/opt/onnxruntime/libonnxruntime.so.1
 
 # --- from source ---------------------------------------------------------------------------------
 FROM ${RUST_IMAGE} AS build
-RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev python3-pip unzip \
+RUN apt-get update && apt-get install -y --no-install-recommends cmake pkg-config zlib1g-dev libssl-dev python3-pip unzip \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
