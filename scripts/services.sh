@@ -13,6 +13,7 @@ R1_STATE_DIR="${R1_STATE_DIR:-${REPO_ROOT}/.r1/services}"
 R1_REDIS_PORT="${R1_REDIS_PORT:-16379}"
 R1_KAFKA_PORT="${R1_KAFKA_PORT:-19092}"
 R1_KAFKA_CONTROLLER_PORT="${R1_KAFKA_CONTROLLER_PORT:-19093}"
+R1_KAFKA_SECURE_PORT="${R1_KAFKA_SECURE_PORT:-19094}"
 R1_REDIS_START_TIMEOUT="${R1_REDIS_START_TIMEOUT:-30}"
 R1_KAFKA_START_TIMEOUT="${R1_KAFKA_START_TIMEOUT:-120}"
 R1_STOP_TIMEOUT="${R1_STOP_TIMEOUT:-20}"
@@ -35,6 +36,18 @@ KAFKA_LOG="${KAFKA_LOGDIR}/server.log"  # log4j2 output
 KAFKA_OUT="${KAFKA_LOGDIR}/kafka.out"   # JVM stdout/stderr (crashes, bad flags)
 KAFKA_PROPS="${KAFKA_DIR}/server.properties"
 KAFKA_LOG4J="${KAFKA_DIR}/log4j2.properties"
+# The SASL_SSL listener: a test CA and the broker's key and certificate (made with openssl on the first
+# 'up', kept by 'stop', deleted by 'down'), and the test users (created when the storage is formatted).
+KAFKA_TLS="${KAFKA_DIR}/tls"
+KAFKA_CA="${KAFKA_TLS}/ca.pem"
+KAFKA_KEYSTORE="${KAFKA_TLS}/broker.p12"
+KAFKA_SECURE_MARK="${KAFKA_DATA}/.r1-scram-users"
+# Test-only credentials of a loopback broker (printed by 'env'); never used anywhere else.
+KAFKA_KEYSTORE_PASSWORD="r1-test-keystore"
+KAFKA_SCRAM_USER="r1-test"
+KAFKA_SCRAM_PASSWORD="r1-test-scram-secret"
+KAFKA_PLAIN_USER="r1-plain"
+KAFKA_PLAIN_PASSWORD="r1-test-plain-secret"
 
 usage() {
   cat <<EOF
@@ -52,9 +65,17 @@ Commands:
                        a second run is a no-op).
   up [redis|kafka]     install, then start the service(s) (default: both) unless they
                        already run, and wait until they answer: Redis 'PING' -> PONG,
-                       Kafka a metadata request (kcat -L) listing the broker.
+                       Kafka a metadata request (kcat -L) listing the broker, on the
+                       PLAINTEXT listener and on the SASL_SSL one (TLS + SASL PLAIN).
                        Kafka runs in KRaft combined mode (broker+controller, node 1);
-                       its storage is formatted with a fresh cluster id when empty.
+                       its storage is formatted with a fresh cluster id when empty,
+                       and the SCRAM users are created then (kafka-storage format
+                       --add-scram). The SASL_SSL listener (port R1_KAFKA_SECURE_PORT)
+                       takes SCRAM-SHA-512, SCRAM-SHA-256 (user ${KAFKA_SCRAM_USER}) and
+                       PLAIN (user ${KAFKA_PLAIN_USER}); its certificate (SAN 127.0.0.1,
+                       localhost) is signed by a test CA that openssl makes on the
+                       first 'up' (kafka/tls/ca.pem). The PLAINTEXT listener is
+                       unchanged.
   down [redis|kafka]   Stop what 'up' started (SIGTERM, SIGKILL after
                        \$R1_STOP_TIMEOUT s) and delete its data (logs are kept), so
                        the next 'up' starts fresh. Succeeds when nothing runs.
@@ -62,9 +83,13 @@ Commands:
                        none: it runs without persistence), so the next
                        'up' resumes with the same topics, offsets and keys (outage drills).
   status               One line per service; exits 0 only if both run and answer.
-  env                  Print 'export R1_TEST_REDIS_URL=...' and
-                       'export R1_TEST_KAFKA_BROKERS=...' for eval:
+  env                  Print the variables the tests read, for eval:
                            eval "\$(${PROG} env)"
+                       R1_TEST_REDIS_URL, R1_TEST_KAFKA_BROKERS (PLAINTEXT), and for
+                       the SASL_SSL listener R1_TEST_KAFKA_SECURE_BROKERS,
+                       R1_TEST_KAFKA_CA_FILE, R1_TEST_KAFKA_SCRAM_USERNAME,
+                       R1_TEST_KAFKA_SCRAM_PASSWORD (SCRAM-SHA-256 and -512),
+                       R1_TEST_KAFKA_PLAIN_USERNAME, R1_TEST_KAFKA_PLAIN_PASSWORD.
   logs [redis|kafka]   Print the last \$R1_LOG_LINES lines of the log file(s).
   -h, --help, help     This text.
 
@@ -72,6 +97,7 @@ Environment (defaults in brackets):
   R1_REDIS_PORT             Redis port [16379]
   R1_KAFKA_PORT             Kafka broker (PLAINTEXT) port [19092]
   R1_KAFKA_CONTROLLER_PORT  Kafka KRaft controller port [19093]
+  R1_KAFKA_SECURE_PORT      Kafka broker SASL_SSL port [19094]
   R1_STATE_DIR              data, pid and log files [<repo>/.r1/services]
   R1_CACHE_DIR              downloaded Kafka jars [\$HOME/.cache/r1-hybrid]
   KAFKA_VERSION             org.apache.kafka:kafka_2.13 version [4.4.0]
@@ -85,7 +111,8 @@ Environment (defaults in brackets):
 Files (under \$R1_STATE_DIR):
   redis/redis.log, redis/redis.pid, redis/data/
   kafka/logs/server.log (broker log), kafka/logs/kafka.out (JVM output),
-  kafka/kafka.pid, kafka/server.properties, kafka/log4j2.properties, kafka/data/
+  kafka/kafka.pid, kafka/server.properties, kafka/log4j2.properties, kafka/data/,
+  kafka/tls/ (ca.pem, the test CA clients trust; broker.p12, the broker's keystore)
 EOF
 }
 
@@ -136,6 +163,7 @@ install_packages() {
   command -v redis-server >/dev/null 2>&1 || pkgs+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || pkgs+=(redis-tools)
   command -v kcat >/dev/null 2>&1 || pkgs+=(kcat)
+  command -v openssl >/dev/null 2>&1 || pkgs+=(openssl)
   if [[ -z "${JAVA_HOME:-}" ]] && ! command -v java >/dev/null 2>&1; then
     pkgs+=(openjdk-17-jre-headless)
   fi
@@ -347,6 +375,53 @@ kafka_probe() {
   grep -q "broker 1 at ${HOST}:${R1_KAFKA_PORT}" <<<"${md}"
 }
 
+# The SASL_SSL listener answers a metadata request over TLS checked against the test CA. The probe logs in
+# with PLAIN: Debian's kcat (librdkafka 2.0) computes SCRAM proofs this broker refuses, while the
+# librdkafka that r1-hybrid links (2.12, bundled by rdkafka-sys) logs in with SCRAM fine — the tests prove
+# it; the SCRAM users exist from the moment the storage is formatted.
+kafka_secure_probe() {
+  local md
+  md="$(timeout 10 kcat -b "${HOST}:${R1_KAFKA_SECURE_PORT}" -L -m 2 \
+    -X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN \
+    -X sasl.username="${KAFKA_PLAIN_USER}" -X sasl.password="${KAFKA_PLAIN_PASSWORD}" \
+    -X ssl.ca.location="${KAFKA_CA}" 2>/dev/null)" || return 1
+  grep -q "broker 1 at ${HOST}:${R1_KAFKA_SECURE_PORT}" <<<"${md}"
+}
+
+kafka_probes() {
+  kafka_probe && kafka_secure_probe
+}
+
+# Makes the test CA and the broker's keystore when they are missing or expire within a day.
+write_kafka_tls() {
+  if [[ -f "${KAFKA_KEYSTORE}" ]] && openssl x509 -checkend 86400 -noout -in "${KAFKA_CA}" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null 2>&1 || die "kafka: openssl not found (run '${PROG} install')"
+  log "kafka: making the test CA and the broker's certificate (${KAFKA_TLS})"
+  rm -rf -- "${KAFKA_TLS}"
+  mkdir -p -- "${KAFKA_TLS}"
+  local t="${KAFKA_TLS}" out
+  if ! out="$(
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+      -keyout "${t}/ca.key" -out "${t}/ca.pem" -days 30 -subj "/CN=r1-hybrid test Kafka CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>&1 &&
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "${t}/broker.key" -out "${t}/broker.csr" -subj "/CN=localhost" 2>&1 &&
+      printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' \
+        "${HOST}" >"${t}/broker.ext" &&
+      openssl x509 -req -in "${t}/broker.csr" -CA "${t}/ca.pem" -CAkey "${t}/ca.key" -CAcreateserial \
+        -out "${t}/broker.pem" -days 30 -extfile "${t}/broker.ext" 2>&1 &&
+      openssl pkcs12 -export -in "${t}/broker.pem" -inkey "${t}/broker.key" -certfile "${t}/ca.pem" \
+        -name broker -out "${KAFKA_KEYSTORE}" -passout "pass:${KAFKA_KEYSTORE_PASSWORD}" 2>&1
+  )"; then
+    printf '%s\n' "${out}" | tail -n 20 >&2
+    rm -rf -- "${KAFKA_TLS}"
+    die "kafka: openssl could not make the test CA and the broker's keystore"
+  fi
+  rm -f -- "${t}/broker.csr" "${t}/broker.ext" "${t}/ca.srl"
+}
+
 write_kafka_config() {
   cat >"${KAFKA_PROPS}" <<EOF
 # Written by ${PROG}; regenerated on every 'up'.  Single-node KRaft test broker.
@@ -354,11 +429,22 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=${HOST}:${R1_KAFKA_CONTROLLER_PORT}
 controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT}
-advertised.listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT}
+listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
+advertised.listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
 log.dirs=${KAFKA_DATA}
+
+# SASL_SSL for clients only (the controller and inter-broker traffic stay on PLAINTEXT): SCRAM users
+# are created at format time; PLAIN's user is listed here.
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${KAFKA_PLAIN_USER}="${KAFKA_PLAIN_PASSWORD}";
+listener.name.sasl_ssl.ssl.keystore.type=PKCS12
+listener.name.sasl_ssl.ssl.keystore.location=${KAFKA_KEYSTORE}
+listener.name.sasl_ssl.ssl.keystore.password=${KAFKA_KEYSTORE_PASSWORD}
+listener.name.sasl_ssl.ssl.key.password=${KAFKA_KEYSTORE_PASSWORD}
 
 num.partitions=3
 default.replication.factor=1
@@ -440,7 +526,11 @@ kafka_tool() {
 }
 
 kafka_format_if_needed() {
-  [[ -f "${KAFKA_DATA}/meta.properties" ]] && return 0
+  if [[ -f "${KAFKA_DATA}/meta.properties" ]]; then
+    [[ -f "${KAFKA_SECURE_MARK}" ]] ||
+      die "kafka: ${KAFKA_DATA} was formatted without the SASL_SSL listener's SCRAM users; run '${PROG} down kafka' (it deletes the data) and 'up' again"
+    return 0
+  fi
   local cluster_id
   kafka_tool "'StorageTool random-uuid' failed" kafka.tools.StorageTool random-uuid
   cluster_id="$(tail -n 1 <<<"${TOOL_OUT}" | tr -d '[:space:]')"
@@ -452,7 +542,10 @@ kafka_format_if_needed() {
   # --standalone: this node is the whole (dynamic) controller quorum, as
   # controller.quorum.bootstrap.servers requires in KRaft.
   kafka_tool "storage format failed" kafka.tools.StorageTool \
-    format --standalone -t "${cluster_id}" -c "${KAFKA_PROPS}"
+    format --standalone -t "${cluster_id}" -c "${KAFKA_PROPS}" \
+    --add-scram "SCRAM-SHA-512=[name=${KAFKA_SCRAM_USER},password=${KAFKA_SCRAM_PASSWORD}]" \
+    --add-scram "SCRAM-SHA-256=[name=${KAFKA_SCRAM_USER},password=${KAFKA_SCRAM_PASSWORD}]"
+  : >"${KAFKA_SECURE_MARK}"
 }
 
 # Prints what was appended to FILE since byte offset OFFSET.
@@ -467,16 +560,18 @@ file_size() {
 kafka_up() {
   local pid log_offset=0 out_offset=0
   if pid="$(kafka_pid)"; then
-    if kafka_probe; then
-      log "kafka: already running (pid ${pid}, ${HOST}:${R1_KAFKA_PORT})"
+    if kafka_probes; then
+      log "kafka: already running (pid ${pid}, ${HOST}:${R1_KAFKA_PORT}, SASL_SSL ${HOST}:${R1_KAFKA_SECURE_PORT})"
       return 0
     fi
   else
     check_java
     require_free_port kafka "${R1_KAFKA_PORT}" "Kafka broker"
     require_free_port kafka "${R1_KAFKA_CONTROLLER_PORT}" "Kafka controller"
+    require_free_port kafka "${R1_KAFKA_SECURE_PORT}" "Kafka broker SASL_SSL"
     rm -f -- "${KAFKA_PID}"
     mkdir -p -- "${KAFKA_DIR}" "${KAFKA_LOGDIR}"
+    write_kafka_tls
     write_kafka_config
     log_offset="$(file_size "${KAFKA_LOG}")"
     printf '\n=== %s: starting Kafka %s ===\n' "$(date -u +%FT%TZ)" "${KAFKA_VERSION}" >>"${KAFKA_OUT}"
@@ -486,7 +581,7 @@ kafka_up() {
     local -a opts
     mapfile -t opts < <(kafka_java_opts)
     out_offset="$(file_size "${KAFKA_OUT}")"
-    log "kafka: starting on ${HOST}:${R1_KAFKA_PORT} (controller ${HOST}:${R1_KAFKA_CONTROLLER_PORT})"
+    log "kafka: starting on ${HOST}:${R1_KAFKA_PORT} (SASL_SSL ${HOST}:${R1_KAFKA_SECURE_PORT}, controller ${HOST}:${R1_KAFKA_CONTROLLER_PORT})"
     # The inner shell writes its own pid and then execs java, so the pid file
     # holds the JVM's pid; setsid detaches it from our terminal / process group.
     # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
@@ -496,10 +591,10 @@ kafka_up() {
     disown 2>/dev/null || true
   fi
   local deadline=$((SECONDS + R1_KAFKA_START_TIMEOUT)) started=${SECONDS}
-  until kafka_probe; do
+  until kafka_probes; do
     if ((SECONDS >= deadline)); then
       new_since "${KAFKA_LOG}" "${log_offset}" | tail -n 30 >&2
-      die "kafka: no metadata answer from ${HOST}:${R1_KAFKA_PORT} after ${R1_KAFKA_START_TIMEOUT}s; see ${KAFKA_LOG} and ${KAFKA_OUT} ('${PROG} logs kafka')"
+      die "kafka: no metadata answer from ${HOST}:${R1_KAFKA_PORT} and SASL_SSL ${HOST}:${R1_KAFKA_SECURE_PORT} after ${R1_KAFKA_START_TIMEOUT}s; see ${KAFKA_LOG} and ${KAFKA_OUT} ('${PROG} logs kafka')"
     fi
     # Give the wrapper a moment to write the pid file before judging.
     if ((SECONDS - started >= 2)) && ! kafka_pid >/dev/null; then
@@ -509,7 +604,7 @@ kafka_up() {
     fi
     sleep 0.5
   done
-  log "kafka: ready (pid $(kafka_pid || echo '?'), ${HOST}:${R1_KAFKA_PORT}) after $((SECONDS - started))s"
+  log "kafka: ready (pid $(kafka_pid || echo '?'), ${HOST}:${R1_KAFKA_PORT}, SASL_SSL ${HOST}:${R1_KAFKA_SECURE_PORT}) after $((SECONDS - started))s"
 }
 
 kafka_stop() {
@@ -524,7 +619,7 @@ kafka_stop() {
 
 kafka_down() {
   kafka_stop
-  rm -rf -- "${KAFKA_DATA}"
+  rm -rf -- "${KAFKA_DATA}" "${KAFKA_TLS}"
 }
 
 # ---------------------------------------------------------------------------
@@ -583,21 +678,29 @@ cmd_stop() {
 }
 
 cmd_status() {
-  local rc=0 pid state probe
+  local rc=0 pid state probe secure
   if pid="$(redis_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; fi
   if command -v redis-cli >/dev/null 2>&1 && redis_probe; then probe="PONG"; else probe="no-answer"; rc=1; fi
   [[ "${state}" == running* ]] || rc=1
   printf 'redis  %-20s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_REDIS_PORT}" "${probe}"
   if pid="$(kafka_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; fi
   if command -v kcat >/dev/null 2>&1 && kafka_probe; then probe="metadata-ok"; else probe="no-answer"; rc=1; fi
+  if command -v kcat >/dev/null 2>&1 && kafka_secure_probe; then secure="metadata-ok"; else secure="no-answer"; rc=1; fi
   [[ "${state}" == running* ]] || rc=1
-  printf 'kafka  %-20s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_KAFKA_PORT}" "${probe}"
+  printf 'kafka  %-20s addr=%s:%s probe=%s sasl_ssl=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_KAFKA_PORT}" "${probe}" \
+    "${HOST}" "${R1_KAFKA_SECURE_PORT}" "${secure}"
   return "${rc}"
 }
 
 cmd_env() {
   printf 'export R1_TEST_REDIS_URL=redis://%s:%s\n' "${HOST}" "${R1_REDIS_PORT}"
   printf 'export R1_TEST_KAFKA_BROKERS=%s:%s\n' "${HOST}" "${R1_KAFKA_PORT}"
+  printf 'export R1_TEST_KAFKA_SECURE_BROKERS=%s:%s\n' "${HOST}" "${R1_KAFKA_SECURE_PORT}"
+  printf 'export R1_TEST_KAFKA_CA_FILE=%q\n' "${KAFKA_CA}"
+  printf 'export R1_TEST_KAFKA_SCRAM_USERNAME=%s\n' "${KAFKA_SCRAM_USER}"
+  printf 'export R1_TEST_KAFKA_SCRAM_PASSWORD=%s\n' "${KAFKA_SCRAM_PASSWORD}"
+  printf 'export R1_TEST_KAFKA_PLAIN_USERNAME=%s\n' "${KAFKA_PLAIN_USER}"
+  printf 'export R1_TEST_KAFKA_PLAIN_PASSWORD=%s\n' "${KAFKA_PLAIN_PASSWORD}"
 }
 
 cmd_logs() {
@@ -625,8 +728,10 @@ main() {
   validate_port R1_REDIS_PORT "${R1_REDIS_PORT}"
   validate_port R1_KAFKA_PORT "${R1_KAFKA_PORT}"
   validate_port R1_KAFKA_CONTROLLER_PORT "${R1_KAFKA_CONTROLLER_PORT}"
-  [[ "${R1_KAFKA_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" ]] ||
-    die "R1_KAFKA_PORT and R1_KAFKA_CONTROLLER_PORT must differ"
+  validate_port R1_KAFKA_SECURE_PORT "${R1_KAFKA_SECURE_PORT}"
+  [[ "${R1_KAFKA_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" && "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_PORT}" &&
+    "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" ]] ||
+    die "R1_KAFKA_PORT, R1_KAFKA_CONTROLLER_PORT and R1_KAFKA_SECURE_PORT must differ"
   local cmd="${1:-}"
   if (($# > 0)); then shift; fi
   (($# <= 1)) || die "too many arguments (see --help)"

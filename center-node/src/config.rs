@@ -363,6 +363,7 @@ impl CenterConfig {
             session_timeout: self.kafka.session_timeout,
             max_poll_interval: self.kafka.max_poll_interval,
             extra: self.kafka.librdkafka.clone(),
+            security: crate::kafka::ClientSecurity::default(),
         }
     }
 }

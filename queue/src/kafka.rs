@@ -7,11 +7,19 @@
 //!   auto-commit commits only what was stored. A consumer that dies mid-task therefore leaves the
 //!   task's offset uncommitted and the task is redelivered to the group (at-least-once);
 //! - partitions are assigned `cooperative-sticky`, so a rebalance revokes only what moves.
+//!
+//! Security (TLS, SASL) is the named [`security`] table both binaries share; the properties it sets
+//! are protected like the delivery contract's, so the `librdkafka` escape hatch cannot set a password
+//! in the clear or quietly turn TLS off ([`extra_problems`]).
+
+pub mod security;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+
+pub use security::{ClientSecurity, SecurityError, SecuritySection};
 
 /// librdkafka properties that carry the delivery contract; `librdkafka` overrides may not touch them.
 pub const PROTECTED_PROPERTIES: [&str; 6] = [
@@ -22,6 +30,43 @@ pub const PROTECTED_PROPERTIES: [&str; 6] = [
     "partition.assignment.strategy",
     "group.id",
 ];
+
+/// librdkafka properties that only the `security` table sets (TLS and SASL, secrets included). Every
+/// other `ssl.*`/`sasl.*` property is refused too, except [`TLS_TUNING`].
+pub const SECURITY_PROPERTIES: [&str; 3] = [
+    "security.protocol",
+    "enable.ssl.certificate.verification",
+    "enable.sasl.oauthbearer.unsecure.jwt",
+];
+
+/// `ssl.*` properties the `librdkafka` map may still set: cipher and curve tuning, revocation lists.
+pub const TLS_TUNING: [&str; 4] = [
+    "ssl.cipher.suites",
+    "ssl.curves.list",
+    "ssl.sigalgs.list",
+    "ssl.crl.location",
+];
+
+/// What is wrong with a `librdkafka` map of extra properties whose key is `key` (`kafka.librdkafka`):
+/// a property of the delivery contract, the connection (`bootstrap.servers`, `client.id`) or security.
+pub fn extra_problems(key: &str, extra: &BTreeMap<String, String>) -> Vec<String> {
+    let mut problems = Vec::new();
+    for name in extra.keys() {
+        let n = name.as_str();
+        if PROTECTED_PROPERTIES.contains(&n) || n == "bootstrap.servers" || n == "client.id" {
+            problems.push(format!(
+                "{key}.{name}: set by r1-hybrid to keep the delivery contract; remove it (or use the matching named key)"
+            ));
+        } else if SECURITY_PROPERTIES.contains(&n)
+            || ((n.starts_with("ssl.") || n.starts_with("ssl_") || n.starts_with("sasl.")) && !TLS_TUNING.contains(&n))
+        {
+            problems.push(format!(
+                "{key}.{name}: a security property; use the named `security` table beside it (protocol, ca_file, cert_file, key_file, sasl.*)"
+            ));
+        }
+    }
+    problems
+}
 
 /// Connection and timing settings shared by every Kafka client of a process.
 #[derive(Debug, Clone)]
@@ -34,8 +79,10 @@ pub struct KafkaSettings {
     pub session_timeout: Duration,
     /// Longest gap allowed between two polls before the member is considered stuck.
     pub max_poll_interval: Duration,
-    /// Extra librdkafka properties (security, tuning), applied before the protected ones.
+    /// Extra librdkafka properties (tuning), applied before the protected ones.
     pub extra: BTreeMap<String, String>,
+    /// TLS and SASL, from the `security` table ([`SecuritySection::resolve`]); plaintext by default.
+    pub security: ClientSecurity,
 }
 
 impl KafkaSettings {
@@ -47,12 +94,22 @@ impl KafkaSettings {
             session_timeout: Duration::from_secs(45),
             max_poll_interval: Duration::from_secs(300),
             extra: BTreeMap::new(),
+            security: ClientSecurity::default(),
         }
+    }
+
+    /// A client of no particular kind (metadata and admin requests), with the connection and security
+    /// properties only.
+    pub fn client(&self) -> ClientConfig {
+        self.base()
     }
 
     fn base(&self) -> ClientConfig {
         let mut config = ClientConfig::new();
         for (key, value) in &self.extra {
+            config.set(key, value);
+        }
+        for (key, value) in self.security.properties() {
             config.set(key, value);
         }
         config
@@ -102,15 +159,69 @@ mod tests {
         settings.extra.insert("enable.auto.offset.store".into(), "true".into());
         settings.extra.insert("acks".into(), "1".into());
         settings.extra.insert("security.protocol".into(), "ssl".into());
+        settings.extra.insert("socket.keepalive.enable".into(), "true".into());
         let consumer = settings.consumer("g");
         assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
         assert_eq!(
             consumer.get("partition.assignment.strategy"),
             Some("cooperative-sticky")
         );
-        assert_eq!(consumer.get("security.protocol"), Some("ssl"));
+        // The security table wins over the map too (the map's validation refuses such keys anyway).
+        assert_eq!(consumer.get("security.protocol"), Some("plaintext"));
+        assert_eq!(consumer.get("socket.keepalive.enable"), Some("true"));
         let producer = settings.producer();
         assert_eq!(producer.get("acks"), Some("all"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
+    }
+
+    #[test]
+    fn the_librdkafka_map_may_tune_but_not_set_security_or_the_contract() {
+        let extra: BTreeMap<String, String> = [
+            "acks",
+            "client.id",
+            "sasl.password",
+            "sasl.mechanisms",
+            "ssl.key.password",
+            "ssl.ca.location",
+            "security.protocol",
+            "enable.ssl.certificate.verification",
+            "ssl.cipher.suites",
+            "socket.keepalive.enable",
+            "linger.ms",
+        ]
+        .into_iter()
+        .map(|k| (k.to_owned(), "x".to_owned()))
+        .collect();
+        let problems = extra_problems("kafka.librdkafka", &extra);
+        let keys: Vec<&str> = problems
+            .iter()
+            .map(|p| p.split(": ").next().unwrap_or_default())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "kafka.librdkafka.acks",
+                "kafka.librdkafka.client.id",
+                "kafka.librdkafka.enable.ssl.certificate.verification",
+                "kafka.librdkafka.sasl.mechanisms",
+                "kafka.librdkafka.sasl.password",
+                "kafka.librdkafka.security.protocol",
+                "kafka.librdkafka.ssl.ca.location",
+                "kafka.librdkafka.ssl.key.password",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_secured_client_can_be_created() {
+        // The build links librdkafka with OpenSSL: an ssl/sasl_ssl client is created (it connects lazily).
+        let section: SecuritySection = toml::from_str(
+            "protocol = \"sasl_ssl\"\n[sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\npassword_env = \"P\"\n",
+        )
+        .unwrap();
+        let mut settings = KafkaSettings::new("127.0.0.1:1", "t");
+        settings.security = section.resolve("k", &|_| Some("p".to_owned())).unwrap();
+        let producer: Result<rdkafka::producer::BaseProducer, _> = settings.producer().create();
+        assert!(producer.is_ok(), "{:?}", producer.err());
     }
 }

@@ -11,6 +11,10 @@
 //! stored only when [`TaskSource::finish`] says a task is done, through an [`OffsetTracker`], so an
 //! earlier task still running is never skipped. [`KafkaResultSink`] produces result chunks to the
 //! partition named by each task's `reply_to`, and dead letters.
+//!
+//! Both: [`check_brokers`] asks the brokers for metadata within a bounded time at start-up, because a
+//! librdkafka client is created without contacting anyone: a wrong password, an untrusted CA or a
+//! plaintext client on a TLS listener would otherwise only show as retries in the log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,12 +28,12 @@ use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::kafka::KafkaSettings;
+use crate::kafka::{KafkaSettings, SecuritySection};
 use crate::offsets::OffsetTracker;
 use crate::reply::ResultRouter;
 use crate::topics::{ReplyTo, Topics};
@@ -64,6 +68,188 @@ pub async fn ensure_topics(
         }
     }
     Ok(())
+}
+
+/// Why [`check_brokers`] found the brokers unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerCheckError {
+    /// The brokers answered, and refused this client: a configuration problem that retrying does not fix.
+    #[error("{answer}")]
+    Refused {
+        /// What was refused.
+        refusal: Refusal,
+        /// librdkafka's account of the broker's answer (`SASL authentication error: …`).
+        answer: String,
+    },
+    /// No metadata within the limit: the brokers are down, unreachable or still starting (may pass).
+    #[error("no answer within {within:?}: {answer}")]
+    Unreachable {
+        /// The limit.
+        within: Duration,
+        /// The last error librdkafka reported.
+        answer: String,
+    },
+}
+
+/// What part of the client's security the brokers refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The SASL login (mechanism, user name or password).
+    Authentication,
+    /// The TLS handshake: the broker's certificate is not trusted (CA file, host name), or the
+    /// broker refused ours.
+    Certificate,
+    /// The listener speaks another protocol than `security.protocol` (plaintext against TLS, TLS
+    /// against plaintext).
+    Protocol,
+    /// librdkafka refused the settings before contacting anyone (a file it could not load).
+    Client,
+}
+
+impl BrokerCheckError {
+    /// Whether retrying cannot help (the settings must change).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+
+    /// One line for the operator: the key of the `security` table at `key` (`kafka.security`) to look at,
+    /// what happened, and the broker's answer.
+    pub fn describe(&self, key: &str, security: &SecuritySection, brokers: &str) -> String {
+        match self {
+            Self::Refused {
+                refusal: Refusal::Authentication,
+                answer,
+            } => {
+                let mechanism = security.sasl.as_ref().map_or("?", |s| s.mechanism.as_str());
+                let user = security.username().map(|u| format!(" as `{u}`")).unwrap_or_default();
+                format!(
+                    "{key}.sasl: the brokers at {brokers} refused the SASL login ({mechanism}{user}; check the mechanism, user name and password): {answer}"
+                )
+            }
+            Self::Refused {
+                refusal: Refusal::Certificate,
+                answer,
+            } => format!(
+                "{key}.ca_file: the TLS handshake with the brokers at {brokers} failed (is their certificate signed by a CA in {key}.ca_file, or the system's trust store, and does it name the host?): {answer}"
+            ),
+            Self::Refused {
+                refusal: Refusal::Protocol,
+                answer,
+            } => format!(
+                "{key}.protocol: the brokers at {brokers} do not speak \"{}\" on that port: {answer}",
+                security.protocol.as_str()
+            ),
+            Self::Refused {
+                refusal: Refusal::Client,
+                answer,
+            } => format!("{key}: librdkafka refused the settings: {answer}"),
+            Self::Unreachable { within, answer } => {
+                format!("no metadata from the brokers at {brokers} within {within:?}: {answer}")
+            }
+        }
+    }
+}
+
+/// One thing librdkafka reported: an error event's code (none for a log line), and its text.
+type Report = (Option<RDKafkaErrorCode>, String);
+
+/// Collects what librdkafka reports while [`check_brokers`] waits.
+#[derive(Debug, Default, Clone)]
+struct Reports(Arc<Mutex<Vec<Report>>>);
+
+impl ClientContext for Reports {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if let Ok(mut reports) = self.0.lock() {
+            reports.push((error.rdkafka_error_code(), reason.to_owned()));
+        }
+    }
+
+    /// Connection failures come as `FAIL` log lines (error events for them are not always raised).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        tracing::debug!(?level, fac, "librdkafka: {log_message}");
+        if fac == "FAIL"
+            && let Ok(mut reports) = self.0.lock()
+        {
+            reports.push((None, log_message.to_owned()));
+        }
+    }
+}
+
+impl ProducerContext for Reports {
+    type DeliveryOpaque = ();
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, _: Self::DeliveryOpaque) {}
+}
+
+impl Reports {
+    /// The first refusal reported, or else whether every broker is down (and the last report).
+    fn verdict(&self) -> (Option<(Refusal, String)>, bool, Option<String>) {
+        let Ok(reports) = self.0.lock() else {
+            return (None, false, None);
+        };
+        let refusal = reports.iter().find_map(|(code, reason)| {
+            let refusal = match code {
+                Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication,
+                // librdkafka's own hints for a listener of another protocol.
+                _ if reason.contains("security.protocol") || reason.contains("PLAINTEXT broker listener") => {
+                    Refusal::Protocol
+                }
+                Some(RDKafkaErrorCode::SSL) => Refusal::Certificate,
+                _ if reason.contains("SSL handshake failed") => Refusal::Certificate,
+                _ => return None,
+            };
+            Some((refusal, reason.clone()))
+        });
+        let all_down = reports
+            .iter()
+            .any(|(code, _)| *code == Some(RDKafkaErrorCode::AllBrokersDown));
+        let last = reports
+            .iter()
+            .rev()
+            .find(|(code, _)| *code != Some(RDKafkaErrorCode::AllBrokersDown))
+            .map(|(_, reason)| reason.clone());
+        (refusal, all_down, last)
+    }
+}
+
+/// Asks the brokers for metadata with `settings`, for at most `within`: `Ok` once they answer,
+/// [`BrokerCheckError::Refused`] as soon as librdkafka reports a refused login or TLS handshake,
+/// [`BrokerCheckError::Unreachable`] when every broker is down or nothing answered in time. Blocking
+/// (call it from `spawn_blocking` in async code).
+pub fn check_brokers(settings: &KafkaSettings, within: Duration) -> Result<(), BrokerCheckError> {
+    let reports = Reports::default();
+    let mut config = settings.client();
+    // One connection attempt per broker and a report per failure, not a silent backoff.
+    config.set("reconnect.backoff.ms", "100");
+    let client: BaseProducer<Reports> =
+        config
+            .create_with_context(reports.clone())
+            .map_err(|e| BrokerCheckError::Refused {
+                refusal: Refusal::Client,
+                answer: e.to_string(),
+            })?;
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let last_error = match client
+            .client()
+            .fetch_metadata(None, left.min(Duration::from_millis(250)))
+        {
+            Ok(metadata) if !metadata.brokers().is_empty() => return Ok(()),
+            Ok(_) => "the metadata listed no broker".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        client.poll(Duration::ZERO);
+        let (refusal, all_down, last) = reports.verdict();
+        if let Some((refusal, answer)) = refusal {
+            return Err(BrokerCheckError::Refused { refusal, answer });
+        }
+        if all_down || left.is_zero() {
+            return Err(BrokerCheckError::Unreachable {
+                within,
+                answer: last.unwrap_or(last_error),
+            });
+        }
+    }
 }
 
 /// What the client library told us about the producer's health.

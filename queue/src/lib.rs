@@ -8,7 +8,7 @@
 //!
 //! Pieces:
 //! - [`kafka`]: librdkafka settings that carry the delivery contract (idempotent producer, offsets
-//!   stored only after a task is finished);
+//!   stored only after a task is finished), and the `security` table (TLS, SASL) both binaries share;
 //! - [`topics`]: topic names and the `reply_to` address of a gateway instance;
 //! - [`offsets`]: which offset may be committed when tasks of a partition finish out of order;
 //! - [`transport`]: the traits both transports implement;
