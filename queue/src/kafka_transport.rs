@@ -135,10 +135,17 @@ impl BrokerCheckError {
             Self::Refused {
                 refusal: Refusal::Protocol,
                 answer,
-            } => format!(
-                "{key}.protocol: the brokers at {brokers} do not speak \"{}\" on that port: {answer}",
-                security.protocol.as_str()
-            ),
+            } => {
+                let expected = if security.protocol.tls() {
+                    "plaintext (protocol = \"plaintext\" or \"sasl_plaintext\")"
+                } else {
+                    "TLS (protocol = \"ssl\" or \"sasl_ssl\")"
+                };
+                format!(
+                    "{key}.protocol: the brokers at {brokers} do not speak \"{}\" on that port; it seems to expect {expected}: {answer}",
+                    security.protocol.as_str()
+                )
+            }
             Self::Refused {
                 refusal: Refusal::Client,
                 answer,
@@ -181,8 +188,9 @@ impl ProducerContext for Reports {
 }
 
 impl Reports {
-    /// The first refusal reported, or else whether every broker is down (and the last report).
-    fn verdict(&self) -> (Option<(Refusal, String)>, bool, Option<String>) {
+    /// The first refusal reported, or else whether every broker is down (and the last report). `tls`:
+    /// whether the client speaks TLS.
+    fn verdict(&self, tls: bool) -> (Option<(Refusal, String)>, bool, Option<String>) {
         let Ok(reports) = self.0.lock() else {
             return (None, false, None);
         };
@@ -191,6 +199,11 @@ impl Reports {
                 Some(RDKafkaErrorCode::Authentication) => Refusal::Authentication,
                 // librdkafka's own hints for a listener of another protocol.
                 _ if reason.contains("security.protocol") || reason.contains("PLAINTEXT broker listener") => {
+                    Refusal::Protocol
+                }
+                // A plaintext client whose first request (ApiVersion) the broker answers by closing the
+                // connection: a TLS listener (librdkafka says so in its first report only).
+                _ if !tls && reason.contains("Disconnected") && reason.contains("APIVERSION_QUERY") => {
                     Refusal::Protocol
                 }
                 Some(RDKafkaErrorCode::SSL) => Refusal::Certificate,
@@ -218,8 +231,12 @@ impl Reports {
 pub fn check_brokers(settings: &KafkaSettings, within: Duration) -> Result<(), BrokerCheckError> {
     let reports = Reports::default();
     let mut config = settings.client();
-    // One connection attempt per broker and a report per failure, not a silent backoff.
+    // One connection attempt per broker and a report per failure, not a silent backoff; and the FAIL log
+    // lines at every level: librdkafka logs a connection the broker closed during the first request (a
+    // plaintext client on a TLS listener) at debug level, and rdkafka would otherwise take the level
+    // from the process's logger.
     config.set("reconnect.backoff.ms", "100");
+    config.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
     let client: BaseProducer<Reports> =
         config
             .create_with_context(reports.clone())
@@ -228,6 +245,8 @@ pub fn check_brokers(settings: &KafkaSettings, within: Duration) -> Result<(), B
                 answer: e.to_string(),
             })?;
     let deadline = std::time::Instant::now() + within;
+    let tls = matches!(settings.security.get("security.protocol"), Some("ssl" | "sasl_ssl"));
+    let mut down_since = None;
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         let last_error = match client
@@ -239,11 +258,16 @@ pub fn check_brokers(settings: &KafkaSettings, within: Duration) -> Result<(), B
             Err(e) => e.to_string(),
         };
         client.poll(Duration::ZERO);
-        let (refusal, all_down, last) = reports.verdict();
+        let (refusal, all_down, last) = reports.verdict(tls);
         if let Some((refusal, answer)) = refusal {
             return Err(BrokerCheckError::Refused { refusal, answer });
         }
-        if all_down || left.is_zero() {
+        if all_down && down_since.is_none() {
+            down_since = Some(std::time::Instant::now());
+        }
+        // Every broker down: the reason of the failure (a FAIL log line) may still be on its way, so
+        // it gets a moment to arrive before the brokers count as unreachable.
+        if down_since.is_some_and(|t| t.elapsed() >= REASON_GRACE) || left.is_zero() {
             return Err(BrokerCheckError::Unreachable {
                 within,
                 answer: last.unwrap_or(last_error),
@@ -251,6 +275,9 @@ pub fn check_brokers(settings: &KafkaSettings, within: Duration) -> Result<(), B
         }
     }
 }
+
+/// How long [`check_brokers`] waits, once librdkafka says every broker is down, for the reason.
+const REASON_GRACE: Duration = Duration::from_millis(1000);
 
 /// What the client library told us about the producer's health.
 #[derive(Debug, Default)]

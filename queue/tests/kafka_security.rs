@@ -144,7 +144,9 @@ fn a_plaintext_client_on_the_sasl_ssl_port_is_told_so() {
     let line = err.describe("kafka.security", &section, &s.brokers);
     assert_eq!(refused(Err(err)).0, Refusal::Protocol);
     assert!(
-        line.starts_with("kafka.security.protocol: ") && line.contains("\"plaintext\""),
+        line.starts_with("kafka.security.protocol: ")
+            && line.contains("expect TLS")
+            && line.contains("APIVERSION_QUERY"),
         "{line}"
     );
 }

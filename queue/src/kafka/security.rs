@@ -229,6 +229,19 @@ impl SecuritySection {
                 "{key}.key_password: a passphrase {literal}; name its environment variable (key_password_env) or file (key_password_file)"
             ));
         }
+        // Refused wherever they are, whatever else is wrong.
+        if let Some(sasl) = &self.sasl {
+            if sasl.password.is_some() {
+                problems.push(format!(
+                    "{key}.sasl.password: a password {literal}; name its environment variable (password_env) or file (password_file)"
+                ));
+            }
+            if sasl.oidc.as_ref().is_some_and(|o| o.client_secret.is_some()) {
+                problems.push(format!(
+                    "{key}.sasl.oidc.client_secret: a secret {literal}; name its environment variable (client_secret_env) or file (client_secret_file)"
+                ));
+            }
+        }
         if !protocol.tls() {
             for (name, set) in [
                 ("ca_file", self.ca_file.is_some()),
@@ -411,12 +424,6 @@ impl SecuritySection {
 
 impl SaslSection {
     fn problems(&self, problems: &mut Vec<String>, key: &str, protocol: SecurityProtocol) {
-        let literal = "never goes in the configuration file";
-        if self.password.is_some() {
-            problems.push(format!(
-                "{key}.password: a password {literal}; name its environment variable (password_env) or file (password_file)"
-            ));
-        }
         let password = check_source(
             problems,
             key,
@@ -474,11 +481,6 @@ impl SaslSection {
 
 impl OidcSection {
     fn problems(&self, problems: &mut Vec<String>, key: &str) {
-        if self.client_secret.is_some() {
-            problems.push(format!(
-                "{key}.client_secret: a secret never goes in the configuration file; name its environment variable (client_secret_env) or file (client_secret_file)"
-            ));
-        }
         if !self.token_endpoint_url.starts_with("https://") {
             problems.push(format!(
                 "{key}.token_endpoint_url: `{}` must be an https:// URL (the client secret is sent to it)",
