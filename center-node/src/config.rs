@@ -14,6 +14,10 @@
 //! group = "r1-center"
 //! max_poll_interval = "10m"
 //!
+//! [kafka.security]                     # managed Kafka: TLS + SASL (r1_queue::kafka::security)
+//! protocol = "sasl_ssl"
+//! sasl = { mechanism = "SCRAM-SHA-512", username = "r1-center", password_env = "R1_KAFKA_PASSWORD" }
+//!
 //! [redis]
 //! url = "redis://127.0.0.1:16379"
 //! ```
@@ -27,7 +31,7 @@ use std::time::Duration;
 use r1_config::{ConfigError, Validate};
 use serde::Deserialize;
 
-use crate::kafka::{KafkaSettings, PROTECTED_PROPERTIES};
+use crate::kafka::{KafkaSettings, SecurityError, SecuritySection, extra_problems};
 
 /// The whole file.
 #[derive(Debug, Clone, Deserialize)]
@@ -310,7 +314,12 @@ pub struct KafkaSection {
     /// Longest gap between two polls before the member is considered stuck.
     #[serde(default = "default_max_poll_interval", with = "humantime_serde")]
     pub max_poll_interval: Duration,
-    /// Extra librdkafka properties (security, tuning). The delivery-contract properties are refused.
+    /// TLS and SASL towards the brokers (absent: plaintext, no authentication). Secrets come from the
+    /// environment or files; the CA, certificate and key files are checked when the file is loaded.
+    #[serde(default)]
+    pub security: SecuritySection,
+    /// Extra librdkafka properties (tuning). The delivery-contract and security properties are refused
+    /// (use `[kafka.security]`).
     #[serde(default)]
     pub librdkafka: BTreeMap<String, String>,
 }
@@ -355,16 +364,22 @@ impl CenterConfig {
         }
     }
 
-    /// The Kafka client settings this file describes.
-    pub fn kafka_settings(&self) -> KafkaSettings {
-        KafkaSettings {
+    /// The Kafka client settings this file describes, the secrets of `[kafka.security]` read now from the
+    /// process environment and their files.
+    pub fn kafka_settings(&self) -> Result<KafkaSettings, SecurityError> {
+        self.kafka_settings_with(&|name| std::env::var(name).ok())
+    }
+
+    /// As [`kafka_settings`](Self::kafka_settings), with environment variables looked up through `env`.
+    pub fn kafka_settings_with(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<KafkaSettings, SecurityError> {
+        Ok(KafkaSettings {
             brokers: self.kafka.brokers.clone(),
             client_id: self.kafka.client_id.clone(),
             session_timeout: self.kafka.session_timeout,
             max_poll_interval: self.kafka.max_poll_interval,
             extra: self.kafka.librdkafka.clone(),
-            security: crate::kafka::ClientSecurity::default(),
-        }
+            security: self.kafka.security.resolve("kafka.security", env)?,
+        })
     }
 }
 
@@ -438,13 +453,13 @@ impl Validate for CenterConfig {
         if k.max_poll_interval < k.session_timeout {
             problems.push("kafka.max_poll_interval: must not be shorter than kafka.session_timeout".to_owned());
         }
-        for key in k.librdkafka.keys() {
-            if PROTECTED_PROPERTIES.contains(&key.as_str()) || key == "bootstrap.servers" || key == "client.id" {
-                problems.push(format!(
-                    "kafka.librdkafka.{key}: set by r1-center to keep the delivery contract; remove it (or use the matching [kafka] key)"
-                ));
-            }
+        let security = k.security.problems("kafka.security");
+        if security.is_empty() {
+            // The files only once the table is coherent (a file for an unused key is not worth reading).
+            problems.extend(k.security.file_problems("kafka.security"));
         }
+        problems.extend(security);
+        problems.extend(extra_problems("kafka.librdkafka", &k.librdkafka));
         if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
             problems.push(format!(
                 "redis.url: `{}` must start with redis:// or rediss://",
@@ -470,9 +485,14 @@ mod tests {
         assert_eq!(c.group(), "r1-center");
         assert_eq!(c.kafka.group, "r1-center");
         assert_eq!(c.kafka.max_poll_interval, Duration::from_secs(600));
+        let settings = c.kafka_settings_with(&|_| None).unwrap();
         assert_eq!(
-            c.kafka_settings().consumer(&c.kafka.group).get("max.poll.interval.ms"),
+            settings.consumer(&c.kafka.group).get("max.poll.interval.ms"),
             Some("600000")
+        );
+        assert_eq!(
+            settings.consumer(&c.kafka.group).get("security.protocol"),
+            Some("plaintext")
         );
     }
 
@@ -498,7 +518,14 @@ mod tests {
             group = " "
             session_timeout = "1s"
             max_poll_interval = "500ms"
-            librdkafka = { "enable.auto.offset.store" = "true", "socket.keepalive.enable" = "true" }
+            librdkafka = { "enable.auto.offset.store" = "true", "socket.keepalive.enable" = "true", "sasl.password" = "x" }
+            [kafka.security]
+            protocol = "ssl"
+            ca_file = "/nonexistent/ca.pem"
+            [kafka.security.sasl]
+            mechanism = "SCRAM-SHA-512"
+            username = "r1-center"
+            password = "written-here"
             [redis]
             url = "http://r"
         "#;
@@ -513,9 +540,48 @@ mod tests {
                 "kafka.group",
                 "kafka.session_timeout",
                 "kafka.max_poll_interval",
+                "kafka.security.sasl.password",
+                "kafka.security.sasl",
                 "kafka.librdkafka.enable.auto.offset.store",
+                "kafka.librdkafka.sasl.password",
                 "redis.url"
             ]
         );
+    }
+
+    #[test]
+    fn a_secured_kafka_section_becomes_client_properties_with_the_secret_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("r1-center-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        let text = format!(
+            "{BACKEND}[kafka]\nbrokers = \"b-1.msk:9096\"\n[kafka.security]\nprotocol = \"sasl_ssl\"\nca_file = \"{}\"\n\
+             [kafka.security.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"r1-center\"\npassword_env = \"R1_KAFKA_PASSWORD\"\n\
+             [redis]\nurl = \"redis://r\"\n",
+            ca.display()
+        );
+        let c = CenterConfig::parse(&text).unwrap();
+        let env = |name: &str| (name == "R1_KAFKA_PASSWORD").then(|| "s3cret".to_owned());
+        let consumer = c.kafka_settings_with(&env).unwrap().consumer("g");
+        assert_eq!(consumer.get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(consumer.get("sasl.mechanism"), Some("SCRAM-SHA-512"));
+        assert_eq!(consumer.get("sasl.password"), Some("s3cret"));
+        assert_eq!(consumer.get("ssl.ca.location"), ca.to_str());
+        assert_eq!(
+            c.kafka_settings_with(&|_| None).unwrap_err().to_string(),
+            "kafka.security.sasl.password_env: environment variable R1_KAFKA_PASSWORD is not set or empty"
+        );
+        // A missing CA file is a problem of the file itself (what --check-config reports).
+        let missing = text.replace(ca.to_str().unwrap(), "/nonexistent/ca.pem");
+        let ConfigError::Invalid { problems, .. } = CenterConfig::parse(&missing).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("kafka.security.ca_file: /nonexistent/ca.pem: "),
+            "{problems:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

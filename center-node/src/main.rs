@@ -14,7 +14,7 @@ use r1_center::claims::RedisClaims;
 use r1_center::config::{BackendKind, CenterConfig};
 use r1_center::metrics::CenterMetrics;
 use r1_center::worker::{Worker, WorkerSettings};
-use r1_queue::kafka_transport::{KafkaResultSink, KafkaTaskSource, ensure_topics};
+use r1_queue::kafka_transport::{KafkaResultSink, KafkaTaskSource, check_brokers, ensure_topics};
 use r1_queue::state::RedisStateStore;
 
 /// r1-center — a Kafka-fed worker in front of the full DeepSeek-R1 model.
@@ -26,6 +26,13 @@ use r1_queue::state::RedisStateStore;
 ///
 /// SIGTERM/SIGINT: stop taking tasks, let running ones finish within node.shutdown_grace; the rest
 /// are redelivered to other nodes.
+///
+/// Kafka security ([kafka.security]): TLS (protocol = "ssl" | "sasl_ssl", ca_file, cert_file/key_file for
+/// mutual TLS) and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER through OIDC client credentials).
+/// Secrets come from the environment variable or file the table names (password_env / password_file,
+/// client_secret_env / client_secret_file), never from the file itself. --check-config reads the files it
+/// names; at start the node asks the brokers for metadata (10 s at most) and exits with an error naming
+/// the key when they refuse its login, its TLS handshake or its protocol; unreachable brokers are waited for.
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
 struct Cli {
@@ -75,11 +82,31 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let node_id = worker_settings.node_id.clone();
     let metrics = CenterMetrics::new()?;
     r1_center::gpu::GpuMetrics::start(metrics.registry(), Duration::from_secs(5));
-    let settings = config.kafka_settings();
+    let settings = config
+        .kafka_settings()
+        .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
     let topics = config.topics.topics();
-    // Kafka may come up after us (or be restarting): wait for it rather than crash-looping.
+    let describe = |e: &r1_queue::kafka_transport::BrokerCheckError| {
+        e.describe("kafka.security", &config.kafka.security, &config.kafka.brokers)
+    };
+    // Kafka may come up after us (or be restarting): wait for it rather than crash-looping. Brokers that
+    // answer and refuse these settings are another matter: no retry fixes that, so it is a start-up error.
     let mut wait = Duration::from_millis(200);
     let source = loop {
+        let check = {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || check_brokers(&settings, BROKER_CHECK)).await?
+        };
+        match check {
+            Err(e) if e.is_refusal() => anyhow::bail!("Kafka refused this node: {}", describe(&e)),
+            Err(e) => {
+                tracing::warn!(error = %describe(&e), retry_in = ?wait, "Kafka not ready");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Ok(()) => {}
+        }
         let attempt = async {
             ensure_topics(&settings, &topics, 12, 16)
                 .await
@@ -173,6 +200,9 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     tracing::info!("r1-center stopped");
     Ok(())
 }
+
+/// How long the start-up check waits for the brokers' metadata.
+const BROKER_CHECK: Duration = Duration::from_secs(10);
 
 async fn shutdown_signal() {
     let terminate = async {

@@ -1,10 +1,13 @@
 //! Against the real Apache Kafka broker started by `scripts/services.sh up` (the test command does it):
 //! the at-least-once contract of [`r1_center::kafka::KafkaSettings`], proven with a consumer process
-//! that really dies, and key affinity across partitions.
+//! that really dies, and key affinity across partitions — on the PLAINTEXT listener, and on the SASL_SSL
+//! one with SCRAM-SHA-256, with settings made from an r1-center config file's `[kafka.security]`.
 //!
-//! Broker address: `R1_TEST_KAFKA_BROKERS` (default `127.0.0.1:19092`, the services script's port).
+//! Broker address: `R1_TEST_KAFKA_BROKERS` (default `127.0.0.1:19092`, the services script's port); the
+//! secure listener's `R1_TEST_KAFKA_SECURE_BROKERS`, `R1_TEST_KAFKA_CA_FILE` and user variables (its tests
+//! skip, saying why, when they are not set).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)] // test code: a panic is the failure report
 
 use std::collections::HashMap;
 use std::process::Command;
@@ -30,12 +33,39 @@ fn settings() -> KafkaSettings {
     settings
 }
 
+/// Settings for the SASL_SSL listener, SCRAM-SHA-256, from an r1-center config (the password from the
+/// environment variable the services script exports).
+fn secure_settings() -> Option<KafkaSettings> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let (Some(brokers), Some(ca_file), Some(user)) = (
+        var("R1_TEST_KAFKA_SECURE_BROKERS"),
+        var("R1_TEST_KAFKA_CA_FILE"),
+        var("R1_TEST_KAFKA_SCRAM_USERNAME"),
+    ) else {
+        println!(
+            "skipped: R1_TEST_KAFKA_SECURE_BROKERS, R1_TEST_KAFKA_CA_FILE and R1_TEST_KAFKA_SCRAM_USERNAME are not set (eval \"$(scripts/services.sh env)\")"
+        );
+        return None;
+    };
+    let text = format!(
+        "[backend]\nkind = \"openai\"\nbase_url = \"http://b/v1\"\nmodel = \"m\"\n\
+         [kafka]\nbrokers = \"{brokers}\"\nclient_id = \"r1-center-test\"\nsession_timeout = \"6s\"\n\
+         [kafka.security]\nprotocol = \"sasl_ssl\"\nca_file = \"{ca_file}\"\n\
+         [kafka.security.sasl]\nmechanism = \"SCRAM-SHA-256\"\nusername = \"{user}\"\npassword_env = \"R1_TEST_KAFKA_SCRAM_PASSWORD\"\n\
+         [redis]\nurl = \"redis://r\"\n"
+    );
+    let config = r1_center::config::CenterConfig::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    let settings = config.kafka_settings().unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(settings.consumer("g").get("sasl.mechanism"), Some("SCRAM-SHA-256"));
+    Some(settings)
+}
+
 fn unique(prefix: &str) -> String {
     format!("{prefix}.{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn create_topic(name: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = settings().producer().create().unwrap();
+async fn create_topic(settings: &KafkaSettings, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = settings.producer().create().unwrap();
     let results = admin
         .create_topics(
             &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
@@ -48,8 +78,8 @@ async fn create_topic(name: &str, partitions: i32) {
     }
 }
 
-async fn produce(topic: &str, key: &str, payload: &str) -> (i32, i64) {
-    let producer: FutureProducer = settings().producer().create().unwrap();
+async fn produce(settings: &KafkaSettings, topic: &str, key: &str, payload: &str) -> (i32, i64) {
+    let producer: FutureProducer = settings.producer().create().unwrap();
     let delivery = producer
         .send(
             FutureRecord::to(topic).key(key).payload(payload),
@@ -97,9 +127,9 @@ async fn child_consumer_that_dies() {
 async fn offset_is_redelivered_when_consumer_dies_before_storing_it() {
     let topic = unique("r1.test.redelivery");
     let group = unique("r1-test-group");
-    create_topic(&topic, 1).await;
+    create_topic(&settings(), &topic, 1).await;
     for task in ["task-1", "task-2", "task-3"] {
-        produce(&topic, "conversation-a", task).await;
+        produce(&settings(), &topic, "conversation-a", task).await;
     }
 
     let child = Command::new(std::env::current_exe().unwrap())
@@ -135,13 +165,25 @@ async fn offset_is_redelivered_when_consumer_dies_before_storing_it() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn one_key_stays_on_one_partition_in_order() {
+    key_affinity(&settings()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_key_stays_on_one_partition_in_order_over_sasl_ssl_with_scram_sha_256() {
+    let Some(settings) = secure_settings() else {
+        return;
+    };
+    key_affinity(&settings).await;
+}
+
+async fn key_affinity(settings: &KafkaSettings) {
     let topic = unique("r1.test.affinity");
-    create_topic(&topic, 3).await;
+    create_topic(settings, &topic, 3).await;
     let keys = ["session-a", "session-b", "session-c", "session-d"];
     let mut produced: HashMap<&str, Vec<i32>> = HashMap::new();
     for i in 0..10 {
         for key in keys {
-            let (partition, _) = produce(&topic, key, &format!("{key}:{i}")).await;
+            let (partition, _) = produce(settings, &topic, key, &format!("{key}:{i}")).await;
             produced.entry(key).or_default().push(partition);
         }
     }
@@ -152,7 +194,7 @@ async fn one_key_stays_on_one_partition_in_order() {
         );
     }
 
-    let consumer: StreamConsumer = settings().consumer(&unique("r1-test-group")).create().unwrap();
+    let consumer: StreamConsumer = settings.consumer(&unique("r1-test-group")).create().unwrap();
     consumer.subscribe(&[&topic]).unwrap();
     let mut seen: HashMap<String, Vec<u32>> = HashMap::new();
     for _ in 0..keys.len() * 10 {

@@ -400,10 +400,18 @@ pub struct CenterKafkaSection {
     /// `r1.tasks.dlq`).
     #[serde(default)]
     pub topics: std::collections::BTreeMap<String, String>,
-    /// Extra librdkafka properties (security, tuning).
+    /// TLS and SASL towards the brokers (absent: plaintext, no authentication): `protocol`, `ca_file`,
+    /// `cert_file`/`key_file`, `[center.kafka.security.sasl]`. Secrets come from the environment or files.
+    #[serde(default)]
+    pub security: r1_queue::kafka::SecuritySection,
+    /// Extra librdkafka properties (tuning). The delivery-contract and security properties are refused
+    /// (use `security`).
     #[serde(default)]
     pub librdkafka: std::collections::BTreeMap<String, String>,
 }
+
+/// The key path of the Kafka security table, as errors name it.
+pub const SECURITY_KEY: &str = "center.kafka.security";
 
 fn default_gateway_client_id() -> String {
     "r1-gateway".to_owned()
@@ -432,11 +440,15 @@ impl CenterKafkaSection {
         t
     }
 
-    /// The Kafka client settings.
-    pub fn settings(&self) -> r1_queue::kafka::KafkaSettings {
+    /// The Kafka client settings, the secrets of `security` read now from `env` and their files.
+    pub fn settings(
+        &self,
+        env: &dyn crate::env::Environment,
+    ) -> Result<r1_queue::kafka::KafkaSettings, r1_queue::kafka::SecurityError> {
         let mut s = r1_queue::kafka::KafkaSettings::new(self.brokers.clone(), self.client_id.clone());
         s.extra = self.librdkafka.clone();
-        s
+        s.security = self.security.resolve(SECURITY_KEY, &|name| env.var(name))?;
+        Ok(s)
     }
 }
 
@@ -878,6 +890,11 @@ impl Validate for GatewayConfig {
                 if k.send_timeout < Duration::from_millis(100) {
                     problems.push("center.kafka.send_timeout: must be at least 100ms".to_owned());
                 }
+                problems.extend(k.security.problems(SECURITY_KEY));
+                problems.extend(r1_queue::kafka::extra_problems(
+                    "center.kafka.librdkafka",
+                    &k.librdkafka,
+                ));
             }
             (CenterTransport::Embedded, _) if self.center.members.is_empty() && self.center.backend.is_none() => {
                 problems.push(
@@ -1023,6 +1040,42 @@ mod tests {
         assert_eq!(
             problems,
             ["R1_RESULTS_PARTITION: `4` must be 0..4 (center.kafka.result_partitions)"]
+        );
+    }
+
+    #[test]
+    fn the_kafka_security_table_is_checked_and_its_secret_read_from_the_environment() {
+        use crate::env::MapEnv;
+        let kafka = "[center]\ntransport = \"kafka\"\n[center.kafka]\nbrokers = \"k:9093\"\nresults_partition = 0\n";
+        let text = format!(
+            "{kafka}[center.kafka.security]\nprotocol = \"sasl_ssl\"\n[center.kafka.security.sasl]\n\
+             mechanism = \"SCRAM-SHA-256\"\nusername = \"r1-gateway\"\npassword_env = \"R1_KAFKA_PASSWORD\"\n"
+        );
+        let config = GatewayConfig::parse(&text).unwrap();
+        let k = config.center.kafka.as_ref().unwrap();
+        let settings = k.settings(&MapEnv::of([("R1_KAFKA_PASSWORD", "s3cret")])).unwrap();
+        assert_eq!(settings.producer().get("sasl.password"), Some("s3cret"));
+        assert_eq!(settings.producer().get("security.protocol"), Some("sasl_ssl"));
+        assert_eq!(
+            k.settings(&MapEnv::default()).unwrap_err().to_string(),
+            "center.kafka.security.sasl.password_env: environment variable R1_KAFKA_PASSWORD is not set or empty"
+        );
+        let bad = format!(
+            "{kafka}librdkafka = {{ \"sasl.password\" = \"x\", \"acks\" = \"1\" }}\n[center.kafka.security]\n\
+             protocol = \"ssl\"\n[center.kafka.security.sasl]\nmechanism = \"PLAIN\"\nusername = \"u\"\npassword = \"x\"\n"
+        );
+        let ConfigError::Invalid { problems, .. } = GatewayConfig::parse(&bad).unwrap_err() else {
+            panic!("expected Invalid");
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.split(": ").next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "center.kafka.security.sasl.password",
+                "center.kafka.security.sasl",
+                "center.kafka.librdkafka.acks",
+                "center.kafka.librdkafka.sasl.password"
+            ]
         );
     }
 }

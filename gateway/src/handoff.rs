@@ -35,7 +35,7 @@ use r1_proto::{
     ChunkChoice, ChunkDelta, ErrorKind, FinishReason, Nullable, ResultChunk, Role, TaskClass, TaskEnvelope, TaskError,
     TaskErrorCode, Usage, WIRE_VERSION, sse,
 };
-use r1_queue::kafka_transport::{KafkaTaskSink, ensure_topics, spawn_results_reader};
+use r1_queue::kafka_transport::{BrokerCheckError, KafkaTaskSink, check_brokers, ensure_topics, spawn_results_reader};
 use r1_queue::reply::{ReplyEvent, ReplyStream, ResultRouter};
 use r1_queue::state::{RedisStateStore, StateStore};
 use r1_queue::topics::ReplyTo;
@@ -68,14 +68,20 @@ pub struct Handoff {
 
 #[derive(Debug)]
 enum Transport {
-    Kafka(CenterKafkaSection),
+    Kafka {
+        section: Box<CenterKafkaSection>,
+        /// The client settings, secrets resolved once at start.
+        settings: Box<r1_queue::kafka::KafkaSettings>,
+    },
     #[cfg(feature = "embedded")]
     Embedded(crate::embedded::EmbeddedCenter),
 }
 
 impl Handoff {
-    /// The hand-off `config` asks for, or `None` for plain HTTP. Nothing connects yet: the
-    /// [`HandoffService`] does, and readiness is false until it has.
+    /// The hand-off `config` asks for, or `None` for plain HTTP. With Kafka, the brokers are asked for
+    /// metadata first (at most [`BROKER_CHECK`]): brokers that refuse the client's login, TLS handshake or
+    /// protocol are a start-up error naming the `center.kafka.security` key to fix; unreachable ones are
+    /// only logged. The [`HandoffService`] connects, and readiness is false until it has.
     pub fn new(config: &GatewayConfig, metrics: &Metrics) -> anyhow::Result<Option<Arc<Self>>> {
         let router = ResultRouter::new();
         let states = arc_swap::ArcSwapOption::empty();
@@ -86,12 +92,29 @@ impl Handoff {
                     anyhow::bail!("center.kafka is required with transport = \"kafka\"");
                 };
                 let instance = k.instance.clone().unwrap_or_else(default_instance);
-                let sink = KafkaTaskSink::new(k.settings(), k.topics(), k.send_timeout)?;
+                let settings = k
+                    .settings(&crate::env::ProcessEnv)
+                    .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
+                match check_brokers(&settings, BROKER_CHECK) {
+                    Err(e) if e.is_refusal() => {
+                        anyhow::bail!("Kafka refused this gateway: {}", describe_check(&e, k));
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %describe_check(&e, k),
+                        "Kafka not reachable at start; the hand-off connects when it is"
+                    ),
+                    Ok(()) => {}
+                }
+                let sink = KafkaTaskSink::new(settings.clone(), k.topics(), k.send_timeout)?;
                 let reply_to = ReplyTo {
                     instance,
                     partition: k.results_partition,
                 };
-                (Arc::new(sink), reply_to, Transport::Kafka(k.clone()))
+                let transport = Transport::Kafka {
+                    section: Box::new(k.clone()),
+                    settings: Box::new(settings),
+                };
+                (Arc::new(sink), reply_to, transport)
             }
             #[cfg(feature = "embedded")]
             CenterTransport::Embedded => {
@@ -130,7 +153,7 @@ impl Handoff {
 
     /// Whether the center is reached in this process (its backend is then a member of the center pool).
     pub fn is_embedded(&self) -> bool {
-        !matches!(self.transport, Transport::Kafka(_))
+        !matches!(self.transport, Transport::Kafka { .. })
     }
 
     /// Requests waiting for a result now.
@@ -443,7 +466,9 @@ pub struct HandoffService {
 impl BackgroundService for HandoffService {
     async fn start(&self, shutdown: ShutdownWatch) {
         match &self.handoff.transport {
-            Transport::Kafka(k) => run_kafka(&self.handoff, k, self.config.clone(), shutdown).await,
+            Transport::Kafka { section, settings } => {
+                run_kafka(&self.handoff, section, settings, self.config.clone(), shutdown).await;
+            }
             #[cfg(feature = "embedded")]
             Transport::Embedded(center) => {
                 self.handoff.ready.store(true, Ordering::Relaxed);
@@ -451,6 +476,14 @@ impl BackgroundService for HandoffService {
             }
         }
     }
+}
+
+/// How long the start-up check waits for the brokers' metadata.
+pub const BROKER_CHECK: Duration = Duration::from_secs(10);
+
+/// The operator's line for a failed broker check: the security key to look at and the brokers' answer.
+fn describe_check(e: &BrokerCheckError, k: &CenterKafkaSection) -> String {
+    e.describe(crate::config::SECURITY_KEY, &k.security, &k.brokers)
 }
 
 /// The model version of a conversation (by its key): a stable bucket of the versions' total

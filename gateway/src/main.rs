@@ -26,8 +26,15 @@ use r1_gateway::config::GatewayConfig;
 /// gateway + r1-edge + the center in process (its backend a scripted stand-in for the R1 API, or
 /// R1_CENTER_URL).
 ///
+/// Kafka security ([center.kafka.security]): TLS (protocol = "ssl" | "sasl_ssl", ca_file, cert_file/key_file
+/// for mutual TLS) and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER through OIDC client
+/// credentials); secrets from the environment variable or file the table names, never from the file.
+/// --check-config reads the files it names; at start the brokers are asked for metadata (10 s at most)
+/// and a refused login, TLS handshake or protocol stops the start with an error naming the key.
+///
 /// Environment: R1_JWT_SECRET (the HS256 secret, unless [auth] names another source),
-/// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal).
+/// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal), and the
+/// variables [center.kafka.security] names.
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Cli {

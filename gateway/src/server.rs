@@ -36,14 +36,21 @@ pub struct Built {
 }
 
 /// What `config` would refuse at start that validation does not look at (it reads no files): the
-/// public listener's certificate files. One `key.path: problem` line each.
+/// public listener's certificate files, and the files the Kafka security table names (CA, client
+/// certificate and key, secrets). One `key.path: problem` line each.
 pub fn preflight(config: &GatewayConfig) -> Vec<String> {
-    config
+    let mut problems = config
         .listen
         .tls
         .as_ref()
         .map(crate::tls::file_problems)
-        .unwrap_or_default()
+        .unwrap_or_default();
+    if config.center.transport == crate::config::CenterTransport::Kafka
+        && let Some(k) = &config.center.kafka
+    {
+        problems.extend(k.security.file_problems(crate::config::SECURITY_KEY));
+    }
+    problems
 }
 
 /// Builds the gateway for `config` (re-read from `path` on reload, if given). After SIGTERM the listeners

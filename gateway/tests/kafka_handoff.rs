@@ -3,7 +3,9 @@
 //! real OpenAI-compatible server (r1-edge) — or, where a slow scripted stream is needed to kill a
 //! node mid-answer, the mock of the external model API.
 //!
-//! Every test uses its own topics and consumer group, so tests do not see each other's tasks.
+//! Every test uses its own topics and consumer group, so tests do not see each other's tasks. The first
+//! one also runs over the broker's SASL_SSL listener (SCRAM-SHA-512, the test CA): the same answers,
+//! with the gateway's password from the environment and the node's from a file.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -13,12 +15,25 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::kafka::{
-    Center, Names, ask_center, direct_answer, kafka_gateway, kafka_gateway_with, read_sse, read_topic,
+    Center, Listener, Names, ask_center, direct_answer, kafka_gateway, kafka_gateway_on, kafka_gateway_with, read_sse,
+    read_topic,
 };
 use support::{CENTER_MODEL, Edge, header};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
+    requests_go_through_kafka_and_stream_back(&Listener::Plaintext).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_hand_off_works_the_same_over_sasl_ssl_with_scram_sha_512() {
+    let Some(listener) = Listener::sasl_ssl("SCRAM-SHA-512") else {
+        return;
+    };
+    requests_go_through_kafka_and_stream_back(&listener).await;
+}
+
+async fn requests_go_through_kafka_and_stream_back(listener: &Listener) {
     let names = Names::new();
     // The center's backend: a real OpenAI-compatible server (r1-edge serving under the center's name).
     let backend = Edge::start(CENTER_MODEL);
@@ -29,9 +44,9 @@ async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
     .await;
     let expected = direct["choices"][0]["message"]["content"].as_str().unwrap().to_owned();
 
-    let center = Center::start(&names, "center-a", &format!("http://{}", backend.addr));
+    let center = Center::start_on(&names, "center-a", &format!("http://{}", backend.addr), listener);
     let edge = Edge::start(support::EDGE_MODEL);
-    let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
+    let gw = kafka_gateway_on(&names, &[edge.addr], 0, listener).await;
     center.wait_until_serving().await;
 
     // Not streamed: one JSON answer, identical to the backend's own.

@@ -5,14 +5,30 @@ use super::*;
 pub(super) async fn run_kafka(
     handoff: &Arc<Handoff>,
     k: &CenterKafkaSection,
+    settings: &r1_queue::kafka::KafkaSettings,
     mut config: watch::Receiver<Arc<GatewayConfig>>,
     mut shutdown: ShutdownWatch,
 ) {
-    let (settings, topics) = (k.settings(), k.topics());
+    let topics = k.topics();
     let mut wait = Duration::from_millis(200);
     let reader = loop {
         let attempt = async {
-            ensure_topics(&settings, &topics, 12, k.result_partitions).await?;
+            // A refusal (the brokers' login or TLS) stays a refusal: say so, as an error, on every try;
+            // readiness stays false until the brokers accept the settings (e.g. a rotated password).
+            let check = {
+                let settings = settings.clone();
+                tokio::task::spawn_blocking(move || check_brokers(&settings, BROKER_CHECK)).await
+            };
+            match check {
+                Ok(Err(e)) if e.is_refusal() => {
+                    tracing::error!(error = %describe_check(&e, k), "Kafka refuses this gateway");
+                    anyhow::bail!("{}", describe_check(&e, k));
+                }
+                Ok(Err(e)) => anyhow::bail!("{}", describe_check(&e, k)),
+                Ok(Ok(())) => {}
+                Err(e) => anyhow::bail!("{e}"),
+            }
+            ensure_topics(settings, &topics, 12, k.result_partitions).await?;
             let (settings, topics, reply_to, router) = (
                 settings.clone(),
                 topics.clone(),
@@ -58,7 +74,7 @@ pub(super) async fn run_kafka(
                     .map(|v| v.name.clone())
                     .collect();
                 for version in versions {
-                    match ensure_topics(&settings, &topics.for_version(&version), 12, k.result_partitions).await {
+                    match ensure_topics(settings, &topics.for_version(&version), 12, k.result_partitions).await {
                         Ok(()) => {
                             known.insert(version);
                         }

@@ -13,6 +13,68 @@ pub fn brokers() -> String {
     std::env::var("R1_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
 
+/// Which listener of the test broker a client uses: the PLAINTEXT one every test uses, or the SASL_SSL
+/// one (`scripts/services.sh env` exports its address, the test CA and the users).
+#[derive(Debug, Clone)]
+pub enum Listener {
+    Plaintext,
+    SaslSsl {
+        brokers: String,
+        ca_file: String,
+        mechanism: &'static str,
+        username: String,
+        password: String,
+    },
+}
+
+impl Listener {
+    /// The SASL_SSL listener with a SCRAM `mechanism`; `None` (the reason printed) when the services'
+    /// variables are not set.
+    pub fn sasl_ssl(mechanism: &'static str) -> Option<Self> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let listener = (|| {
+            Some(Self::SaslSsl {
+                brokers: var("R1_TEST_KAFKA_SECURE_BROKERS")?,
+                ca_file: var("R1_TEST_KAFKA_CA_FILE")?,
+                mechanism,
+                username: var("R1_TEST_KAFKA_SCRAM_USERNAME")?,
+                password: var("R1_TEST_KAFKA_SCRAM_PASSWORD")?,
+            })
+        })();
+        if listener.is_none() {
+            println!(
+                "skipped: R1_TEST_KAFKA_SECURE_BROKERS, R1_TEST_KAFKA_CA_FILE, R1_TEST_KAFKA_SCRAM_USERNAME and \
+                 R1_TEST_KAFKA_SCRAM_PASSWORD are not set (eval \"$(scripts/services.sh env)\")"
+            );
+        }
+        listener
+    }
+
+    pub fn brokers(&self) -> String {
+        match self {
+            Self::Plaintext => brokers(),
+            Self::SaslSsl { brokers, .. } => brokers.clone(),
+        }
+    }
+
+    /// The `security` table under `table` (`center.kafka.security`), the password read from `password`:
+    /// `password_env = "..."` or `password_file = "..."` (the caller writes the file).
+    pub fn security(&self, table: &str, password_source: &str) -> String {
+        match self {
+            Self::Plaintext => String::new(),
+            Self::SaslSsl {
+                ca_file,
+                mechanism,
+                username,
+                ..
+            } => format!(
+                "[{table}]\nprotocol = \"sasl_ssl\"\nca_file = \"{ca_file}\"\n[{table}.sasl]\n\
+                 mechanism = \"{mechanism}\"\nusername = \"{username}\"\n{password_source}\n"
+            ),
+        }
+    }
+}
+
 pub fn redis_url() -> String {
     std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
 }
@@ -65,16 +127,33 @@ pub struct Center {
 
 impl Center {
     pub fn start(names: &Names, id: &str, backend: &str) -> Self {
-        Self::start_version(names, id, backend, None)
+        Self::start_full(names, id, backend, None, &Listener::Plaintext)
     }
 
     /// A node serving model `version` (its own task topics and group).
     pub fn start_version(names: &Names, id: &str, backend: &str, version: Option<&str>) -> Self {
+        Self::start_full(names, id, backend, version, &Listener::Plaintext)
+    }
+
+    /// A node on `listener` (its password, if any, in a file).
+    pub fn start_on(names: &Names, id: &str, backend: &str, listener: &Listener) -> Self {
+        Self::start_full(names, id, backend, None, listener)
+    }
+
+    fn start_full(names: &Names, id: &str, backend: &str, version: Option<&str>, listener: &Listener) -> Self {
         let port = free_port();
         let version = version.map_or_else(String::new, |v| format!("version = \"{v}\""));
         let dir = std::env::temp_dir().join(format!("r1-center-test-{}", names.suffix));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join(format!("{id}.toml"));
+        let security = match listener {
+            Listener::Plaintext => String::new(),
+            Listener::SaslSsl { password, .. } => {
+                let file = dir.join(format!("{id}.kafka-password"));
+                std::fs::write(&file, format!("{password}\n")).unwrap();
+                listener.security("kafka.security", &format!("password_file = \"{}\"", file.display()))
+            }
+        };
         let text = format!(
             r#"
 [node]
@@ -101,7 +180,7 @@ client_id = "{id}"
 group = "test.{suffix}"
 session_timeout = "6s"
 max_poll_interval = "60s"
-
+{security}
 [topics]
 interactive = "{interactive}"
 batch = "{batch}"
@@ -113,7 +192,7 @@ dlq = "{dlq}"
 [redis]
 url = "{redis}"
 "#,
-            brokers = brokers(),
+            brokers = listener.brokers(),
             suffix = names.suffix,
             interactive = names.topic("interactive"),
             batch = names.topic("batch"),
@@ -179,6 +258,40 @@ pub async fn kafka_gateway(names: &Names, edge: &[std::net::SocketAddr], partiti
     kafka_gateway_with(names, edge, partition, routing, "").await
 }
 
+/// The `[center]` keys of a gateway handing off through Kafka on `listener` (the password from the
+/// environment variable `scripts/services.sh env` exports).
+pub fn kafka_center(names: &Names, partition: i32, listener: &Listener) -> String {
+    format!(
+        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n{}\n",
+        listener.brokers(),
+        names.gateway_topics(),
+        listener.security(
+            "center.kafka.security",
+            "password_env = \"R1_TEST_KAFKA_SCRAM_PASSWORD\""
+        )
+    )
+}
+
+/// A gateway handing off on `listener`, once its hand-off is ready.
+pub async fn kafka_gateway_on(
+    names: &Names,
+    edge: &[std::net::SocketAddr],
+    partition: i32,
+    listener: &Listener,
+) -> Gateway {
+    let gw = Gateway::start_full(
+        edge,
+        &[],
+        "",
+        "",
+        &kafka_center(names, partition, listener),
+        reqwest::Client::new(),
+    )
+    .await;
+    wait_until_handoff_ready(&gw).await;
+    gw
+}
+
 /// With more `[center]` sub-tables (e.g. `[[center.versions]]`).
 pub async fn kafka_gateway_with(
     names: &Names,
@@ -188,16 +301,20 @@ pub async fn kafka_gateway_with(
     center_extra: &str,
 ) -> Gateway {
     let center = format!(
-        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n{center_extra}\n",
-        brokers(),
-        names.gateway_topics()
+        "{}{center_extra}\n",
+        kafka_center(names, partition, &Listener::Plaintext)
     );
     let gw = Gateway::start_full(edge, &[], "", routing, &center, reqwest::Client::new()).await;
+    wait_until_handoff_ready(&gw).await;
+    gw
+}
+
+async fn wait_until_handoff_ready(gw: &Gateway) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let pools = gw.pools().await;
         if pools["handoff"]["ready"] == true {
-            return gw;
+            return;
         }
         assert!(
             Instant::now() < deadline,

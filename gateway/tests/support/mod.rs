@@ -1,7 +1,13 @@
 //! The gateway test harness: real r1-edge servers in process (the shipped model) and a real gateway
 //! on its own Pingora server thread, configured through a real file (so live reload is exercised).
 
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)] // each test file uses part of it
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout
+)] // each test file uses part of it; skips say why on stdout
 
 pub mod kafka;
 
