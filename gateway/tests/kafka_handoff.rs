@@ -660,3 +660,137 @@ async fn tool_calls_and_backend_refusals_come_back_through_the_hand_off_as_the_s
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
+
+/// A generation that takes longer than the node's `max.poll.interval.ms`: the node keeps polling while
+/// it generates, so it is not thrown out of its group and the task is not handed to anyone again — one
+/// run, one complete answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_generation_longer_than_the_poll_interval_is_answered_once_without_a_rebalance() {
+    let names = Names::new();
+    // 90 tokens 100 ms apart: 9 s, past the node's 6 s poll interval.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default()
+        .content(90, "tok ")
+        .delays(Duration::from_millis(50), Duration::from_millis(100));
+    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let center = Center::start_polling(&names, "center-a", &format!("http://{}", upstream.addr()), "6s");
+    let edge = Edge::start(support::EDGE_MODEL);
+    let timeouts = "[timeouts]\nfirst_token = \"60s\"\nidle = \"30s\"\ntotal = \"2m\"\n";
+    let gw = kafka_gateway(&names, &[edge.addr], 0, timeouts).await;
+    center.wait_until_serving().await;
+
+    let mut body = ask_center("a long answer", true);
+    body["max_tokens"] = json!(100);
+    let started = std::time::Instant::now();
+    let r = gw.chat(body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let (answer, _, done, error) = read_sse(&text);
+    assert!(done && error.is_none(), "{text}");
+    assert_eq!(answer, "tok ".repeat(90));
+    assert!(
+        started.elapsed() > Duration::from_secs(6),
+        "longer than the poll interval"
+    );
+    assert_eq!(
+        upstream.stats().snapshot().received,
+        1,
+        "run once: never handed to the group again"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while center.metric("r1_center_tasks_total{outcome=\"ok\"}").await < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "the node did not count its task");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(center.metric("r1_center_duplicates_suppressed_total").await, 0.0);
+    let log = std::fs::read_to_string(&center.log).unwrap();
+    assert!(!log.contains("maximum poll interval"), "{log}");
+    gw.stop();
+    upstream.shutdown().await.unwrap();
+}
+
+/// r1-center scaled from one node to three while two gateways send a steady stream of distinct
+/// questions: the group rebalances twice under load, and every task gets exactly one run and its answer
+/// at the client that asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn centers_scaled_from_one_to_three_under_load_answer_every_task_once_at_its_client() {
+    let names = Names::new();
+    let backend = Edge::start(CENTER_MODEL);
+    let url = format!("http://{}", backend.addr);
+    let mut centers = vec![Center::start(&names, "center-a", &url)];
+    let edge = Edge::start(support::EDGE_MODEL);
+    let gw_a = kafka_gateway(&names, &[edge.addr], 0, "").await;
+    let gw_b = kafka_gateway(&names, &[edge.addr], 1, "").await;
+    centers[0].wait_until_serving().await;
+    let questions: Vec<String> = (0..30).map(|i| format!("What is {i} times {}?", i + 2)).collect();
+    let mut expected = Vec::new();
+    for q in &questions {
+        let direct = direct_answer(&url, q).await;
+        expected.push(direct["choices"][0]["message"]["content"].as_str().unwrap().to_owned());
+    }
+    // 60 requests, one every 150 ms, alternating gateways; two more nodes join meanwhile.
+    let mut calls = Vec::new();
+    for (i, q) in questions.iter().enumerate() {
+        for gw in [&gw_a, &gw_b] {
+            let (client, url, body) = (
+                gw.client.clone(),
+                format!("{}/v1/chat/completions", gw.public),
+                ask_center(q, i % 2 == 0),
+            );
+            calls.push(tokio::spawn(async move {
+                let r = client.post(url).json(&body).send().await.unwrap();
+                assert_eq!(r.status(), 200);
+                let text = r.text().await.unwrap();
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(v) => v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+                    Err(_) => {
+                        let (t, _, done, error) = read_sse(&text);
+                        assert!(done && error.is_none(), "{text}");
+                        t
+                    }
+                }
+            }));
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+        match i {
+            3 => centers.push(Center::start(&names, "center-b", &url)),
+            9 => centers.push(Center::start(&names, "center-c", &url)),
+            _ => {}
+        }
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(
+            call.await.unwrap(),
+            expected[i / 2],
+            "answer {i} reached the client that asked"
+        );
+    }
+    for gw in [&gw_a, &gw_b] {
+        let pools = gw.pools().await;
+        assert_eq!(pools["handoff"]["results_orphaned"], 0, "{pools}");
+    }
+    // Exactly one run per task over the three nodes (counted once its last chunk is acknowledged).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let ok = loop {
+        let mut ok = 0.0;
+        for c in &centers {
+            ok += c.metric("r1_center_tasks_total{outcome=\"ok\"}").await;
+        }
+        if ok >= 60.0 || std::time::Instant::now() > deadline {
+            break ok;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ok, 60.0);
+    // The nodes that joined took tasks: the partitions moved while the requests were flowing.
+    let mut joined = 0.0;
+    for c in &centers[1..] {
+        joined += c.metric("r1_center_tasks_total{outcome=\"ok\"}").await;
+    }
+    assert!(
+        joined >= 1.0,
+        "the nodes that joined ran no task: the rebalance missed the load"
+    );
+    gw_a.stop();
+    gw_b.stop();
+}

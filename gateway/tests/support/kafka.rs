@@ -127,20 +127,33 @@ pub struct Center {
 
 impl Center {
     pub fn start(names: &Names, id: &str, backend: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext)
+        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s")
+    }
+
+    /// A node whose consumer gives up on itself after `max_poll_interval` without a poll (its session
+    /// timeout is 6 s, the shortest this may be).
+    pub fn start_polling(names: &Names, id: &str, backend: &str, max_poll_interval: &str) -> Self {
+        Self::start_full(names, id, backend, None, &Listener::Plaintext, max_poll_interval)
     }
 
     /// A node serving model `version` (its own task topics and group).
     pub fn start_version(names: &Names, id: &str, backend: &str, version: Option<&str>) -> Self {
-        Self::start_full(names, id, backend, version, &Listener::Plaintext)
+        Self::start_full(names, id, backend, version, &Listener::Plaintext, "60s")
     }
 
     /// A node on `listener` (its password, if any, in a file).
     pub fn start_on(names: &Names, id: &str, backend: &str, listener: &Listener) -> Self {
-        Self::start_full(names, id, backend, None, listener)
+        Self::start_full(names, id, backend, None, listener, "60s")
     }
 
-    fn start_full(names: &Names, id: &str, backend: &str, version: Option<&str>, listener: &Listener) -> Self {
+    fn start_full(
+        names: &Names,
+        id: &str,
+        backend: &str,
+        version: Option<&str>,
+        listener: &Listener,
+        max_poll_interval: &str,
+    ) -> Self {
         let port = free_port();
         let version = version.map_or_else(String::new, |v| format!("version = \"{v}\""));
         let dir = std::env::temp_dir().join(format!("r1-center-test-{}", names.suffix));
@@ -179,7 +192,7 @@ brokers = "{brokers}"
 client_id = "{id}"
 group = "test.{suffix}"
 session_timeout = "6s"
-max_poll_interval = "60s"
+max_poll_interval = "{max_poll_interval}"
 {security}
 [topics]
 interactive = "{interactive}"
