@@ -54,6 +54,21 @@ pub struct GatewayConfig {
     /// CORS for browser apps (off by default).
     #[serde(default)]
     pub cors: crate::cors::CorsSection,
+    /// Asynchronous tasks (`/v1/tasks`).
+    #[serde(default)]
+    pub tasks: TasksSection,
+}
+
+/// `[tasks]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TasksSection {
+    /// Accept webhooks on private, loopback and link-local addresses (receivers inside the
+    /// deployment's network). Off: a webhook whose host is such an IP literal, or `localhost`, is a 400
+    /// when the task is submitted; r1-center checks the addresses a name resolves to when it calls, with
+    /// its own `node.webhook_private_networks`.
+    #[serde(default)]
+    pub webhook_private_networks: bool,
 }
 
 /// `[redis]`

@@ -117,13 +117,30 @@ fn center_request(config: &GatewayConfig, hygiene: &Hygiene, value: Value) -> Re
     Ok(request)
 }
 
-/// A task's `webhook`: absent, or an http(s) URL.
-fn webhook_of(value: &Value) -> Result<Option<String>, GatewayError> {
-    match value.get("webhook") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(url)) if url.starts_with("http://") || url.starts_with("https://") => Ok(Some(url.clone())),
-        Some(_) => Err(invalid("`webhook` must be an http(s) URL").param("webhook")),
+/// A task's `webhook`: absent, or an http(s) URL — on a public address unless `private_networks`
+/// (a name is checked by r1-center against what it resolves to, when it calls).
+fn webhook_of(value: &Value, private_networks: bool) -> Result<Option<String>, GatewayError> {
+    let url = match value.get("webhook") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(url)) => url,
+        Some(_) => return Err(invalid("`webhook` must be an http(s) URL").param("webhook")),
+    };
+    let Some(host) = r1_proto::net::http_host(url) else {
+        return Err(invalid("`webhook` must be an http(s) URL with a host").param("webhook"));
+    };
+    let private = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !r1_proto::net::is_public(ip),
+        Err(_) => host.eq_ignore_ascii_case("localhost") || host.to_ascii_lowercase().ends_with(".localhost"),
+    };
+    if private && !private_networks {
+        return Err(invalid(format!(
+            "`webhook` must be on a public address; `{host}` is not (`tasks.webhook_private_networks` allows \
+             receivers inside the deployment's network)"
+        ))
+        .param("webhook")
+        .code("webhook_not_public"));
     }
+    Ok(Some(url.clone()))
 }
 
 fn invalid(message: impl Into<String>) -> GatewayError {
@@ -261,10 +278,13 @@ pub async fn create_task(
         .ok_or_else(|| store_down("no task store is configured or connected"))?;
     let mut value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("not JSON: {e}")))?;
     let (request, webhook) = if let Some(request) = value.get("request") {
-        (request.clone(), webhook_of(&value)?)
+        (
+            request.clone(),
+            webhook_of(&value, config.tasks.webhook_private_networks)?,
+        )
     } else if value.get("prompt").is_some() && value.get("messages").is_none() {
         // The simple prompt shape (`/v1/r1/inference`'s), with an optional webhook beside it.
-        let webhook = webhook_of(&value)?;
+        let webhook = webhook_of(&value, config.tasks.webhook_private_networks)?;
         if let Some(object) = value.as_object_mut() {
             object.remove("webhook");
         }
@@ -504,4 +524,50 @@ pub async fn batch_output(handoff: &Handoff, tenant: &str, id: &str) -> Result<R
         body: Bytes::from(out),
         location: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(url: &str, private_networks: bool) -> Result<Option<String>, GatewayError> {
+        webhook_of(&json!({"webhook": url}), private_networks)
+    }
+
+    #[test]
+    fn a_webhook_on_a_private_address_is_refused_at_submit_unless_allowed() {
+        for url in [
+            "https://hooks.example.com/r1",
+            "http://93.184.216.34:8080/x",
+            "https://[2606:4700::1111]/",
+        ] {
+            assert_eq!(webhook(url, false).unwrap().as_deref(), Some(url));
+        }
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://10.1.2.3/hook",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://100.64.0.1/",
+            "http://[::1]:9/",
+            "http://[fd00::1]/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://localhost:8080/",
+            "http://api.localhost/",
+            "http://user@192.168.0.10/",
+        ] {
+            let e = webhook(url, false).unwrap_err();
+            assert_eq!(e.status(), 400, "{url}");
+            assert_eq!(e.param, Some("webhook"), "{url}");
+            assert_eq!(e.code, Some("webhook_not_public"), "{url}");
+            assert_eq!(
+                webhook(url, true).unwrap().as_deref(),
+                Some(url),
+                "allowed with private networks"
+            );
+        }
+        for url in ["ftp://example.com/", "http://", "not a url"] {
+            assert_eq!(webhook(url, true).unwrap_err().param, Some("webhook"), "{url}");
+        }
+        assert_eq!(webhook_of(&json!({}), false).unwrap(), None);
+    }
 }

@@ -403,7 +403,11 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
     let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
     let edge = Edge::start(support::EDGE_MODEL);
-    let redis = format!("[redis]\nurl = \"{}\"\n", support::kafka::redis_url());
+    // The webhook receiver listens on loopback: allowed here (refused by default, tasks::tests).
+    let redis = format!(
+        "[redis]\nurl = \"{}\"\n[tasks]\nwebhook_private_networks = true\n",
+        support::kafka::redis_url()
+    );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
     let client = &gw.client;

@@ -32,6 +32,7 @@ mod macros;
 
 mod error;
 mod inference;
+pub mod net;
 mod nullable;
 mod openai;
 mod route;
