@@ -724,6 +724,21 @@ impl ProxyHttp for GatewayProxy {
             source = error.source.as_str(),
             "request failed"
         );
+        if session.response_written().is_some()
+            && let (Some(streamed), Some(request)) = (
+                ctx.upstream
+                    .usage
+                    .as_ref()
+                    .and_then(crate::usage::UsageTap::streamed_tokens),
+                ctx.route.request.as_ref(),
+            )
+        {
+            // A stream cut midway (the model died, a limit cut it, the client left) is charged its prompt
+            // and what it streamed, not its whole reservation.
+            let prompt = crate::limits::LimitsSection::prompt_tokens(request);
+            ctx.policy.record_usage(prompt.saturating_add(streamed));
+            ctx.upstream.usage = None;
+        }
         let code = if session.response_written().is_some() {
             // The stream already started: an in-band error event, never a synthesized [DONE].
             if ctx.route.stream {

@@ -8,7 +8,9 @@
 //!
 //! Upstream JSON is compact (`"usage":{`) from every server we proxy (r1-edge, vLLM, SGLang, OpenAI's
 //! API); the spaced form (`"usage": {`) is read too. An answer whose usage cannot be found keeps the
-//! caller's reservation — never a refund of it.
+//! caller's reservation — never a refund of it — except a stream cut midway (the model died, a limit
+//! cut it, the client left): it is charged its prompt and one token per streamed delta (the role and
+//! finish deltas included, so never less than what it carried), not the whole reservation.
 
 use bytes::{Bytes, BytesMut};
 use r1_proto::Usage;
@@ -32,6 +34,8 @@ pub enum UsageTap {
         hide: bool,
         /// Usage found so far.
         found: Option<Usage>,
+        /// Deltas streamed so far (a delta split between two pieces may be missed).
+        deltas: u64,
     },
 }
 
@@ -43,7 +47,11 @@ impl UsageTap {
 
     /// A tap for a stream; `hide`: the client did not ask for the usage chunk.
     pub fn sse(hide: bool) -> Self {
-        Self::Sse { hide, found: None }
+        Self::Sse {
+            hide,
+            found: None,
+            deltas: 0,
+        }
     }
 
     /// Looks at a piece of the answer on its way to the client (and may take the usage chunk out).
@@ -56,7 +64,8 @@ impl UsageTap {
                     tail.drain(..tail.len() - TAIL);
                 }
             }
-            Self::Sse { hide, found } => {
+            Self::Sse { hide, found, deltas } => {
+                *deltas += memchr::memmem::find_iter(chunk, b"\"delta\":").count() as u64;
                 let Some((at, usage)) = find_usage(chunk) else { return };
                 *found = Some(usage);
                 if *hide && let Some(without) = without_event(chunk, at) {
@@ -71,6 +80,18 @@ impl UsageTap {
         match self {
             Self::Json { tail } => find_usage(tail).map(|(_, u)| u.total_tokens),
             Self::Sse { found, .. } => found.as_ref().map(|u| u.total_tokens),
+        }
+    }
+
+    /// For a stream cut before its usage chunk: what it generated, at most one token per delta
+    /// streamed. `None` for a JSON answer (nothing of a cut one reached the client) or a stream that
+    /// carried its usage.
+    pub fn streamed_tokens(&self) -> Option<u64> {
+        match self {
+            Self::Sse {
+                found: None, deltas, ..
+            } => Some(*deltas),
+            _ => None,
         }
     }
 }
@@ -156,6 +177,28 @@ mod tests {
         let mut none = UsageTap::json();
         pass(&mut none, r#"{"choices":[]}"#);
         assert_eq!(none.total_tokens(), None);
+    }
+
+    #[test]
+    fn a_stream_cut_before_its_usage_counts_its_deltas() {
+        let mut tap = UsageTap::sse(true);
+        pass(
+            &mut tap,
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+        );
+        for _ in 0..3 {
+            pass(
+                &mut tap,
+                "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
+            );
+        }
+        assert_eq!((tap.total_tokens(), tap.streamed_tokens()), (None, Some(4)));
+        pass(
+            &mut tap,
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":4,\"completion_tokens\":3,\"total_tokens\":7}}\n\n",
+        );
+        assert_eq!((tap.total_tokens(), tap.streamed_tokens()), (Some(7), None));
+        assert_eq!(UsageTap::json().streamed_tokens(), None);
     }
 
     #[test]

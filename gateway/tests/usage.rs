@@ -138,3 +138,26 @@ async fn every_path_charges_what_the_answer_used() {
     gw.stop();
     center.shutdown().await.unwrap();
 }
+
+/// A stream cut midway (here the model server dies after three tokens) carries no usage chunk: it is
+/// charged its prompt and what it streamed, not its whole reservation. Five such streams of a 400-token
+/// reservation each fit a 1200-token minute only so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_cut_midway_is_charged_what_it_streamed() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script {
+        drop_after: Some(3),
+        ..r1_mock_upstream::Script::default().content(50, "tok ")
+    };
+    let dying = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let gw = Gateway::start(&[dying.addr()], &[], "[limits]\ntokens_per_minute = 1200\n").await;
+    for (i, text) in QUESTIONS[0].iter().chain(&QUESTIONS[1][..1]).enumerate() {
+        let r = gw.chat(ask(EDGE_MODEL, text, Some(true), false)).await;
+        assert_eq!(r.status(), 200, "stream {i}: charged what it used, so not refused");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("\"error\"") && !body.contains("[DONE]"), "{body}");
+    }
+    assert_eq!(gw.metric_family("r1_limit_refusals_total").await, 0.0);
+    gw.stop();
+    dying.shutdown().await.unwrap();
+}

@@ -363,17 +363,22 @@ impl LimitsSection {
     /// ASCII characters or one other character per token, plus a few per message) and its output cap
     /// (`max_completion_tokens`, `max_tokens` or `output_reserve`, at most `max_tokens_cap`) times `n`.
     pub fn estimated_tokens(&self, request: &ChatCompletionRequest) -> u64 {
-        let prompt: u64 = request
-            .messages
-            .iter()
-            .map(|m| 4 + text_tokens(&m.text()) + m.reasoning().map_or(0, text_tokens))
-            .sum();
+        let prompt = Self::prompt_tokens(request);
         let output = request
             .effective_max_tokens()
             .unwrap_or(self.output_reserve)
             .min(self.max_tokens_cap);
         let choices = u64::from(request.n.unwrap_or(1).clamp(1, 128));
         prompt.saturating_add(u64::from(output).saturating_mul(choices))
+    }
+
+    /// The prompt's part of [`Self::estimated_tokens`]: what a request costs before it generates.
+    pub fn prompt_tokens(request: &ChatCompletionRequest) -> u64 {
+        request
+            .messages
+            .iter()
+            .map(|m| 4 + text_tokens(&m.text()) + m.reasoning().map_or(0, text_tokens))
+            .sum()
     }
 
     /// The per-subject limits in force with `share` of each (1.0 normally; `local_fallback_share` in
