@@ -17,16 +17,18 @@
 #
 # Every 10 s it samples each process's RSS and open files, the gateway's requests in flight and the load
 # average. The report gives, per 5-minute window, requests, failures and latency, and RSS over time.
-# Exits non-zero if a request failed outside a fault's window (its start to 30 s after its end), a stream
+# Exits non-zero if a request failed outside a fault's window (a request whose life overlaps a fault, from
+# its start to 30 s after its end, is inside it), a stream
 # carried a fake [DONE] or ended with neither [DONE] nor an error event, the gateway's RSS grew more than
 # 25 % (and 20 MiB) from the end of the first window to the end, or work was still in flight 15 s after
 # the load stopped. Figures: docs/RELIABILITY.md ("The soak").
 #   scripts/soak.sh [--minutes 30] [--rate 20] [--fault-every 300] [--keep DIR] [--no-build]
+#   scripts/soak.sh --report DIR    the report again, over a run kept with --keep DIR
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 
-minutes=30 rate=20 fault_every=300 keep="" build=1
+minutes=30 rate=20 fault_every=300 keep="" build=1 report_only=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --minutes) minutes="$2"; shift 2 ;;
@@ -34,10 +36,87 @@ while [[ $# -gt 0 ]]; do
     --fault-every) fault_every="$2"; shift 2 ;;
     --keep) keep="$2"; shift 2 ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --report) report_only="$2"; shift 2 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
+
+report() { # dir stuck
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+from collections import defaultdict
+work, stuck = sys.argv[1], int(sys.argv[2])
+read = lambda path: [json.loads(l) for l in open(path) if l.strip()]
+requests = read(f"{work}/requests-stream.jsonl") + read(f"{work}/requests-json.jsonl")
+faults = read(f"{work}/faults.jsonl") if __import__("os").path.exists(f"{work}/faults.jsonl") else []
+samples = read(f"{work}/samples.jsonl")
+begin = min(r["unix_ms"] for r in requests)
+# A request is inside a fault's window when its life (scheduled send to end) overlaps the fault, from
+# its start to 30 s after its end: one sent just before a broker stops is as affected as one sent after.
+def in_fault(r):
+    end = r["unix_ms"] + (r["elapsed_ms"] or 0)
+    return any(r["unix_ms"] <= f["end_ms"] + 30_000 and end >= f["start_ms"] for f in faults)
+pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] if xs else 0
+
+print(f"{'window':>8} {'sent':>6} {'ok':>6} {'failed':>6} {'in fault':>8} {'p50 ms':>7} {'p99 ms':>7} {'ttft p50':>8}  routes")
+windows = defaultdict(list)
+for r in requests:
+    windows[(r["unix_ms"] - begin) // 300_000].append(r)
+for w in sorted(windows):
+    rs = windows[w]
+    ok = [r for r in rs if r["ok"]]
+    failed = [r for r in rs if not r["ok"]]
+    routes = defaultdict(int)
+    for r in rs:
+        routes[r.get("route") or "none"] += 1
+    ttft = [r["ttft_ms"] for r in ok if r.get("ttft_ms") is not None]
+    print(f"{w * 5:>3}–{w * 5 + 5:<3}m {len(rs):>6} {len(ok):>6} {len(failed):>6} "
+          f"{sum(in_fault(r) for r in failed):>8} {pct([r['elapsed_ms'] for r in ok], 0.5):>7.0f} "
+          f"{pct([r['elapsed_ms'] for r in ok], 0.99):>7.0f} {pct(ttft, 0.5):>8.0f}  "
+          + ", ".join(f"{k} {v}" for k, v in sorted(routes.items())))
+for f in faults:
+    print(f"fault {f['fault']:<12} at {(f['start_ms'] - begin) / 60000:5.1f} min, {(f['end_ms'] - f['start_ms']) / 1000:.0f} s")
+
+print("RSS (MiB) at each 5-minute mark:")
+by_process = defaultdict(list)
+for s in samples:
+    if "rss_kib" in s:
+        by_process[s["process"]].append(s)
+for name, ss in sorted(by_process.items()):
+    marks = [ss[0]] + [min(ss, key=lambda s: abs(s["unix_ms"] - begin - m * 300_000)) for m in range(1, 1 + (ss[-1]["unix_ms"] - begin) // 300_000)] + [ss[-1]]
+    print(f"  {name:<8} " + " ".join(f"{s['rss_kib'] / 1024:6.1f}" for s in marks) + f"   max {max(s['rss_kib'] for s in ss) / 1024:.1f}, fds last {ss[-1]['fds']}")
+
+problems = []
+outside = [r for r in requests if not r["ok"] and not in_fault(r)]
+if outside:
+    problems.append(f"{len(outside)} request(s) failed outside any fault's window, first: {json.dumps(outside[0])}")
+bad_streams = [r for r in requests if r.get("stream") in ("fake_done", "cut")]
+if bad_streams:
+    problems.append(f"{len(bad_streams)} stream(s) with a fake [DONE] or no end, first: {json.dumps(bad_streams[0])}")
+gw = by_process.get("gateway", [])
+after_warmup = [s for s in gw if s["unix_ms"] - begin >= 300_000]
+if after_warmup:
+    first, last = after_warmup[0]["rss_kib"], gw[-1]["rss_kib"]
+    print(f"gateway RSS from the 5-minute mark to the end: {first / 1024:.1f} → {last / 1024:.1f} MiB")
+    if last > first * 1.25 and last - first > 20 * 1024:
+        problems.append(f"the gateway's RSS grew {first / 1024:.1f} → {last / 1024:.1f} MiB")
+if stuck:
+    problems.append("requests or tasks were still in flight 15 s after the load stopped")
+total_failed = sum(not r["ok"] for r in requests)
+print(f"requests: {len(requests)} sent, {len(requests) - total_failed} ok, {total_failed} failed "
+      f"({total_failed - len(outside)} inside a fault's window)")
+for p in problems:
+    print(f"FAIL: {p}")
+print("PASS" if not problems else "FAILED")
+sys.exit(1 if problems else 0)
+PY
+}
+
+if [[ -n "$report_only" ]]; then
+  report "$report_only" 0
+  exit $?
+fi
 
 (( build )) && cargo build --release --locked -p r1-gateway -p r1-edge -p r1-center -p r1-loadtest \
   -p r1-mock-upstream >/dev/null
@@ -251,67 +330,4 @@ until idle; do
 done
 sample
 
-python3 - "$work" "$fault_every" "$stuck" <<'PY'
-import json, sys
-from collections import defaultdict
-work, stuck = sys.argv[1], int(sys.argv[3])
-read = lambda path: [json.loads(l) for l in open(path) if l.strip()]
-requests = read(f"{work}/requests-stream.jsonl") + read(f"{work}/requests-json.jsonl")
-faults = read(f"{work}/faults.jsonl") if __import__("os").path.exists(f"{work}/faults.jsonl") else []
-samples = read(f"{work}/samples.jsonl")
-begin = min(r["unix_ms"] for r in requests)
-in_fault = lambda t: any(f["start_ms"] <= t <= f["end_ms"] + 30_000 for f in faults)
-pct = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))] if xs else 0
-
-print(f"{'window':>8} {'sent':>6} {'ok':>6} {'failed':>6} {'in fault':>8} {'p50 ms':>7} {'p99 ms':>7} {'ttft p50':>8}  routes")
-windows = defaultdict(list)
-for r in requests:
-    windows[(r["unix_ms"] - begin) // 300_000].append(r)
-for w in sorted(windows):
-    rs = windows[w]
-    ok = [r for r in rs if r["ok"]]
-    failed = [r for r in rs if not r["ok"]]
-    routes = defaultdict(int)
-    for r in rs:
-        routes[r.get("route") or "none"] += 1
-    ttft = [r["ttft_ms"] for r in ok if r.get("ttft_ms") is not None]
-    print(f"{w * 5:>3}–{w * 5 + 5:<3}m {len(rs):>6} {len(ok):>6} {len(failed):>6} "
-          f"{sum(in_fault(r['unix_ms']) for r in failed):>8} {pct([r['elapsed_ms'] for r in ok], 0.5):>7.0f} "
-          f"{pct([r['elapsed_ms'] for r in ok], 0.99):>7.0f} {pct(ttft, 0.5):>8.0f}  "
-          + ", ".join(f"{k} {v}" for k, v in sorted(routes.items())))
-for f in faults:
-    print(f"fault {f['fault']:<12} at {(f['start_ms'] - begin) / 60000:5.1f} min, {(f['end_ms'] - f['start_ms']) / 1000:.0f} s")
-
-print("RSS (MiB) at each 5-minute mark:")
-by_process = defaultdict(list)
-for s in samples:
-    if "rss_kib" in s:
-        by_process[s["process"]].append(s)
-for name, ss in sorted(by_process.items()):
-    marks = [ss[0]] + [min(ss, key=lambda s: abs(s["unix_ms"] - begin - m * 300_000)) for m in range(1, 1 + (ss[-1]["unix_ms"] - begin) // 300_000)] + [ss[-1]]
-    print(f"  {name:<8} " + " ".join(f"{s['rss_kib'] / 1024:6.1f}" for s in marks) + f"   max {max(s['rss_kib'] for s in ss) / 1024:.1f}, fds last {ss[-1]['fds']}")
-
-problems = []
-outside = [r for r in requests if not r["ok"] and not in_fault(r["unix_ms"])]
-if outside:
-    problems.append(f"{len(outside)} request(s) failed outside any fault's window, first: {json.dumps(outside[0])}")
-bad_streams = [r for r in requests if r.get("stream") in ("fake_done", "cut")]
-if bad_streams:
-    problems.append(f"{len(bad_streams)} stream(s) with a fake [DONE] or no end, first: {json.dumps(bad_streams[0])}")
-gw = by_process.get("gateway", [])
-after_warmup = [s for s in gw if s["unix_ms"] - begin >= 300_000]
-if after_warmup:
-    first, last = after_warmup[0]["rss_kib"], gw[-1]["rss_kib"]
-    print(f"gateway RSS from the 5-minute mark to the end: {first / 1024:.1f} → {last / 1024:.1f} MiB")
-    if last > first * 1.25 and last - first > 20 * 1024:
-        problems.append(f"the gateway's RSS grew {first / 1024:.1f} → {last / 1024:.1f} MiB")
-if stuck:
-    problems.append("requests or tasks were still in flight 15 s after the load stopped")
-total_failed = sum(not r["ok"] for r in requests)
-print(f"requests: {len(requests)} sent, {len(requests) - total_failed} ok, {total_failed} failed "
-      f"({total_failed - len(outside)} inside a fault's window)")
-for p in problems:
-    print(f"FAIL: {p}")
-print("PASS" if not problems else "FAILED")
-sys.exit(1 if problems else 0)
-PY
+report "$work" "$stuck"
