@@ -847,8 +847,9 @@ async fn sigterm_makes_readiness_false_at_once_and_lets_open_streams_finish() {
         streams.push(r);
     }
     let started = Instant::now();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+    // The shell's own `kill`: no dependency on a procps binary.
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -TERM {}", child.id())])
         .status()
         .unwrap();
     assert!(status.success());
