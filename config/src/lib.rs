@@ -5,6 +5,8 @@
 //! sees one error format everywhere: `path: N problem(s)` followed by one `key.path: what is wrong`
 //! line per problem.
 
+pub mod secret;
+
 use std::path::Path;
 
 use serde::de::DeserializeOwned;

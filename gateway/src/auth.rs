@@ -438,15 +438,7 @@ fn read_secret(
                 path: path.to_owned(),
                 source,
             };
-            let mut bytes = Vec::new();
-            std::io::Read::read_to_end(
-                &mut std::io::Read::take(std::fs::File::open(path).map_err(file_error)?, MAX_SECRET_FILE_BYTES),
-                &mut bytes,
-            )
-            .map_err(file_error)?;
-            while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                bytes.pop();
-            }
+            let bytes = r1_config::secret::read_file(path, MAX_SECRET_FILE_BYTES).map_err(file_error)?;
             Ok((key, bytes))
         }
     }

@@ -140,18 +140,9 @@ impl Validate for AuthSection {
                 &self.previous_secret_file,
             ),
         ] {
-            if env.is_some() && file.is_some() {
-                problems.push(format!("{file_key}: set either {env_key} or {file_key}, not both"));
-            }
-            if let Some(name) = env
-                && !is_env_name(name)
-            {
-                problems.push(format!("{env_key}: `{name}` is not an environment variable name"));
-            }
-            if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
-                problems.push(format!("{file_key}: must not be empty"));
-            }
-            if !self.hs256 && (env.is_some() || file.is_some()) {
+            let set =
+                r1_config::secret::pair_problems(&mut problems, (env_key, env.as_deref()), (file_key, file.as_deref()));
+            if !self.hs256 && set {
                 let key = if env.is_some() { env_key } else { file_key };
                 problems.push(format!("{key}: set, but auth.hs256 is false"));
             }
@@ -202,10 +193,4 @@ impl Validate for AuthSection {
         }
         problems
     }
-}
-
-pub(super) fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }

@@ -521,27 +521,18 @@ impl OidcSection {
     }
 }
 
-/// Checks one env-or-file pair; whether a source is set.
+/// Checks one env-or-file pair (`r1_config::secret`); whether a source is set.
 fn check_source(
     problems: &mut Vec<String>,
     key: &str,
     (env_name, env): (&str, &Option<String>),
     (file_name, file): (&str, &Option<PathBuf>),
 ) -> bool {
-    if env.is_some() && file.is_some() {
-        problems.push(format!(
-            "{key}.{file_name}: set either {key}.{env_name} or {key}.{file_name}, not both"
-        ));
-    }
-    if let Some(var) = env
-        && !is_env_name(var)
-    {
-        problems.push(format!("{key}.{env_name}: `{var}` is not an environment variable name"));
-    }
-    if file.as_ref().is_some_and(|f| f.as_os_str().is_empty()) {
-        problems.push(format!("{key}.{file_name}: must not be empty"));
-    }
-    env.is_some() || file.is_some()
+    r1_config::secret::pair_problems(
+        problems,
+        (&format!("{key}.{env_name}"), env.as_deref()),
+        (&format!("{key}.{file_name}"), file.as_deref()),
+    )
 }
 
 fn source<'a>(
@@ -554,12 +545,6 @@ fn source<'a>(
         (Some(var), None) => Some(Secret::Env(format!("{key}.{env_name}"), var)),
         (None, None) => None,
     }
-}
-
-fn is_env_name(name: &str) -> bool {
-    !name.is_empty()
-        && !name.starts_with(|c: char| c.is_ascii_digit())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 fn has_pem_block(text: &[u8], label: &str) -> bool {
@@ -579,13 +564,12 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// A secret file's content without its trailing newlines; empty is an error.
 fn read_secret_file(path: &Path) -> std::io::Result<String> {
-    let bytes = read_bounded(path)?;
-    let text = String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))?;
-    let secret = text.trim_end_matches(['\n', '\r']);
+    let bytes = r1_config::secret::read_file(path, MAX_FILE_BYTES)?;
+    let secret = String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))?;
     if secret.is_empty() {
         return Err(std::io::Error::other("empty"));
     }
-    Ok(secret.to_owned())
+    Ok(secret)
 }
 
 /// Why the security settings could not be turned into client properties.
