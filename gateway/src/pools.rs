@@ -345,6 +345,9 @@ impl Pool {
             if !healthy {
                 return false;
             }
+            if exclude.is_empty() && busy.is_none() {
+                return true; // the common case: no address to format
+            }
             let address = backend.addr.to_string();
             !exclude.contains(&address) && busy.as_ref().is_none_or(|busy| !busy.contains(&address))
         })

@@ -20,6 +20,29 @@ use support::kafka::{
 };
 use support::{CENTER_MODEL, Edge, header};
 
+/// Asks `question` through `gw` (streamed or not) in a task: its answer's content, once it is a 200 that
+/// ended cleanly.
+fn ask_for_content(gw: &support::Gateway, question: &str, stream: bool) -> tokio::task::JoinHandle<String> {
+    let (client, url, body) = (
+        gw.client.clone(),
+        format!("{}/v1/chat/completions", gw.public),
+        ask_center(question, stream),
+    );
+    tokio::spawn(async move {
+        let r = client.post(url).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let text = r.text().await.unwrap();
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) => v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
+            Err(_) => {
+                let (t, _, done, error) = read_sse(&text);
+                assert!(done && error.is_none(), "{text}");
+                t
+            }
+        }
+    })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
     requests_go_through_kafka_and_stream_back(&Listener::Plaintext).await;
@@ -114,24 +137,7 @@ async fn two_gateways_and_two_center_nodes_never_cross_their_results() {
     let mut calls = Vec::new();
     for (i, q) in questions.iter().enumerate() {
         for gw in [&gw_a, &gw_b] {
-            let (client, url, body) = (
-                gw.client.clone(),
-                format!("{}/v1/chat/completions", gw.public),
-                ask_center(q, i % 2 == 0),
-            );
-            calls.push(tokio::spawn(async move {
-                let r = client.post(url).json(&body).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                let text = r.text().await.unwrap();
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
-                    Err(_) => {
-                        let (t, _, done, error) = read_sse(&text);
-                        assert!(done && error.is_none(), "{text}");
-                        t
-                    }
-                }
-            }));
+            calls.push(ask_for_content(gw, q, i % 2 == 0));
         }
     }
     for (i, call) in calls.into_iter().enumerate() {
@@ -736,24 +742,7 @@ async fn centers_scaled_from_one_to_three_under_load_answer_every_task_once_at_i
     let mut calls = Vec::new();
     for (i, q) in questions.iter().enumerate() {
         for gw in [&gw_a, &gw_b] {
-            let (client, url, body) = (
-                gw.client.clone(),
-                format!("{}/v1/chat/completions", gw.public),
-                ask_center(q, i % 2 == 0),
-            );
-            calls.push(tokio::spawn(async move {
-                let r = client.post(url).json(&body).send().await.unwrap();
-                assert_eq!(r.status(), 200);
-                let text = r.text().await.unwrap();
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(v) => v["choices"][0]["message"]["content"].as_str().unwrap().to_owned(),
-                    Err(_) => {
-                        let (t, _, done, error) = read_sse(&text);
-                        assert!(done && error.is_none(), "{text}");
-                        t
-                    }
-                }
-            }));
+            calls.push(ask_for_content(gw, q, i % 2 == 0));
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
         match i {

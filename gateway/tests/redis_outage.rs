@@ -19,8 +19,42 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::kafka::{Center, Names, ask_center, kafka_gateway, redis_url};
-use support::{EDGE_MODEL, Edge, Restart, services};
+use support::{EDGE_MODEL, Edge, Gateway, Restart, services};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// One asynchronous task submitted through `gw`.
+async fn task(gw: &Gateway) -> reqwest::Response {
+    let url = format!("{}/v1/tasks", gw.public);
+    gw.client
+        .post(url)
+        .json(&ask_center("later", false))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Submits tasks until one is accepted (at most 30 s; `what` is the failure).
+async fn until_tasks_are_accepted(gw: &Gateway, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while task(gw).await.status() != 202 {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sends chat requests (each answered) until the limiter has left its local fallback (at most 30 s):
+/// the next requests' probe switches it back to shared counting once Redis answers.
+async fn until_the_limits_count_in_redis_again(gw: &Gateway) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while gw.metric("r1_limit_fallback_active ").await != 0.0 {
+        assert!(Instant::now() < deadline, "the limiter stayed in its local fallback");
+        assert_eq!(
+            gw.chat(ask_center("back to shared counting", false)).await.status(),
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
 
 /// One test at a time: one stops the shared Redis, the other needs it up.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -40,22 +74,14 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
-    let task = || {
-        let (client, url) = (gw.client.clone(), format!("{}/v1/tasks", gw.public));
-        async move { client.post(url).json(&ask_center("later", false)).send().await.unwrap() }
-    };
     // The store connects in the background: wait until it takes a task.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while task().await.status() != 202 {
-        assert!(Instant::now() < deadline, "the task store never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_tasks_are_accepted(&gw, "the task store never became ready").await;
 
     services(&["stop", "redis"]);
     let restart = Restart("redis");
     for _ in 0..5 {
         let started = Instant::now();
-        let r = task().await;
+        let r = task(&gw).await;
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(
@@ -90,28 +116,9 @@ async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows()
     assert_eq!(gw.metric_family("r1_limit_refusals_total").await, 0.0);
 
     drop(restart); // up again
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = task().await;
-        if r.status() == 202 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tasks are not accepted after Redis came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_tasks_are_accepted(&gw, "tasks are not accepted after Redis came back").await;
     // With Redis back, the next requests' probe switches the limiter back to shared counting.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gw.metric("r1_limit_fallback_active ").await != 0.0 {
-        assert!(Instant::now() < deadline, "the limiter stayed in its local fallback");
-        assert_eq!(
-            gw.chat(ask_center("back to shared counting", false)).await.status(),
-            200
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_the_limits_count_in_redis_again(&gw).await;
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
@@ -186,22 +193,14 @@ async fn with_redis_blackholed_calls_give_up_at_the_timeout_and_everything_recov
     );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
-    let task = || {
-        let (client, url) = (gw.client.clone(), format!("{}/v1/tasks", gw.public));
-        async move { client.post(url).json(&ask_center("later", false)).send().await.unwrap() }
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while task().await.status() != 202 {
-        assert!(Instant::now() < deadline, "the task store never became ready");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_tasks_are_accepted(&gw, "the task store never became ready").await;
     assert_eq!(gw.metric("r1_limit_fallback_active ").await, 0.0);
 
     blackhole.dropped.store(true, Ordering::SeqCst);
     // A task whose state cannot be written is refused, at the timeout, not after a hang.
     for _ in 0..3 {
         let started = Instant::now();
-        let r = task().await;
+        let r = task(&gw).await;
         assert_eq!(r.status(), 503);
         assert_eq!(r.headers()["retry-after"], "1");
         assert!(
@@ -229,23 +228,8 @@ async fn with_redis_blackholed_calls_give_up_at_the_timeout_and_everything_recov
 
     // The partition heals: tasks are accepted and the limits count in Redis again, with no restart.
     blackhole.dropped.store(false, Ordering::SeqCst);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while task().await.status() != 202 {
-        assert!(
-            Instant::now() < deadline,
-            "tasks are not accepted after the partition healed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while gw.metric("r1_limit_fallback_active ").await != 0.0 {
-        assert!(Instant::now() < deadline, "the limiter stayed in its local fallback");
-        assert_eq!(
-            gw.chat(ask_center("back to shared counting", false)).await.status(),
-            200
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_tasks_are_accepted(&gw, "tasks are not accepted after the partition healed").await;
+    until_the_limits_count_in_redis_again(&gw).await;
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
