@@ -4,7 +4,8 @@
 //! body or headers; the upstream's `Server` and private `x-*` headers never reach a client. And what a
 //! broken model server does to an exchange: a reset after it read the request is one clean 502 (the
 //! request is not replayed into it), and a server that goes silent is cut at the first-token limit
-//! with a 504 and its socket closed.
+//! with a 504 and its socket closed. A stream the model server cuts midway ends with an in-band error
+//! event and a clean end of body, and then the gateway closes the connection (the exchange failed).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -291,4 +292,66 @@ async fn a_pooled_connection_the_member_closed_while_idle_is_never_a_client_erro
         );
     }
     gw.stop();
+}
+
+/// Reads from `socket` until `buf` ends with `end` (or fails the test after 10 s).
+async fn read_until(socket: &mut TcpStream, buf: &mut Vec<u8>, end: &[u8]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !buf.ends_with(end) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout_at(deadline.into(), socket.read(&mut chunk))
+            .await
+            .expect("the gateway answered in time")
+            .unwrap();
+        assert!(
+            n > 0,
+            "the gateway closed the connection early: {}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_the_member_cuts_midway_ends_its_body_cleanly_and_then_its_connection() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = Script {
+        drop_after: Some(3),
+        ..Script::default().content(50, "tok ")
+    };
+    let dying = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let gw = Gateway::start(&[dying.addr()], &[], "").await;
+    let mut body = ask("hello");
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let public = gw.public.trim_start_matches("http://").to_string();
+    let mut socket = TcpStream::connect(&public).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    read_until(&mut socket, &mut answer, b"\r\n0\r\n\r\n").await;
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200"), "{text}");
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+    assert!(
+        text.contains("data: {\"error\"") && !text.contains("[done]"),
+        "an in-band error, never a fake [DONE]: {text}"
+    );
+    // Nothing after the end of the body, and the connection is closed: a client must not send its next
+    // request into it (the headers went out before the failure, so they could not say so).
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut rest))
+        .await
+        .expect("the gateway closes the connection after a failed exchange");
+    assert!(
+        read.is_ok() && rest.is_empty(),
+        "{read:?} {}",
+        String::from_utf8_lossy(&rest)
+    );
+    gw.stop();
+    dying.shutdown().await.unwrap();
 }

@@ -150,7 +150,10 @@ async fn a_stream_cut_midway_is_charged_what_it_streamed() {
         ..r1_mock_upstream::Script::default().content(50, "tok ")
     };
     let dying = r1_mock_upstream::serve(listener, script).await.unwrap();
-    let gw = Gateway::start(&[dying.addr()], &[], "[limits]\ntokens_per_minute = 1200\n").await;
+    // A connection whose exchange failed is closed by the gateway after the body's end: each stream on
+    // a new connection, as a client does that sees the close (a pooled one could race it into a reset).
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let gw = Gateway::start_with(&[dying.addr()], &[], "", "[limits]\ntokens_per_minute = 1200\n", fresh).await;
     for (i, text) in QUESTIONS[0].iter().chain(&QUESTIONS[1][..1]).enumerate() {
         let r = gw.chat(ask(EDGE_MODEL, text, Some(true), false)).await;
         assert_eq!(r.status(), 200, "stream {i}: charged what it used, so not refused");
