@@ -85,7 +85,7 @@ url = "$R1_TEST_REDIS_URL"
 EOF
 RUST_LOG=warn "$bin/r1-center" --config "$work/center.toml" >"$work/center.log" 2>&1 &
 track $!
-wait_for "http://$center_metrics/healthz" r1-center
+wait_for "http://$center_metrics/readyz" "r1-center (partitions assigned)"
 
 gateway() { # name transport -> writes config, starts, echoes the public address
   local name="$1" transport="$2" public admin
@@ -97,7 +97,7 @@ gateway() { # name transport -> writes config, starts, echoes the public address
     printf '[center]\ntransport = "%s"\nmodel = "%s"\nmembers = ["%s"]\nmax_in_flight = 100000\n' "$transport" "$model" "$backend"
     printf '[auth]\nenabled = false\n'  # the hand-off's cost alone
     if [[ "$transport" == kafka ]]; then
-      printf '[center.kafka]\nbrokers = "%s"\nresults_partition = 0\nresult_partitions = 4\n' "$R1_TEST_KAFKA_BROKERS"
+      printf '[center.kafka]\nbrokers = "%s"\nresults_partition = 0\nresult_partitions = 4\ncenter_group = "bench.%s"\n' "$R1_TEST_KAFKA_BROKERS" "$suffix"
       printf 'topics = { interactive = "bench.%s.interactive", batch = "bench.%s.batch", results = "bench.%s.results", cancel = "bench.%s.cancel", dlq = "bench.%s.dlq" }\n' \
         "$suffix" "$suffix" "$suffix" "$suffix" "$suffix"
     fi

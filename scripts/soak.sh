@@ -220,6 +220,7 @@ brokers = "$R1_TEST_KAFKA_BROKERS"
 results_partition = 0
 result_partitions = 4
 send_timeout = "3s"
+center_group = "soak"
 [redis]
 url = "$R1_TEST_REDIS_URL"
 timeout = "250ms"

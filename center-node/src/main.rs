@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,6 +17,7 @@ use r1_center::metrics::CenterMetrics;
 use r1_center::worker::{Worker, WorkerSettings};
 use r1_queue::kafka_transport::{KafkaResultSink, KafkaTaskSource, check_brokers, ensure_topics};
 use r1_queue::state::RedisStateStore;
+use r1_queue::transport::{Assignment, TaskSource};
 
 /// r1-center — a Kafka-fed worker in front of the full DeepSeek-R1 model.
 ///
@@ -24,8 +26,13 @@ use r1_queue::state::RedisStateStore;
 /// commits a task's offset only once its answer is acknowledged. Redeliveries are recognised by
 /// task id (Redis); a task that keeps failing goes to the dead-letter topic.
 ///
-/// SIGTERM/SIGINT: stop taking tasks, let running ones finish within node.shutdown_grace; the rest
-/// are redelivered to other nodes.
+/// The metrics listener (node.metrics) serves /metrics, /healthz (the process is alive) and /readyz: 200
+/// once the consumer group has assigned this node its task partitions ("r1-center ready" in the log), 503
+/// while it is still joining and once it is stopping. Tasks produced before any node joined wait on the
+/// brokers; gateways count the center as up only while the group has members.
+///
+/// SIGTERM/SIGINT: /readyz turns 503, stop taking tasks, let running ones finish within
+/// node.shutdown_grace; the rest are redelivered to other nodes.
 ///
 /// Kafka security ([kafka.security]): TLS (protocol = "ssl" | "sasl_ssl", ca_file, cert_file/key_file for
 /// mutual TLS) and SASL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER through OIDC client credentials).
@@ -158,18 +165,34 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
             Arc::new(backend)
         }
     };
+    let source = Arc::new(source);
+    let stopping = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(config.node.metrics)
         .await
         .with_context(|| format!("node.metrics {}", config.node.metrics))?;
     let app = {
         let metrics = metrics.clone();
+        let (ready_source, stopping) = (source.clone(), stopping.clone());
+        let metrics_source = source.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
             .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let answer = readiness(ready_source.assignment(), stopping.load(Ordering::Relaxed));
+                    async move { answer }
+                }),
+            )
+            .route(
                 "/metrics",
                 axum::routing::get(move || {
-                    let metrics = metrics.clone();
-                    async move { metrics.render() }
+                    let held = match metrics_source.assignment() {
+                        Assignment::Holds(n) => i64::try_from(n).unwrap_or(i64::MAX),
+                        Assignment::Joining | Assignment::Local => -1,
+                    };
+                    metrics.partitions_held.set(held);
+                    let text = metrics.render();
+                    async move { text }
                 }),
             )
     };
@@ -178,8 +201,9 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
             tracing::error!(error = %e, "metrics listener stopped");
         }
     });
+    tokio::spawn(announce_when_assigned(source.clone(), node_id.clone()));
     let worker = Worker::new(
-        Arc::new(source),
+        source,
         Arc::new(sink),
         Arc::new(claims),
         backend,
@@ -194,11 +218,55 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         backend = ?config.backend.kind,
         base_url = ?config.backend.base_url,
         model_dir = ?config.backend.model_dir,
-        "r1-center ready"
+        "r1-center started; joining its consumer group"
     );
-    Arc::new(worker).run(shutdown_signal()).await;
+    let signal = async move {
+        shutdown_signal().await;
+        stopping.store(true, Ordering::Relaxed);
+    };
+    Arc::new(worker).run(signal).await;
     tracing::info!("r1-center stopped");
     Ok(())
+}
+
+/// `GET /readyz`: ready once the consumer group has given this node its share of the task partitions
+/// (tasks produced before that wait on the brokers), and no longer once it is stopping.
+fn readiness(assignment: Assignment, stopping: bool) -> (axum::http::StatusCode, String) {
+    use axum::http::StatusCode;
+    match assignment {
+        _ if stopping => (StatusCode::SERVICE_UNAVAILABLE, "stopping\n".to_owned()),
+        Assignment::Joining => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "joining the consumer group: no partitions assigned yet\n".to_owned(),
+        ),
+        Assignment::Holds(n) => (StatusCode::OK, format!("ready: {n} task partitions held\n")),
+        Assignment::Local => (StatusCode::OK, "ready\n".to_owned()),
+    }
+}
+
+/// Says "r1-center ready" once the group has assigned this node its partitions (and, while it has not,
+/// that it is still waiting, every 10 s).
+async fn announce_when_assigned(source: Arc<KafkaTaskSource>, node: String) {
+    let started = std::time::Instant::now();
+    let mut warned = Duration::ZERO;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        tick.tick().await;
+        match source.assignment() {
+            Assignment::Holds(n) => {
+                tracing::info!(%node, partitions = n, joined_in = ?started.elapsed(), "r1-center ready");
+                return;
+            }
+            Assignment::Joining => {
+                let waited = started.elapsed();
+                if waited >= warned + Duration::from_secs(10) {
+                    warned = waited;
+                    tracing::warn!(%node, ?waited, "still waiting for the consumer group to assign partitions");
+                }
+            }
+            Assignment::Local => return,
+        }
+    }
 }
 
 /// How long the start-up check waits for the brokers' metadata.

@@ -26,6 +26,8 @@ pub struct CenterMetrics {
     pub webhooks_refused: IntCounter,
     /// Tasks waiting on the brokers for this node's partitions (high watermark - committed).
     pub queue_lag: IntGauge,
+    /// Task partitions the consumer group has given this node (-1 until it first joined), as of the scrape.
+    pub partitions_held: IntGauge,
 }
 
 impl CenterMetrics {
@@ -58,6 +60,10 @@ impl CenterMetrics {
                 "r1_center_queue_lag",
                 "Tasks waiting on the brokers for this node's partitions.",
             )?,
+            partitions_held: IntGauge::new(
+                "r1_center_partitions_held",
+                "Task partitions the consumer group has given this node (-1 until it joined).",
+            )?,
         };
         m.register_in(&m.registry)?;
         Ok(m)
@@ -76,6 +82,7 @@ impl CenterMetrics {
         registry.register(Box::new(self.claim_errors.clone()))?;
         registry.register(Box::new(self.webhooks_refused.clone()))?;
         registry.register(Box::new(self.queue_lag.clone()))?;
+        registry.register(Box::new(self.partitions_held.clone()))?;
         Ok(())
     }
 

@@ -74,6 +74,8 @@ impl ServeHttp for AdminApp {
                         "handoff": self.gateway.handoff().map(|h| json!({
                             "transport": format!("{:?}", config.center.transport).to_lowercase(),
                             "ready": h.is_ready(),
+                            "consumers": h.has_consumers(),
+                            "center_members": h.center_members(),
                             "waiting": h.in_flight(),
                             "results_delivered": h.router().stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
                             "results_orphaned": h.router().stats.orphaned.load(std::sync::atomic::Ordering::Relaxed),

@@ -415,6 +415,11 @@ pub struct CenterKafkaSection {
     /// `r1.tasks.dlq`).
     #[serde(default)]
     pub topics: std::collections::BTreeMap<String, String>,
+    /// The consumer group of the r1-center nodes (their `kafka.group`). The center counts as up only
+    /// while this group has members holding the task partitions: before the first node joins, and
+    /// after the last one left, interactive requests go to the edge or get a quick 503.
+    #[serde(default = "default_center_group")]
+    pub center_group: String,
     /// TLS and SASL towards the brokers (absent: plaintext, no authentication): `protocol`, `ca_file`,
     /// `cert_file`/`key_file`, `[center.kafka.security.sasl]`. Secrets come from the environment or files.
     #[serde(default)]
@@ -430,6 +435,9 @@ pub const SECURITY_KEY: &str = "center.kafka.security";
 
 fn default_gateway_client_id() -> String {
     "r1-gateway".to_owned()
+}
+fn default_center_group() -> String {
+    "r1-center".to_owned()
 }
 fn default_send_timeout() -> std::time::Duration {
     std::time::Duration::from_secs(3)
@@ -904,6 +912,10 @@ impl Validate for GatewayConfig {
                 }
                 if k.send_timeout < Duration::from_millis(100) {
                     problems.push("center.kafka.send_timeout: must be at least 100ms".to_owned());
+                }
+                if k.center_group.trim().is_empty() {
+                    problems
+                        .push("center.kafka.center_group: must name the r1-center nodes' consumer group".to_owned());
                 }
                 problems.extend(k.security.problems(SECURITY_KEY));
                 problems.extend(r1_queue::kafka::extra_problems(

@@ -60,6 +60,8 @@ pub struct Handoff {
     reply_to: ReplyTo,
     transport: Transport,
     ready: AtomicBool,
+    /// Whether r1-center nodes hold the task partitions (their consumer groups, as last seen).
+    center: kafka::CenterView,
     in_flight: AtomicUsize,
     states: arc_swap::ArcSwapOption<Box<dyn StateStore>>,
     redis: Option<RedisSection>,
@@ -139,6 +141,7 @@ impl Handoff {
             reply_to,
             transport,
             ready: AtomicBool::new(false),
+            center: kafka::CenterView::default(),
             in_flight: AtomicUsize::new(0),
             states,
             redis: config.redis.clone(),
@@ -149,6 +152,18 @@ impl Handoff {
     /// Whether tasks can be handed over now.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) && self.sink.is_ready()
+    }
+
+    /// Whether center nodes take tasks now: r1-center nodes hold the task partitions (in process: always).
+    /// Tasks handed over meanwhile are kept on the brokers, so asynchronous tasks are still accepted;
+    /// interactive requests go elsewhere.
+    pub fn has_consumers(&self) -> bool {
+        self.is_embedded() || self.center.is_up()
+    }
+
+    /// Members of the center nodes' consumer groups as last seen (0 in process).
+    pub fn center_members(&self) -> usize {
+        self.center.members()
     }
 
     /// Whether the center is reached in this process (its backend is then a member of the center pool).
@@ -190,7 +205,8 @@ impl Handoff {
     }
 
     /// Hands an interactive request over and returns its answer as it will come. `Err`: the queue did
-    /// not take it (503 + `Retry-After`); nothing was sent anywhere.
+    /// not take it, or no center node is in the group to take it (503 + `Retry-After`); nothing was sent
+    /// anywhere.
     pub async fn submit(self: &Arc<Self>, submission: Submission<'_>) -> Result<Answering, GatewayError> {
         let Submission {
             request,
@@ -200,6 +216,19 @@ impl Handoff {
             config,
             answered_as,
         } = submission;
+        if !self.has_consumers() && !self.center.confirm().await {
+            // Kafka would keep the task, but nobody would take it before the client gives up.
+            self.metrics
+                .handoff_produce_errors
+                .with_label_values(&["no_center"])
+                .inc();
+            return Err(GatewayError::upstream(
+                ErrorKind::Overloaded,
+                Source::Queue,
+                "no center node is taking tasks right now; retry shortly".to_owned(),
+            )
+            .retry_after(2));
+        }
         let now = r1_queue::unix_ms();
         let total_ms = u64::try_from(config.timeouts.total.as_millis()).unwrap_or(u64::MAX);
         let task_id = uuid::Uuid::new_v4().simple().to_string();

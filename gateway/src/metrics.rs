@@ -41,7 +41,8 @@ pub struct Metrics {
     pub reload_failures: IntCounter,
     /// TLS certificate reloads by outcome (`applied`, `refused`).
     pub tls_reloads: IntCounterVec,
-    /// Tasks the hand-off did not take, by reason (`timeout`, `full`, `error`).
+    /// Tasks the hand-off did not take, by reason (`timeout`, `full`, `error`, `no_center`: no r1-center
+    /// node in the group).
     pub handoff_produce_errors: IntCounterVec,
     /// Center tasks by model version.
     pub center_versions: IntCounterVec,

@@ -139,8 +139,8 @@ impl Gateway {
     }
 
     /// Both pools' health and capacity. With the hand-off, the center is healthy while tasks can be
-    /// handed over (and, embedded, while its backend member is), and saturated at `center.max_in_flight`
-    /// waiting requests.
+    /// handed over and r1-center nodes hold the task partitions (embedded: while its backend member is),
+    /// and saturated at `center.max_in_flight` waiting requests.
     pub fn pool_states(&self) -> Pools {
         let center = match &self.handoff {
             None => self.center.state(),
@@ -150,7 +150,7 @@ impl Gateway {
                 let pool = self.center.state();
                 let members = handoff.is_embedded() && pool.configured;
                 crate::route::PoolState {
-                    healthy: handoff.is_ready() && (!members || pool.healthy),
+                    healthy: handoff.is_ready() && handoff.has_consumers() && (!members || pool.healthy),
                     saturated: handoff.in_flight() >= self.config().center.max_in_flight,
                     serves: pool.serves,
                     configured: true,

@@ -37,7 +37,7 @@ use crate::kafka::{KafkaSettings, SecuritySection};
 use crate::offsets::OffsetTracker;
 use crate::reply::ResultRouter;
 use crate::topics::{ReplyTo, Topics};
-use crate::transport::{ClassQueues, Delivery, ResultSink, SendError, TaskSink, TaskSource};
+use crate::transport::{Assignment, ClassQueues, Delivery, ResultSink, SendError, TaskSink, TaskSource};
 
 /// Creates the topics that do not exist yet (an existing topic is left as it is).
 pub async fn ensure_topics(
@@ -516,6 +516,95 @@ fn watermark(consumer: &StreamConsumer, topic: &str, partition: i32) -> Result<i
     }
 }
 
+/// A consumer group seen from outside: how the gateway knows whether r1-center nodes are taking
+/// tasks. It never joins the group it looks at.
+pub struct GroupObserver {
+    consumer: rdkafka::consumer::BaseConsumer,
+}
+
+impl std::fmt::Debug for GroupObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupObserver").finish_non_exhaustive()
+    }
+}
+
+/// What the group coordinator says about a group ([`GroupObserver::describe`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupView {
+    /// `Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty` or `Dead` (never existed).
+    pub state: String,
+    /// Members now, rebalancing ones included.
+    pub members: usize,
+    /// Partitions the members' last assignments give them, all together.
+    pub partitions: usize,
+}
+
+impl GroupView {
+    /// Whether members take tasks: they hold partitions (kept through a cooperative rebalance), or the
+    /// group is stable with members. A group forming for the first time holds nothing yet.
+    pub fn is_taking(&self) -> bool {
+        self.members > 0 && (self.partitions > 0 || self.state == "Stable")
+    }
+}
+
+/// The partitions in a consumer's assignment as the group coordinator stores it (Kafka's
+/// `ConsumerProtocolAssignment`: version, then per topic its name and partitions); `None` if the bytes
+/// are not one.
+pub fn assigned_partitions(assignment: &[u8]) -> Option<usize> {
+    fn take<const N: usize>(bytes: &mut &[u8]) -> Option<[u8; N]> {
+        let (head, rest) = bytes.split_first_chunk::<N>()?;
+        *bytes = rest;
+        Some(*head)
+    }
+    let mut bytes = assignment;
+    if bytes.is_empty() {
+        return Some(0);
+    }
+    let _version = i16::from_be_bytes(take::<2>(&mut bytes)?);
+    let topics = i32::from_be_bytes(take::<4>(&mut bytes)?);
+    let mut partitions = 0usize;
+    for _ in 0..topics.max(0) {
+        let name = usize::try_from(i16::from_be_bytes(take::<2>(&mut bytes)?)).ok()?;
+        bytes = bytes.get(name..)?;
+        let count = usize::try_from(i32::from_be_bytes(take::<4>(&mut bytes)?)).ok()?;
+        bytes = bytes.get(count.checked_mul(4)?..)?;
+        partitions = partitions.checked_add(count)?;
+    }
+    Some(partitions)
+}
+
+impl GroupObserver {
+    /// An observer with the client settings (security included) of `settings`.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, KafkaError> {
+        let consumer = settings
+            .consumer(&format!("{}-observer", settings.client_id))
+            .create()?;
+        Ok(Self { consumer })
+    }
+
+    /// Asks the group's coordinator about `group` (blocking, at most `timeout`).
+    pub fn describe(&self, group: &str, timeout: Duration) -> Result<GroupView, KafkaError> {
+        let list = self.consumer.fetch_group_list(Some(group), timeout)?;
+        let found = list.groups().iter().find(|g| g.name() == group);
+        Ok(found.map_or_else(
+            || GroupView {
+                state: "Dead".to_owned(),
+                members: 0,
+                partitions: 0,
+            },
+            |g| GroupView {
+                state: g.state().to_owned(),
+                members: g.members().len(),
+                partitions: g
+                    .members()
+                    .iter()
+                    .filter_map(|m| m.assignment().and_then(assigned_partitions))
+                    .sum(),
+            },
+        ))
+    }
+}
+
 /// Reads the results addressed to `reply_to` (its partition) into `router`, until the returned
 /// handle is aborted. Fails if the partition does not exist.
 pub fn spawn_results_reader(
@@ -551,6 +640,24 @@ struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     revoked: Arc<Mutex<Vec<(String, i32)>>>,
     lag: Arc<std::sync::atomic::AtomicI64>,
+    membership: Arc<Membership>,
+}
+
+/// What the group has given this member: nothing known until its first assignment.
+#[derive(Debug, Default)]
+struct Membership {
+    joined: AtomicBool,
+    held: std::sync::atomic::AtomicUsize,
+}
+
+impl Membership {
+    fn assignment(&self) -> Assignment {
+        if self.joined.load(Ordering::Acquire) {
+            Assignment::Holds(self.held.load(Ordering::Relaxed))
+        } else {
+            Assignment::Joining
+        }
+    }
 }
 
 impl ClientContext for GroupContext {
@@ -581,6 +688,26 @@ impl ConsumerContext for GroupContext {
             }
         }
     }
+
+    fn post_rebalance(&self, _: &rdkafka::consumer::BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        // Cooperative rebalancing hands out and takes back increments; the first assignment (empty
+        // too, when the group has more members than partitions) makes the member a full one.
+        match rebalance {
+            Rebalance::Assign(list) => {
+                let held = self.membership.held.fetch_add(list.count(), Ordering::Relaxed) + list.count();
+                let first = !self.membership.joined.swap(true, Ordering::AcqRel);
+                tracing::info!(added = list.count(), held, first, "partitions assigned");
+            }
+            Rebalance::Revoke(list) => {
+                let gone = list.count();
+                let _ = self
+                    .membership
+                    .held
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |h| Some(h.saturating_sub(gone)));
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "consumer group rebalance failed"),
+        }
+    }
 }
 
 type GroupConsumer = StreamConsumer<GroupContext>;
@@ -590,6 +717,7 @@ pub struct KafkaTaskSource {
     consumer: Arc<GroupConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
     lag: Arc<std::sync::atomic::AtomicI64>,
+    membership: Arc<Membership>,
     receivers: ClassQueues,
     cancels: broadcast::Sender<CancelRecord>,
     pump: tokio::task::JoinHandle<()>,
@@ -621,10 +749,12 @@ impl KafkaTaskSource {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let revoked = Arc::new(Mutex::new(Vec::new()));
         let lag = Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let membership = Arc::new(Membership::default());
         let context = GroupContext {
             tracker: tracker.clone(),
             revoked: revoked.clone(),
             lag: lag.clone(),
+            membership: membership.clone(),
         };
         let mut config = settings.consumer(group);
         config.set("statistics.interval.ms", "5000");
@@ -648,6 +778,7 @@ impl KafkaTaskSource {
             consumer,
             tracker,
             lag,
+            membership,
             receivers: ClassQueues::new(irx, brx),
             cancels,
             pump,
@@ -788,6 +919,10 @@ impl TaskSource for KafkaTaskSource {
     fn lag(&self) -> Option<i64> {
         Some(self.lag.load(Ordering::Relaxed))
     }
+
+    fn assignment(&self) -> Assignment {
+        self.membership.assignment()
+    }
 }
 
 /// The center node's producer of result chunks and dead letters.
@@ -886,5 +1021,38 @@ impl ResultSink for KafkaResultSink {
             Ok(_) => Ok(()),
             Err((e, _)) => Err(SendError::Other(e.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assigned_partitions;
+
+    /// A `ConsumerProtocolAssignment` as the Java and librdkafka clients write it.
+    fn assignment(version: i16, topics: &[(&str, &[i32])]) -> Vec<u8> {
+        let mut out = version.to_be_bytes().to_vec();
+        out.extend_from_slice(&i32::try_from(topics.len()).unwrap().to_be_bytes());
+        for (name, partitions) in topics {
+            out.extend_from_slice(&i16::try_from(name.len()).unwrap().to_be_bytes());
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(&i32::try_from(partitions.len()).unwrap().to_be_bytes());
+            for p in *partitions {
+                out.extend_from_slice(&p.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&(-1i32).to_be_bytes()); // no user data
+        out
+    }
+
+    #[test]
+    fn assignments_are_counted_across_topics_and_garbage_is_none() {
+        let two_topics = assignment(1, &[("r1.tasks.interactive", &[0, 3, 7]), ("r1.tasks.batch", &[2])]);
+        assert_eq!(assigned_partitions(&two_topics), Some(4));
+        assert_eq!(assigned_partitions(&assignment(0, &[])), Some(0));
+        assert_eq!(assigned_partitions(&[]), Some(0), "a member given nothing yet");
+        assert_eq!(assigned_partitions(&two_topics[..9]), None, "cut short");
+        let mut huge = assignment(1, &[("t", &[0])]);
+        huge[9..13].copy_from_slice(&i32::MAX.to_be_bytes()); // a partition count the bytes do not hold
+        assert_eq!(assigned_partitions(&huge), None);
     }
 }

@@ -77,6 +77,30 @@ pub trait TaskSource: Send + Sync + std::fmt::Debug {
     fn lag(&self) -> Option<i64> {
         None
     }
+
+    /// This node's share of the work: whether its consumer group has given it partitions yet.
+    fn assignment(&self) -> Assignment {
+        Assignment::Local
+    }
+}
+
+/// A center node's place in its consumer group ([`TaskSource::assignment`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// No group: every task reaches this node (in process).
+    Local,
+    /// Subscribed, but the group has not assigned this node its partitions yet: tasks produced now wait
+    /// on the brokers until it has (or until another member takes them).
+    Joining,
+    /// A group member holding this many partitions (0 when the group has more members than partitions).
+    Holds(usize),
+}
+
+impl Assignment {
+    /// Whether the node takes its share of tasks (readiness).
+    pub fn is_ready(self) -> bool {
+        !matches!(self, Self::Joining)
+    }
 }
 
 /// The center node's way back.

@@ -244,6 +244,33 @@ url = "{redis}"
         }
     }
 
+    /// `GET /readyz` on the node's metrics listener: (status, text); (0, "") while it does not listen.
+    pub async fn readiness(&self) -> (u16, String) {
+        let url = self.metrics.replace("/metrics", "/readyz");
+        match reqwest::get(&url).await {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    /// SIGTERM (through the shell's `kill`): the node stops taking tasks and leaves its group.
+    pub fn terminate(&self) {
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill -TERM {}", self.child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit (after [`Self::terminate`]), at most `within`.
+    pub async fn wait_for_exit(&mut self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "r1-center did not exit within {within:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn metric(&self, name: &str) -> f64 {
         let Ok(r) = reqwest::get(&self.metrics).await else {
             return 0.0;
@@ -275,8 +302,9 @@ pub async fn kafka_gateway(names: &Names, edge: &[std::net::SocketAddr], partiti
 /// environment variable `scripts/services.sh env` exports).
 pub fn kafka_center(names: &Names, partition: i32, listener: &Listener) -> String {
     format!(
-        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\n{}\n{}\n",
+        "transport = \"kafka\"\n[center.kafka]\nbrokers = \"{}\"\nresults_partition = {partition}\nresult_partitions = 4\nsend_timeout = \"3s\"\ncenter_group = \"test.{}\"\n{}\n{}\n",
         listener.brokers(),
+        names.suffix,
         names.gateway_topics(),
         listener.security(
             "center.kafka.security",
