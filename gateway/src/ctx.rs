@@ -194,6 +194,9 @@ pub struct Upstream {
     pub answered_5xx: bool,
     /// The member of the current attempt said it is busy (429, or 503): another may take the request.
     pub busy: bool,
+    /// No member could be given the request (every one busy, or none healthy): the gateway answers 503
+    /// itself, counted as a refusal, not as an upstream error.
+    pub shed: bool,
     /// Members tried for this request (resolved addresses).
     pub tried: Vec<String>,
     /// The member of the current attempt.

@@ -379,6 +379,7 @@ impl ProxyHttp for GatewayProxy {
             };
             let error = GatewayError::upstream(ErrorKind::Overloaded, ctx.source(), message).retry_after(1);
             ctx.upstream.error = Some(error);
+            ctx.upstream.shed = true;
             return Err(Error::explain(HTTPStatus(503), "no healthy member"));
         };
         let address = backend.addr.to_string();
@@ -707,7 +708,14 @@ impl ProxyHttp for GatewayProxy {
                 },
             }
         });
-        if let Some(route) = ctx.route()
+        if ctx.upstream.shed {
+            // Nothing went upstream: the gateway refused it (every member busy, or none healthy).
+            self.gateway
+                .metrics
+                .rejected
+                .with_label_values(&[error.kind.as_str()])
+                .inc();
+        } else if let Some(route) = ctx.route()
             && !matches!(e.esource(), ErrorSource::Downstream)
             && !ctx.upstream.busy
         {

@@ -345,5 +345,12 @@ async fn a_busy_member_is_skipped_and_with_no_room_left_the_request_is_shed_at_o
         started.elapsed()
     );
     assert_eq!(received(&busy), before + 1, "the busy member was not sent more");
+    // Counted as the gateway's own refusal, not as an error of a member it never asked.
+    assert_eq!(gw.metric("r1_rejected_requests_total{kind=\"overloaded\"}").await, 1.0);
+    assert_eq!(
+        gw.metric("r1_upstream_errors_total{phase=\"proxy\",route=\"edge\"}")
+            .await,
+        0.0
+    );
     gw.stop();
 }
