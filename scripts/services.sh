@@ -51,7 +51,7 @@ KAFKA_PLAIN_PASSWORD="r1-test-plain-secret"
 
 usage() {
   cat <<EOF
-Usage: ${PROG} <command> [redis|kafka]
+Usage: ${PROG} <command> [redis|kafka|kafka-cluster]
 
 Installs and runs the Redis and Apache Kafka the test suite uses, on loopback only,
 on ports chosen not to clash with a Redis/Kafka you may already run.
@@ -76,21 +76,40 @@ Commands:
                        localhost) is signed by a test CA that openssl makes on the
                        first 'up' (kafka/tls/ca.pem). The PLAINTEXT listener is
                        unchanged.
-  down [redis|kafka]   Stop what 'up' started (SIGTERM, SIGKILL after
+  up kafka-cluster     Start the three-node cluster (not part of a bare 'up'): nodes
+                       1..3, each broker + controller (KRaft, a static 3-voter quorum),
+                       replication factor 3, min.insync.replicas 2 (offsets and
+                       transaction logs too), each with a PLAINTEXT and a SASL_SSL
+                       listener (the same users, its own test CA in kafka-cluster/tls/).
+                       Ready when every node's metadata lists the three brokers on
+                       both listeners.
+  down [service]       Stop what 'up' started (SIGTERM, SIGKILL after
                        \$R1_STOP_TIMEOUT s) and delete its data (logs are kept), so
                        the next 'up' starts fresh. Succeeds when nothing runs.
-  stop [redis|kafka]   Stop the service(s) like 'down' but keep Kafka's data (Redis keeps
+                       Without an argument the cluster goes too.
+  stop [service]       Stop the service(s) like 'down' but keep Kafka's data (Redis keeps
                        none: it runs without persistence), so the next
                        'up' resumes with the same topics, offsets and keys (outage drills).
-  status               One line per service; exits 0 only if both run and answer.
+                       Without an argument the cluster stops too.
+  kill-broker N        SIGKILL node N (1..3) of the cluster; its data is kept.
+  start-broker N       Start node N again and wait until it lists the three brokers.
+  status               One line per service; exits 0 only if Redis and Kafka run and
+                       answer, and the cluster's three nodes too once it was started.
   env                  Print the variables the tests read, for eval:
                            eval "\$(${PROG} env)"
                        R1_TEST_REDIS_URL, R1_TEST_KAFKA_BROKERS (PLAINTEXT), and for
                        the SASL_SSL listener R1_TEST_KAFKA_SECURE_BROKERS,
                        R1_TEST_KAFKA_CA_FILE, R1_TEST_KAFKA_SCRAM_USERNAME,
                        R1_TEST_KAFKA_SCRAM_PASSWORD (SCRAM-SHA-256 and -512),
-                       R1_TEST_KAFKA_PLAIN_USERNAME, R1_TEST_KAFKA_PLAIN_PASSWORD.
-  logs [redis|kafka]   Print the last \$R1_LOG_LINES lines of the log file(s).
+                       R1_TEST_KAFKA_PLAIN_USERNAME, R1_TEST_KAFKA_PLAIN_PASSWORD;
+                       for the cluster R1_TEST_KAFKA_CLUSTER_BROKERS (PLAINTEXT),
+                       R1_TEST_KAFKA_CLUSTER_SECURE_BROKERS (SASL_SSL, the same users),
+                       R1_TEST_KAFKA_CLUSTER_CA_FILE, R1_TEST_KAFKA_CLUSTER_PID_FILES
+                       (node 1's, 2's and 3's, comma-separated) and
+                       R1_TEST_KAFKA_CLUSTER_CONTROL (this script: kill-broker N,
+                       start-broker N).
+  logs [redis|kafka|kafka-cluster]
+                       Print the last \$R1_LOG_LINES lines of the log file(s).
   -h, --help, help     This text.
 
 Environment (defaults in brackets):
@@ -98,6 +117,12 @@ Environment (defaults in brackets):
   R1_KAFKA_PORT             Kafka broker (PLAINTEXT) port [19092]
   R1_KAFKA_CONTROLLER_PORT  Kafka KRaft controller port [19093]
   R1_KAFKA_SECURE_PORT      Kafka broker SASL_SSL port [19094]
+  R1_KAFKA_CLUSTER_PORT     first of the cluster's PLAINTEXT ports, node N at +N-1 [19192]
+                            (the cluster's ports belong below the ephemeral range, so that a
+                            restarted node finds its ports free)
+  R1_KAFKA_CLUSTER_CONTROLLER_PORT  first controller port [19195]
+  R1_KAFKA_CLUSTER_SECURE_PORT      first SASL_SSL port [19198]
+  R1_KAFKA_CLUSTER_HEAP_OPTS        each node's JVM heap [-Xms128m -Xmx384m]
   R1_STATE_DIR              data, pid and log files [<repo>/.r1/services]
   R1_CACHE_DIR              downloaded Kafka jars [\$HOME/.cache/r1-hybrid]
   KAFKA_VERSION             org.apache.kafka:kafka_2.13 version [4.4.0]
@@ -113,6 +138,7 @@ Files (under \$R1_STATE_DIR):
   kafka/logs/server.log (broker log), kafka/logs/kafka.out (JVM output),
   kafka/kafka.pid, kafka/server.properties, kafka/log4j2.properties, kafka/data/,
   kafka/tls/ (ca.pem, the test CA clients trust; broker.p12, the broker's keystore)
+  kafka-cluster/node{1,2,3}/ (kafka.pid, server.properties, data/, logs/), kafka-cluster/tls/
 EOF
 }
 
@@ -392,16 +418,17 @@ kafka_probes() {
   kafka_probe && kafka_secure_probe
 }
 
-# Makes the test CA and the broker's keystore when they are missing or expire within a day.
+# Makes a test CA and a broker keystore in DIR (default: the single broker's) when they are missing or
+# expire within a day. The certificate names 127.0.0.1 and localhost, so it serves every broker on loopback.
 write_kafka_tls() {
-  if [[ -f "${KAFKA_KEYSTORE}" ]] && openssl x509 -checkend 86400 -noout -in "${KAFKA_CA}" >/dev/null 2>&1; then
+  local t="${1:-${KAFKA_TLS}}" out
+  if [[ -f "${t}/broker.p12" ]] && openssl x509 -checkend 86400 -noout -in "${t}/ca.pem" >/dev/null 2>&1; then
     return 0
   fi
   command -v openssl >/dev/null 2>&1 || die "kafka: openssl not found (run '${PROG} install')"
-  log "kafka: making the test CA and the broker's certificate (${KAFKA_TLS})"
-  rm -rf -- "${KAFKA_TLS}"
-  mkdir -p -- "${KAFKA_TLS}"
-  local t="${KAFKA_TLS}" out
+  log "kafka: making the test CA and the broker's certificate (${t})"
+  rm -rf -- "${t}"
+  mkdir -p -- "${t}"
   if ! out="$(
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
       -keyout "${t}/ca.key" -out "${t}/ca.pem" -days 30 -subj "/CN=r1-hybrid test Kafka CA" \
@@ -413,28 +440,18 @@ write_kafka_tls() {
       openssl x509 -req -in "${t}/broker.csr" -CA "${t}/ca.pem" -CAkey "${t}/ca.key" -CAcreateserial \
         -out "${t}/broker.pem" -days 30 -extfile "${t}/broker.ext" 2>&1 &&
       openssl pkcs12 -export -in "${t}/broker.pem" -inkey "${t}/broker.key" -certfile "${t}/ca.pem" \
-        -name broker -out "${KAFKA_KEYSTORE}" -passout "pass:${KAFKA_KEYSTORE_PASSWORD}" 2>&1
+        -name broker -out "${t}/broker.p12" -passout "pass:${KAFKA_KEYSTORE_PASSWORD}" 2>&1
   )"; then
     printf '%s\n' "${out}" | tail -n 20 >&2
-    rm -rf -- "${KAFKA_TLS}"
+    rm -rf -- "${t}"
     die "kafka: openssl could not make the test CA and the broker's keystore"
   fi
   rm -f -- "${t}/broker.csr" "${t}/broker.ext" "${t}/ca.srl"
 }
 
-write_kafka_config() {
-  cat >"${KAFKA_PROPS}" <<EOF
-# Written by ${PROG}; regenerated on every 'up'.  Single-node KRaft test broker.
-process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=${HOST}:${R1_KAFKA_CONTROLLER_PORT}
-controller.listener.names=CONTROLLER
-listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
-advertised.listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
-log.dirs=${KAFKA_DATA}
-
+# Prints the SASL_SSL listener's broker properties, with the keystore at KEYSTORE.
+kafka_sasl_ssl_properties() {
+  cat <<EOF
 # SASL_SSL for clients only (the controller and inter-broker traffic stay on PLAINTEXT): SCRAM users
 # are created at format time; PLAIN's user is listed here.
 listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-512,SCRAM-SHA-256,PLAIN
@@ -442,31 +459,36 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.se
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_${KAFKA_PLAIN_USER}="${KAFKA_PLAIN_PASSWORD}";
 listener.name.sasl_ssl.ssl.keystore.type=PKCS12
-listener.name.sasl_ssl.ssl.keystore.location=${KAFKA_KEYSTORE}
+listener.name.sasl_ssl.ssl.keystore.location=$1
 listener.name.sasl_ssl.ssl.keystore.password=${KAFKA_KEYSTORE_PASSWORD}
 listener.name.sasl_ssl.ssl.key.password=${KAFKA_KEYSTORE_PASSWORD}
+EOF
+}
 
+# Prints the topic defaults of a broker whose partitions have REPLICAS copies, MIN_ISR of them in sync
+# for a write (the internal topics' too).
+kafka_replication_properties() {
+  cat <<EOF
 num.partitions=3
-default.replication.factor=1
+default.replication.factor=$1
+min.insync.replicas=$2
 auto.create.topics.enable=true
 delete.topic.enable=true
-min.insync.replicas=1
-offsets.topic.replication.factor=1
+offsets.topic.replication.factor=$1
 offsets.topic.num.partitions=5
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$1
+transaction.state.log.min.isr=$2
 transaction.state.log.num.partitions=5
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$1
+share.coordinator.state.topic.min.isr=$2
 group.initial.rebalance.delay.ms=0
-
-num.network.threads=2
-num.io.threads=4
-num.recovery.threads.per.data.dir=1
-log.retention.hours=24
 EOF
-  cat >"${KAFKA_LOG4J}" <<EOF
-# Written by ${PROG}: broker logs go to ${KAFKA_LOG}, not the terminal.
+}
+
+# Writes to FILE a log4j2 configuration that sends a broker's log to LOG.
+write_kafka_log4j() {
+  cat >"$1" <<EOF
+# Written by ${PROG}: broker logs go to $2, not the terminal.
 status = warn
 name = r1-test-kafka
 # Kafka logs while it shuts down; keep the file appender alive until the JVM
@@ -474,7 +496,7 @@ name = r1-test-kafka
 shutdownHook = disable
 appender.file.type = File
 appender.file.name = FILE
-appender.file.fileName = ${KAFKA_LOG}
+appender.file.fileName = $2
 appender.file.append = true
 appender.file.layout.type = PatternLayout
 appender.file.layout.pattern = [%d] %p %m (%c)%n
@@ -491,6 +513,31 @@ logger.state.level = WARN
 logger.authorizer.name = kafka.authorizer.logger
 logger.authorizer.level = WARN
 EOF
+}
+
+write_kafka_config() {
+  cat >"${KAFKA_PROPS}" <<EOF
+# Written by ${PROG}; regenerated on every 'up'.  Single-node KRaft test broker.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=${HOST}:${R1_KAFKA_CONTROLLER_PORT}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
+advertised.listeners=PLAINTEXT://${HOST}:${R1_KAFKA_PORT},CONTROLLER://${HOST}:${R1_KAFKA_CONTROLLER_PORT},SASL_SSL://${HOST}:${R1_KAFKA_SECURE_PORT}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+log.dirs=${KAFKA_DATA}
+
+$(kafka_sasl_ssl_properties "${KAFKA_KEYSTORE}")
+
+$(kafka_replication_properties 1 1)
+
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+EOF
+  write_kafka_log4j "${KAFKA_LOG4J}" "${KAFKA_LOG}"
 }
 
 kafka_java_opts() {
@@ -531,21 +578,33 @@ kafka_format_if_needed() {
       die "kafka: ${KAFKA_DATA} was formatted without the SASL_SSL listener's SCRAM users; run '${PROG} down kafka' (it deletes the data) and 'up' again"
     return 0
   fi
-  local cluster_id
-  kafka_tool "'StorageTool random-uuid' failed" kafka.tools.StorageTool random-uuid
-  cluster_id="$(tail -n 1 <<<"${TOOL_OUT}" | tr -d '[:space:]')"
-  [[ "${cluster_id}" =~ ^[A-Za-z0-9_-]{22}$ ]] ||
-    die "kafka: StorageTool random-uuid printed no cluster id (got '${cluster_id}'); see ${KAFKA_OUT}"
-  log "kafka: formatting storage (cluster id ${cluster_id})"
-  rm -rf -- "${KAFKA_DATA}"
-  mkdir -p -- "${KAFKA_DATA}"
+  new_cluster_id
+  log "kafka: formatting storage (cluster id ${CLUSTER_ID})"
   # --standalone: this node is the whole (dynamic) controller quorum, as
   # controller.quorum.bootstrap.servers requires in KRaft.
-  kafka_tool "storage format failed" kafka.tools.StorageTool \
-    format --standalone -t "${cluster_id}" -c "${KAFKA_PROPS}" \
+  kafka_format "${KAFKA_DATA}" "${KAFKA_PROPS}" "${CLUSTER_ID}" --standalone
+}
+
+# Sets CLUSTER_ID to a fresh cluster id.
+CLUSTER_ID=""
+new_cluster_id() {
+  kafka_tool "'StorageTool random-uuid' failed" kafka.tools.StorageTool random-uuid
+  CLUSTER_ID="$(tail -n 1 <<<"${TOOL_OUT}" | tr -d '[:space:]')"
+  [[ "${CLUSTER_ID}" =~ ^[A-Za-z0-9_-]{22}$ ]] ||
+    die "kafka: StorageTool random-uuid printed no cluster id (got '${CLUSTER_ID}'); see ${KAFKA_OUT}"
+}
+
+# kafka_format DATA PROPS ID [FLAG...]: formats DATA afresh for the broker of PROPS in cluster ID, with the
+# SCRAM users (and a mark saying so), the StorageTool FLAGs added.
+kafka_format() {
+  local data="$1" props="$2" id="$3"; shift 3
+  rm -rf -- "${data}"
+  mkdir -p -- "${data}"
+  kafka_tool "storage format of ${data} failed" kafka.tools.StorageTool \
+    format "$@" -t "${id}" -c "${props}" \
     --add-scram "SCRAM-SHA-512=[name=${KAFKA_SCRAM_USER},password=${KAFKA_SCRAM_PASSWORD}]" \
     --add-scram "SCRAM-SHA-256=[name=${KAFKA_SCRAM_USER},password=${KAFKA_SCRAM_PASSWORD}]"
-  : >"${KAFKA_SECURE_MARK}"
+  : >"${data}/.r1-scram-users"
 }
 
 # Prints what was appended to FILE since byte offset OFFSET.
@@ -623,17 +682,311 @@ kafka_down() {
 }
 
 # ---------------------------------------------------------------------------
+# Kafka cluster: three KRaft nodes on loopback, each broker + controller
+# ---------------------------------------------------------------------------
+
+# Node N (1..3) listens on R1_KAFKA_CLUSTER_PORT + N - 1 (PLAINTEXT), R1_KAFKA_CLUSTER_CONTROLLER_PORT +
+# N - 1 and R1_KAFKA_CLUSTER_SECURE_PORT + N - 1 (SASL_SSL): 19192-19200 by default, beside the single
+# broker's 19092-19094. Keep them below the ephemeral range (/proc/sys/net/ipv4/ip_local_port_range,
+# 32768 up by default): a killed node's port may otherwise be some client's source port by the time it
+# starts again, and the node cannot bind it.
+R1_KAFKA_CLUSTER_PORT="${R1_KAFKA_CLUSTER_PORT:-19192}"
+R1_KAFKA_CLUSTER_CONTROLLER_PORT="${R1_KAFKA_CLUSTER_CONTROLLER_PORT:-19195}"
+R1_KAFKA_CLUSTER_SECURE_PORT="${R1_KAFKA_CLUSTER_SECURE_PORT:-19198}"
+R1_KAFKA_CLUSTER_HEAP_OPTS="${R1_KAFKA_CLUSTER_HEAP_OPTS:--Xms128m -Xmx384m}"
+CLUSTER_NODES=(1 2 3)
+CLUSTER_DIR="${R1_STATE_DIR}/kafka-cluster"
+# One test CA and one broker certificate (SAN 127.0.0.1, localhost) for the three nodes.
+CLUSTER_TLS="${CLUSTER_DIR}/tls"
+CLUSTER_ID_FILE="${CLUSTER_DIR}/cluster.id"
+
+cluster_validate() {
+  local name
+  for name in R1_KAFKA_CLUSTER_PORT R1_KAFKA_CLUSTER_CONTROLLER_PORT R1_KAFKA_CLUSTER_SECURE_PORT; do
+    validate_port "${name}" "${!name}"
+    validate_port "${name} + 2" "$((${!name} + 2))"
+  done
+  local -a starts=("${R1_KAFKA_CLUSTER_PORT}" "${R1_KAFKA_CLUSTER_CONTROLLER_PORT}" "${R1_KAFKA_CLUSTER_SECURE_PORT}")
+  local a b
+  for a in "${starts[@]}"; do
+    for b in "${starts[@]}"; do
+      if ((a != b && a <= b && b <= a + 2)); then
+        die "R1_KAFKA_CLUSTER_PORT, R1_KAFKA_CLUSTER_CONTROLLER_PORT and R1_KAFKA_CLUSTER_SECURE_PORT each take three ports; their ranges overlap"
+      fi
+    done
+  done
+}
+
+validate_node() {
+  [[ "${1:-}" =~ ^[123]$ ]] || die "kafka-cluster: node '${1:-}' does not exist (expected 1, 2 or 3)"
+}
+
+# cluster_port plain|controller|secure N
+cluster_port() {
+  case "$1" in
+    plain) printf '%s\n' "$((R1_KAFKA_CLUSTER_PORT + $2 - 1))" ;;
+    controller) printf '%s\n' "$((R1_KAFKA_CLUSTER_CONTROLLER_PORT + $2 - 1))" ;;
+    secure) printf '%s\n' "$((R1_KAFKA_CLUSTER_SECURE_PORT + $2 - 1))" ;;
+  esac
+}
+
+# cluster_addresses plain|secure: the bootstrap list of every node.
+cluster_addresses() {
+  local n out=""
+  for n in "${CLUSTER_NODES[@]}"; do out+="${out:+,}${HOST}:$(cluster_port "$1" "${n}")"; done
+  printf '%s\n' "${out}"
+}
+
+node_dir() { printf '%s/node%s\n' "${CLUSTER_DIR}" "$1"; }
+node_pidfile() { printf '%s/kafka.pid\n' "$(node_dir "$1")"; }
+node_pid() { our_pid "$(node_pidfile "$1")" kafka.Kafka "$(node_dir "$1")/server.properties"; }
+
+# The metadata node N answers on LISTENER (plain|secure) lists all three brokers at that listener's ports:
+# the node runs, has joined the quorum and is not fenced, as the others are.
+node_probe() {
+  local n="$1" listener="$2" md m port
+  local -a tls=()
+  port="$(cluster_port "${listener}" "${n}")"
+  if [[ "${listener}" == secure ]]; then
+    # PLAIN for the reason given at kafka_secure_probe.
+    tls=(-X security.protocol=SASL_SSL -X sasl.mechanisms=PLAIN -X sasl.username="${KAFKA_PLAIN_USER}"
+      -X sasl.password="${KAFKA_PLAIN_PASSWORD}" -X ssl.ca.location="${CLUSTER_TLS}/ca.pem")
+  fi
+  md="$(timeout 10 kcat -b "${HOST}:${port}" -L -m 2 "${tls[@]}" 2>/dev/null)" || return 1
+  for m in "${CLUSTER_NODES[@]}"; do
+    grep -q "broker ${m} at ${HOST}:$(cluster_port "${listener}" "${m}")" <<<"${md}" || return 1
+  done
+}
+
+node_probes() { node_probe "$1" plain && node_probe "$1" secure; }
+
+write_node_config() {
+  local n="$1" d voters="" m
+  d="$(node_dir "${n}")"
+  for m in "${CLUSTER_NODES[@]}"; do voters+="${voters:+,}${m}@${HOST}:$(cluster_port controller "${m}")"; done
+  local plain secure controller
+  plain="$(cluster_port plain "${n}")" secure="$(cluster_port secure "${n}")" controller="$(cluster_port controller "${n}")"
+  cat >"${d}/server.properties" <<EOF
+# Written by ${PROG}; regenerated on every start.  Node ${n} of the three-node KRaft test cluster.
+process.roles=broker,controller
+node.id=${n}
+controller.quorum.voters=${voters}
+controller.listener.names=CONTROLLER
+listeners=PLAINTEXT://${HOST}:${plain},CONTROLLER://${HOST}:${controller},SASL_SSL://${HOST}:${secure}
+advertised.listeners=PLAINTEXT://${HOST}:${plain},CONTROLLER://${HOST}:${controller},SASL_SSL://${HOST}:${secure}
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL
+log.dirs=${d}/data
+
+$(kafka_sasl_ssl_properties "${CLUSTER_TLS}/broker.p12")
+
+# What production runs: every partition on three brokers, a write acknowledged by two.
+$(kafka_replication_properties 3 2)
+unclean.leader.election.enable=false
+
+# Lean: three JVMs beside the single broker on a small machine.
+num.network.threads=1
+num.io.threads=2
+num.replica.fetchers=1
+background.threads=2
+log.cleaner.threads=1
+log.cleaner.dedupe.buffer.size=8388608
+num.recovery.threads.per.data.dir=1
+log.retention.hours=24
+EOF
+  write_kafka_log4j "${d}/log4j2.properties" "${d}/logs/server.log"
+}
+
+# The single broker's helpers (kafka_tool, kafka_java_opts) read these variables; a node's functions
+# declare them local (bash scopes locals dynamically), so the helpers work on that node.
+#   with_node N COMMAND...: runs COMMAND with KAFKA_OUT, KAFKA_LOG4J, KAFKA_LOGDIR and the heap of node N.
+with_node() {
+  local d
+  d="$(node_dir "$1")"; shift
+  local KAFKA_OUT="${d}/logs/kafka.out" KAFKA_LOG4J="${d}/log4j2.properties" KAFKA_LOGDIR="${d}/logs"
+  local R1_KAFKA_HEAP_OPTS="${R1_KAFKA_CLUSTER_HEAP_OPTS}"
+  "$@"
+}
+
+# Formats node N's storage with the cluster's id (made once) and the SCRAM users.
+node_format_if_needed() {
+  local n="$1" d cluster_id
+  d="$(node_dir "${n}")"
+  if [[ -f "${d}/data/meta.properties" ]]; then
+    [[ -f "${d}/data/.r1-scram-users" ]] ||
+      die "kafka-cluster: ${d}/data was formatted without the SCRAM users; run '${PROG} down kafka-cluster' (it deletes the data) and 'up' again"
+    return 0
+  fi
+  if [[ ! -s "${CLUSTER_ID_FILE}" ]]; then
+    new_cluster_id
+    printf '%s\n' "${CLUSTER_ID}" >"${CLUSTER_ID_FILE}"
+  fi
+  cluster_id="$(<"${CLUSTER_ID_FILE}")"
+  log "kafka-cluster: formatting node ${n} (cluster id ${cluster_id})"
+  # A static quorum (controller.quorum.voters): each node is formatted alike, none --standalone.
+  kafka_format "${d}/data" "${d}/server.properties" "${cluster_id}"
+}
+
+# Starts node N's JVM unless it runs (no waiting: a node answers only once a quorum has formed).
+node_spawn() {
+  local n="$1" d java
+  d="$(node_dir "${n}")"
+  if node_pid "${n}" >/dev/null; then
+    return 0
+  fi
+  local p
+  for p in plain controller secure; do
+    require_free_port kafka-cluster "$(cluster_port "${p}" "${n}")" "node ${n} ${p}"
+  done
+  mkdir -p -- "${d}/logs"
+  rm -f -- "$(node_pidfile "${n}")"
+  write_node_config "${n}"
+  printf '\n=== %s: starting node %s of the Kafka %s cluster ===\n' "$(date -u +%FT%TZ)" "${n}" "${KAFKA_VERSION}" \
+    >>"${d}/logs/kafka.out"
+  with_node "${n}" node_format_if_needed "${n}"
+  java="$(java_bin)"
+  local -a opts
+  mapfile -t opts < <(with_node "${n}" kafka_java_opts)
+  log "kafka-cluster: starting node ${n} (${HOST}:$(cluster_port plain "${n}"), SASL_SSL $(cluster_port secure "${n}"), controller $(cluster_port controller "${n}"))"
+  # As kafka_up: the pid file holds the JVM's pid, detached from our terminal.
+  # shellcheck disable=SC2016 # $$ and "$@" are for the inner shell
+  setsid nohup bash -c 'echo "$$" >"$1"; shift; exec "$@"' r1-kafka-node \
+    "$(node_pidfile "${n}")" "${java}" "${opts[@]}" -cp "${KAFKA_LIBS}/*" kafka.Kafka "${d}/server.properties" \
+    </dev/null >>"${d}/logs/kafka.out" 2>&1 9>&- &
+  disown 2>/dev/null || true
+}
+
+# Waits until every node N given answers metadata listing the three brokers, on both listeners.
+nodes_wait() {
+  local started=${SECONDS} deadline=$((SECONDS + R1_KAFKA_START_TIMEOUT)) n waiting
+  while :; do
+    waiting=()
+    for n in "$@"; do node_probes "${n}" || waiting+=("${n}"); done
+    ((${#waiting[@]} == 0)) && break
+    for n in "${waiting[@]}"; do
+      if ((SECONDS - started >= 2)) && ! node_pid "${n}" >/dev/null; then
+        tail -n 10 -- "$(node_dir "${n}")/logs/kafka.out" >&2 2>/dev/null || true
+        die "kafka-cluster: node ${n} exited during startup; see $(node_dir "${n}")/logs/ ('${PROG} logs kafka-cluster')"
+      fi
+    done
+    if ((SECONDS >= deadline)); then
+      die "kafka-cluster: node(s) ${waiting[*]} did not list three brokers on both listeners after ${R1_KAFKA_START_TIMEOUT}s; see ${CLUSTER_DIR}/node*/logs/"
+    fi
+    sleep 0.5
+  done
+  log "kafka-cluster: node(s) $* ready after $((SECONDS - started))s (PLAINTEXT $(cluster_addresses plain), SASL_SSL $(cluster_addresses secure))"
+}
+
+kafka-cluster_up() {
+  local n
+  check_java
+  mkdir -p -- "${CLUSTER_DIR}"
+  write_kafka_tls "${CLUSTER_TLS}"
+  for n in "${CLUSTER_NODES[@]}"; do node_spawn "${n}"; done
+  nodes_wait "${CLUSTER_NODES[@]}"
+}
+
+# SIGTERM to every node at once (one by one, the last would wait for a quorum that is gone), then as stop_pid.
+kafka-cluster_stop() {
+  local n pid i
+  local -a pids=()
+  for n in "${CLUSTER_NODES[@]}"; do
+    if pid="$(node_pid "${n}")"; then
+      log "kafka-cluster: stopping node ${n} (pid ${pid})"
+      kill -TERM "${pid}" 2>/dev/null || true
+      pids+=("${pid}")
+    fi
+  done
+  ((${#pids[@]} > 0)) || log "kafka-cluster: not running"
+  for pid in "${pids[@]}"; do
+    for ((i = 0; i < R1_STOP_TIMEOUT * 10; i++)); do
+      kill -0 "${pid}" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -0 "${pid}" 2>/dev/null || continue
+    stop_pid kafka-cluster "${pid}"
+  done
+  for n in "${CLUSTER_NODES[@]}"; do rm -f -- "$(node_pidfile "${n}")"; done
+}
+
+kafka-cluster_down() {
+  kafka-cluster_stop
+  rm -rf -- "${CLUSTER_DIR}"
+}
+
+# The drills: SIGKILL one node (its data is kept), and start it again.
+cmd_kill_broker() {
+  local n="$1" pid i
+  validate_node "${n}"
+  take_lock
+  pid="$(node_pid "${n}")" || die "kafka-cluster: node ${n} is not running"
+  log "kafka-cluster: SIGKILL to node ${n} (pid ${pid})"
+  kill -KILL "${pid}"
+  for ((i = 0; i < 100; i++)); do
+    kill -0 "${pid}" 2>/dev/null || break
+    sleep 0.1
+  done
+  ! kill -0 "${pid}" 2>/dev/null || die "kafka-cluster: node ${n} (pid ${pid}) survived SIGKILL"
+  rm -f -- "$(node_pidfile "${n}")"
+}
+
+cmd_start_broker() {
+  local n="$1"
+  validate_node "${n}"
+  take_lock
+  [[ -d "$(node_dir "${n}")/data" ]] || die "kafka-cluster: node ${n} has no data; start the cluster with '${PROG} up kafka-cluster'"
+  node_spawn "${n}"
+  nodes_wait "${n}"
+}
+
+# One status line for the cluster; fails unless every node runs and answers on both listeners.
+cluster_status() {
+  local n pid rc=0 line=""
+  for n in "${CLUSTER_NODES[@]}"; do
+    if pid="$(node_pid "${n}")"; then line+=" node${n}=pid:${pid}"; else line+=" node${n}=stopped"; rc=1; fi
+    if command -v kcat >/dev/null 2>&1 && node_probes "${n}"; then line+=",metadata-ok"; else line+=",no-answer"; rc=1; fi
+  done
+  printf 'kafka-cluster%s addrs=%s sasl_ssl=%s\n' "${line}" "$(cluster_addresses plain)" "$(cluster_addresses secure)"
+  return "${rc}"
+}
+
+# Whether the cluster was started and not stopped since (a pid file of any node is left).
+cluster_started() {
+  local n
+  for n in "${CLUSTER_NODES[@]}"; do [[ -f "$(node_pidfile "${n}")" ]] && return 0; done
+  return 1
+}
+
+cluster_env() {
+  printf 'export R1_TEST_KAFKA_CLUSTER_BROKERS=%s\n' "$(cluster_addresses plain)"
+  printf 'export R1_TEST_KAFKA_CLUSTER_SECURE_BROKERS=%s\n' "$(cluster_addresses secure)"
+  printf 'export R1_TEST_KAFKA_CLUSTER_CA_FILE=%q\n' "${CLUSTER_TLS}/ca.pem"
+  local n files=""
+  for n in "${CLUSTER_NODES[@]}"; do files+="${files:+,}$(node_pidfile "${n}")"; done
+  printf 'export R1_TEST_KAFKA_CLUSTER_PID_FILES=%q\n' "${files}"
+  printf 'export R1_TEST_KAFKA_CLUSTER_CONTROL=%q\n' "${SCRIPT_DIR}/services.sh"
+}
+
+cluster_log_files() {
+  local n
+  for n in "${CLUSTER_NODES[@]}"; do
+    printf '%s\n' "$(node_dir "${n}")/logs/kafka.out" "$(node_dir "${n}")/logs/server.log"
+  done
+}
+
+# ---------------------------------------------------------------------------
 # commands
 # ---------------------------------------------------------------------------
 
 # Sets SVCS from the optional service argument (in this shell, so that an
 # unknown name really aborts the script).
+# Without one, 'up' means Redis and the broker; 'down' and 'stop' the cluster as well.
 SVCS=()
 parse_services() {
   case "${1:-all}" in
     all) SVCS=(redis kafka) ;;
-    redis | kafka) SVCS=("$1") ;;
-    *) die "unknown service '$1' (expected redis or kafka)" ;;
+    redis | kafka | kafka-cluster) SVCS=("$1") ;;
+    *) die "unknown service '$1' (expected redis, kafka or kafka-cluster)" ;;
   esac
 }
 
@@ -652,7 +1005,7 @@ cmd_up() {
   take_lock
   install_packages
   for svc in "${SVCS[@]}"; do
-    if [[ "${svc}" == kafka ]]; then install_kafka_libs; fi
+    if [[ "${svc}" == kafka* ]]; then install_kafka_libs; fi
   done
   for svc in "${SVCS[@]}"; do
     "${svc}_up"
@@ -662,6 +1015,7 @@ cmd_up() {
 cmd_down() {
   local svc
   parse_services "${1:-all}"
+  (($# > 0)) || SVCS+=(kafka-cluster)
   take_lock
   for svc in "${SVCS[@]}"; do
     "${svc}_down"
@@ -671,6 +1025,7 @@ cmd_down() {
 cmd_stop() {
   local svc
   parse_services "${1:-all}"
+  (($# > 0)) || SVCS+=(kafka-cluster)
   take_lock
   for svc in "${SVCS[@]}"; do
     "${svc}_stop"
@@ -689,6 +1044,7 @@ cmd_status() {
   [[ "${state}" == running* ]] || rc=1
   printf 'kafka  %-20s addr=%s:%s probe=%s sasl_ssl=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_KAFKA_PORT}" "${probe}" \
     "${HOST}" "${R1_KAFKA_SECURE_PORT}" "${secure}"
+  if ! cluster_status && cluster_started; then rc=1; fi
   return "${rc}"
 }
 
@@ -701,6 +1057,7 @@ cmd_env() {
   printf 'export R1_TEST_KAFKA_SCRAM_PASSWORD=%s\n' "${KAFKA_SCRAM_PASSWORD}"
   printf 'export R1_TEST_KAFKA_PLAIN_USERNAME=%s\n' "${KAFKA_PLAIN_USER}"
   printf 'export R1_TEST_KAFKA_PLAIN_PASSWORD=%s\n' "${KAFKA_PLAIN_PASSWORD}"
+  cluster_env
 }
 
 cmd_logs() {
@@ -708,7 +1065,11 @@ cmd_logs() {
   parse_services "${1:-all}"
   for svc in "${SVCS[@]}"; do
     local -a files
-    if [[ "${svc}" == redis ]]; then files=("${REDIS_LOG}"); else files=("${KAFKA_OUT}" "${KAFKA_LOG}"); fi
+    case "${svc}" in
+      redis) files=("${REDIS_LOG}") ;;
+      kafka) files=("${KAFKA_OUT}" "${KAFKA_LOG}") ;;
+      kafka-cluster) mapfile -t files < <(cluster_log_files) ;;
+    esac
     for f in "${files[@]}"; do
       printf '==> %s (last %s lines) <==\n' "${f}" "${R1_LOG_LINES}"
       if [[ -f "${f}" ]]; then tail -n "${R1_LOG_LINES}" -- "${f}"; else echo "(no such file)"; fi
@@ -732,6 +1093,7 @@ main() {
   [[ "${R1_KAFKA_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" && "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_PORT}" &&
     "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" ]] ||
     die "R1_KAFKA_PORT, R1_KAFKA_CONTROLLER_PORT and R1_KAFKA_SECURE_PORT must differ"
+  cluster_validate
   local cmd="${1:-}"
   if (($# > 0)); then shift; fi
   (($# <= 1)) || die "too many arguments (see --help)"
@@ -743,6 +1105,8 @@ main() {
     status) (($# == 0)) || die "status takes no argument"; cmd_status ;;
     env) (($# == 0)) || die "env takes no argument"; cmd_env ;;
     logs) cmd_logs "$@" ;;
+    kill-broker) (($# == 1)) || die "kill-broker takes a node (1, 2 or 3)"; cmd_kill_broker "$1" ;;
+    start-broker) (($# == 1)) || die "start-broker takes a node (1, 2 or 3)"; cmd_start_broker "$1" ;;
     "" | -h | --help | help) usage ;;
     *) usage >&2; die "unknown command '${cmd}'" ;;
   esac
