@@ -39,7 +39,8 @@ use crate::reply::ResultRouter;
 use crate::topics::{ReplyTo, Topics};
 use crate::transport::{Assignment, ClassQueues, Delivery, ResultSink, SendError, TaskSink, TaskSource};
 
-/// Creates the topics that do not exist yet (an existing topic is left as it is).
+/// Creates the topics that do not exist yet (an existing topic is left as it is), with the brokers'
+/// `default.replication.factor`: a production cluster's three replicas, one on a single test broker.
 pub async fn ensure_topics(
     settings: &KafkaSettings,
     topics: &Topics,
@@ -56,7 +57,7 @@ pub async fn ensure_topics(
     ];
     let new: Vec<NewTopic<'_>> = wanted
         .iter()
-        .map(|(name, partitions)| NewTopic::new(name.as_str(), *partitions, TopicReplication::Fixed(1)))
+        .map(|(name, partitions)| NewTopic::new(name.as_str(), *partitions, BROKER_DEFAULT_REPLICATION))
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for result in admin.create_topics(&new, &options).await? {
@@ -69,6 +70,11 @@ pub async fn ensure_topics(
     }
     Ok(())
 }
+
+/// A replication factor of -1 asks the brokers for their default (CreateTopics v4, Kafka 2.4 and later).
+/// A fixed 1 here made every topic the services created a single copy even on a cluster of three, so a
+/// broker's death took its partitions, and the tasks and answers on them, away until it came back.
+const BROKER_DEFAULT_REPLICATION: TopicReplication<'static> = TopicReplication::Fixed(-1);
 
 /// Why [`check_brokers`] found the brokers unusable.
 #[derive(Debug, thiserror::Error)]
