@@ -835,22 +835,15 @@ async fn pump(
     interactive: mpsc::Sender<Delivery>,
     batch: mpsc::Sender<Delivery>,
 ) {
-    let mut local: [VecDeque<Delivery>; 2] = [VecDeque::new(), VecDeque::new()];
+    let mut held = Held::default();
     let mut paused = false;
     loop {
-        // Forget what was fetched from partitions since revoked: their new owner runs them.
-        if let Ok(mut gone) = revoked.lock()
-            && !gone.is_empty()
-        {
-            for queue in &mut local {
-                queue.retain(|d| !gone.iter().any(|(t, p)| *t == d.position.0 && *p == d.position.1));
-            }
-            gone.clear();
-        }
-        let held = local[0].len() + local[1].len();
-        if held >= LOCAL_QUEUE && !paused {
+        held.forget_revoked(&revoked);
+        let local = &mut held.queues;
+        let held_count = local[0].len() + local[1].len();
+        if held_count >= LOCAL_QUEUE && !paused {
             paused = set_paused(&consumer, true);
-        } else if held < LOCAL_QUEUE / 2 && paused {
+        } else if held_count < LOCAL_QUEUE / 2 && paused {
             paused = !set_paused(&consumer, false);
         }
         tokio::select! {
@@ -869,7 +862,7 @@ async fn pump(
                     if let Ok(mut tracker) = tracker.lock() {
                         tracker.start(&d.position.0, d.position.1, d.position.2);
                     }
-                    local[usize::from(d.class == TaskClass::Batch)].push_back(d);
+                    held.received(d, &revoked);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "task consumer");
@@ -877,6 +870,37 @@ async fn pump(
                 }
             },
         }
+    }
+}
+
+/// Tasks fetched and not yet handed to a worker: interactive, batch.
+#[derive(Default)]
+struct Held {
+    queues: [VecDeque<Delivery>; 2],
+}
+
+impl Held {
+    /// Forgets what was fetched from the partitions revoked since the last call: their new owner runs it.
+    fn forget_revoked(&mut self, revoked: &Mutex<Vec<(String, i32)>>) {
+        if let Ok(mut gone) = revoked.lock()
+            && !gone.is_empty()
+        {
+            for queue in &mut self.queues {
+                queue.retain(|d| !gone.iter().any(|(t, p)| *t == d.position.0 && *p == d.position.1));
+            }
+            gone.clear();
+        }
+    }
+
+    /// A message the consumer just returned. The revocations its poll ran are applied first: they concern
+    /// what was fetched before. The message itself comes from the assignment as it is now (librdkafka
+    /// drops what it had fetched for a partition it gives up), even when that partition was revoked and
+    /// assigned again inside the same poll — as when the group coordinator's broker dies and the member
+    /// rejoins. Forgetting it then (as the revocation was applied after it) lost the task: never run, its
+    /// client never answered, and the partition's offset never stored past it.
+    fn received(&mut self, delivery: Delivery, revoked: &Mutex<Vec<(String, i32)>>) {
+        self.forget_revoked(revoked);
+        self.queues[usize::from(delivery.class == TaskClass::Batch)].push_back(delivery);
     }
 }
 
@@ -1032,7 +1056,7 @@ impl ResultSink for KafkaResultSink {
 
 #[cfg(test)]
 mod tests {
-    use super::assigned_partitions;
+    use super::*;
 
     /// A `ConsumerProtocolAssignment` as the Java and librdkafka clients write it.
     fn assignment(version: i16, topics: &[(&str, &[i32])]) -> Vec<u8> {
@@ -1060,5 +1084,33 @@ mod tests {
         let mut huge = assignment(1, &[("t", &[0])]);
         huge[9..13].copy_from_slice(&i32::MAX.to_be_bytes()); // a partition count the bytes do not hold
         assert_eq!(assigned_partitions(&huge), None);
+    }
+
+    fn delivery(partition: i32, offset: i64) -> Delivery {
+        Delivery {
+            task: TaskEnvelope::decode(b"-"),
+            raw: Vec::new(),
+            key: None,
+            class: TaskClass::Interactive,
+            position: ("tasks".to_owned(), partition, offset),
+        }
+    }
+
+    #[test]
+    fn a_task_fetched_after_its_partition_came_back_in_the_same_poll_is_kept() {
+        let revoked = Mutex::new(Vec::new());
+        let mut held = Held::default();
+        held.received(delivery(0, 10), &revoked);
+        held.received(delivery(1, 20), &revoked);
+        // One poll: the member loses partition 0, gets it back, and returns the next task of it.
+        revoked.lock().unwrap().push(("tasks".to_owned(), 0));
+        held.received(delivery(0, 11), &revoked);
+        held.forget_revoked(&revoked); // the pump's next turn
+        let kept: Vec<_> = held.queues[0].iter().map(|d| d.position.2).collect();
+        assert_eq!(
+            kept,
+            [20, 11],
+            "what was fetched before the revocation goes; the task after it stays"
+        );
     }
 }
