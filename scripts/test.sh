@@ -18,6 +18,11 @@ if ! scripts/services.sh up; then
   scripts/services.sh logs || true
   exit 1
 fi
+step "services up: the three-broker Kafka cluster (failover drills)"
+if ! scripts/services.sh up kafka-cluster; then
+  scripts/services.sh logs kafka-cluster || true
+  exit 1
+fi
 scripts/services.sh status
 eval "$(scripts/services.sh env)"
 export R1_TEST_REDIS_URL R1_TEST_KAFKA_BROKERS

@@ -5,7 +5,9 @@
 //!
 //! Every test uses its own topics and consumer group, so tests do not see each other's tasks. The first
 //! one also runs over the broker's SASL_SSL listener (SCRAM-SHA-512, the test CA): the same answers,
-//! with the gateway's password from the environment and the node's from a file.
+//! with the gateway's password from the environment and the node's from a file — and over the SASL_SSL
+//! listeners of the three-broker cluster (`scripts/services.sh up kafka-cluster`; its broker failover
+//! drills are `tests/kafka_failover.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
@@ -51,6 +53,14 @@ async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_hand_off_works_the_same_over_sasl_ssl_with_scram_sha_512() {
     let Some(listener) = Listener::sasl_ssl("SCRAM-SHA-512") else {
+        return;
+    };
+    requests_go_through_kafka_and_stream_back(&listener).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_hand_off_works_the_same_on_a_three_broker_cluster_over_sasl_ssl() {
+    let Some(listener) = Listener::cluster_sasl_ssl("SCRAM-SHA-512") else {
         return;
     };
     requests_go_through_kafka_and_stream_back(&listener).await;

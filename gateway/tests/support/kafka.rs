@@ -13,8 +13,9 @@ pub fn brokers() -> String {
     std::env::var("R1_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
 }
 
-/// Which listener of the test broker a client uses: the PLAINTEXT one every test uses, or the SASL_SSL
-/// one (`scripts/services.sh env` exports its address, the test CA and the users).
+/// Which listener of the test brokers a client uses: the single broker's PLAINTEXT one every test uses,
+/// or a SASL_SSL one, of the single broker or of the three-broker cluster (`scripts/services.sh env`
+/// exports their addresses, the test CAs and the users).
 #[derive(Debug, Clone)]
 pub enum Listener {
     Plaintext,
@@ -28,14 +29,27 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// The SASL_SSL listener with a SCRAM `mechanism`; `None` (the reason printed) when the services'
-    /// variables are not set.
+    /// The single broker's SASL_SSL listener with a SCRAM `mechanism`; `None` (the reason printed) when
+    /// the services' variables are not set.
     pub fn sasl_ssl(mechanism: &'static str) -> Option<Self> {
+        Self::sasl_ssl_from(mechanism, "R1_TEST_KAFKA_SECURE_BROKERS", "R1_TEST_KAFKA_CA_FILE")
+    }
+
+    /// The three-broker cluster's SASL_SSL listeners (`scripts/services.sh up kafka-cluster`), the same users.
+    pub fn cluster_sasl_ssl(mechanism: &'static str) -> Option<Self> {
+        Self::sasl_ssl_from(
+            mechanism,
+            "R1_TEST_KAFKA_CLUSTER_SECURE_BROKERS",
+            "R1_TEST_KAFKA_CLUSTER_CA_FILE",
+        )
+    }
+
+    fn sasl_ssl_from(mechanism: &'static str, brokers_var: &str, ca_var: &str) -> Option<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let listener = (|| {
             Some(Self::SaslSsl {
-                brokers: var("R1_TEST_KAFKA_SECURE_BROKERS")?,
-                ca_file: var("R1_TEST_KAFKA_CA_FILE")?,
+                brokers: var(brokers_var)?,
+                ca_file: var(ca_var)?,
                 mechanism,
                 username: var("R1_TEST_KAFKA_SCRAM_USERNAME")?,
                 password: var("R1_TEST_KAFKA_SCRAM_PASSWORD")?,
@@ -43,8 +57,8 @@ impl Listener {
         })();
         if listener.is_none() {
             println!(
-                "skipped: R1_TEST_KAFKA_SECURE_BROKERS, R1_TEST_KAFKA_CA_FILE, R1_TEST_KAFKA_SCRAM_USERNAME and \
-                 R1_TEST_KAFKA_SCRAM_PASSWORD are not set (eval \"$(scripts/services.sh env)\")"
+                "skipped: {brokers_var}, {ca_var}, R1_TEST_KAFKA_SCRAM_USERNAME and R1_TEST_KAFKA_SCRAM_PASSWORD \
+                 are not set (eval \"$(scripts/services.sh env)\")"
             );
         }
         listener
