@@ -185,8 +185,8 @@ async fn drill(victim: Victim) {
         );
     }
     assert!(
-        report.slowest_refusal <= Duration::from_millis(3500),
-        "a 503 is quick (send_timeout 3 s): {report}"
+        report.slowest_refusal <= Duration::from_millis(4500),
+        "a 503 is quick (send_timeout 3 s, and a 500 ms backstop): {report}"
     );
     gw.stop();
     upstream.shutdown().await.unwrap();
