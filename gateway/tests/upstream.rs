@@ -11,132 +11,18 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use r1_mock_upstream::{Reply, Script};
+use r1_mock_upstream::{Broken, BrokenServer, Reply, Script};
 use serde_json::{Value, json};
 use support::{EDGE_MODEL, Gateway, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// What a broken model server does with a chat request once it has read it whole.
-#[derive(Debug, Clone, Copy)]
-enum Broken {
-    /// Resets the connection (a crash) before writing anything.
-    Reset,
-    /// Writes nothing and keeps the connection open until the peer closes it.
-    Silent,
-    /// Answers (keep-alive), then closes the connection once it has been idle for 300 ms: shorter than
-    /// the gateway keeps a pooled connection, as many servers' keep-alive timeouts are.
-    AnswerThenCloseIdle,
-}
-
-/// A model server on a raw socket: health checks (`GET`) are answered 200; each chat request is read
-/// whole, counted, and then met with `broken`. `closed` counts connections the gateway closed on it.
-struct RawUpstream {
-    addr: std::net::SocketAddr,
-    chats: Arc<AtomicU64>,
-    closed: Arc<AtomicU64>,
-}
-
-impl RawUpstream {
-    async fn start(broken: Broken) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (chats, closed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let (c, d) = (chats.clone(), closed.clone());
-        tokio::spawn(async move {
-            while let Ok((socket, _)) = listener.accept().await {
-                tokio::spawn(Self::serve(socket, broken, c.clone(), d.clone()));
-            }
-        });
-        Self { addr, chats, closed }
-    }
-
-    async fn serve(mut socket: TcpStream, broken: Broken, chats: Arc<AtomicU64>, closed: Arc<AtomicU64>) {
-        let mut buf = Vec::new();
-        loop {
-            // One request: its head, then `content-length` bytes of body.
-            let head_end = loop {
-                if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    break at + 4;
-                }
-                let mut chunk = [0u8; 4096];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            };
-            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-            let length: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            while buf.len() < head_end + length {
-                let mut chunk = [0u8; 4096];
-                match socket.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            buf.drain(..head_end + length);
-            if matches!(broken, Broken::AnswerThenCloseIdle) && !head.starts_with("get ") {
-                chats.fetch_add(1, Ordering::SeqCst);
-                let body = format!(
-                    "{{\"id\":\"chatcmpl-raw\",\"object\":\"chat.completion\",\"created\":1,\"model\":\"{EDGE_MODEL}\",\
-                     \"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"ok\"}},\"finish_reason\":\"stop\"}}],\
-                     \"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}}}"
-                );
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                if socket.write_all(answer.as_bytes()).await.is_err() {
-                    return;
-                }
-                // Idle for 300 ms with no next request: closed, as a server's keep-alive timeout does.
-                let mut chunk = [0u8; 4096];
-                match tokio::time::timeout(Duration::from_millis(300), socket.read(&mut chunk)).await {
-                    Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => {
-                        closed.fetch_add(1, Ordering::SeqCst);
-                        return;
-                    }
-                }
-                continue;
-            }
-            if head.starts_with("get ") {
-                let ok = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
-                if socket.write_all(ok.as_bytes()).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            chats.fetch_add(1, Ordering::SeqCst);
-            match broken {
-                Broken::Reset => {
-                    // SO_LINGER 0: the close is a RST, as when the process dies (a zero linger never
-                    // blocks the thread, which is what the deprecation warns of).
-                    #[allow(deprecated)]
-                    let _ = socket.set_linger(Some(Duration::ZERO));
-                    return;
-                }
-                Broken::AnswerThenCloseIdle => return,
-                Broken::Silent => {
-                    let mut rest = [0u8; 64];
-                    while let Ok(n) = socket.read(&mut rest).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                    closed.fetch_add(1, Ordering::SeqCst);
-                    return;
-                }
-            }
-        }
-    }
+/// A broken model server (`r1_mock_upstream::BrokenServer`) on a free port.
+async fn broken(broken: Broken) -> BrokenServer {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    BrokenServer::serve(listener, broken, EDGE_MODEL).unwrap()
 }
 
 fn ask(text: &str) -> Value {
@@ -208,15 +94,15 @@ async fn only_allow_listed_headers_cross_and_upstream_failures_are_the_gateways_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_member_that_resets_after_reading_the_request_is_one_clean_502_and_sees_it_once() {
-    let upstream = RawUpstream::start(Broken::Reset).await;
-    let gw = Gateway::start(&[upstream.addr], &[], "").await;
+    let upstream = broken(Broken::Reset).await;
+    let gw = Gateway::start(&[upstream.addr()], &[], "").await;
     for round in 1..=3u64 {
         let r = gw.chat(ask("hello")).await;
         assert_eq!(r.status(), 502, "round {round}");
         let body: Value = r.json().await.unwrap();
         assert_eq!(body["error"]["type"], "upstream_error", "{body}");
         assert_eq!(
-            upstream.chats.load(Ordering::SeqCst),
+            upstream.chats(),
             round,
             "a request the member read is never replayed into it"
         );
@@ -231,9 +117,9 @@ async fn a_member_that_resets_after_reading_the_request_is_one_clean_502_and_see
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_silent_member_is_cut_at_the_first_token_limit_with_a_504_and_its_socket_closed() {
-    let upstream = RawUpstream::start(Broken::Silent).await;
+    let upstream = broken(Broken::Silent).await;
     let gw = Gateway::start(
-        &[upstream.addr],
+        &[upstream.addr()],
         &[],
         "[timeouts]\nfirst_token = \"1500ms\"\nidle = \"500ms\"\ntotal = \"20s\"\n",
     )
@@ -258,18 +144,18 @@ async fn a_silent_member_is_cut_at_the_first_token_limit_with_a_504_and_its_sock
     }
     // The gateway closed the upstream sockets it gave up on (polled: the close is asynchronous).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while upstream.closed.load(Ordering::SeqCst) < 2 {
+    while upstream.closed() < 2 {
         assert!(Instant::now() < deadline, "the silent member's sockets were left open");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(upstream.chats.load(Ordering::SeqCst), 2);
+    assert_eq!(upstream.chats(), 2);
     gw.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pooled_connection_the_member_closed_while_idle_is_never_a_client_error() {
-    let upstream = RawUpstream::start(Broken::AnswerThenCloseIdle).await;
-    let gw = Gateway::start(&[upstream.addr], &[], "").await;
+    let upstream = broken(Broken::AnswerThenCloseIdle).await;
+    let gw = Gateway::start(&[upstream.addr()], &[], "").await;
     for round in 1..=3u64 {
         let r = gw.chat(ask("hello")).await;
         assert_eq!(r.status(), 200, "round {round}");
@@ -278,18 +164,14 @@ async fn a_pooled_connection_the_member_closed_while_idle_is_never_a_client_erro
         // The member closes the connection the gateway pooled (polled: it does so after 300 ms idle);
         // the next request must not fail on it.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while upstream.closed.load(Ordering::SeqCst) < round {
+        while upstream.closed() < round {
             assert!(
                 Instant::now() < deadline,
                 "the member did not close its idle connection"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!(
-            upstream.chats.load(Ordering::SeqCst),
-            round,
-            "each request reached it once"
-        );
+        assert_eq!(upstream.chats(), round, "each request reached it once");
     }
     gw.stop();
 }

@@ -16,7 +16,8 @@
 //! The [`Script`] sets the number of chunks and their text, the delay before the first token and
 //! between tokens, reasoning chunks, and failures: the first N requests answered 500 or 429, the
 //! connection dropped after K tokens, a concurrency limit, or any of these per request by arrival
-//! index ([`Script::per_request`]).
+//! index ([`Script::per_request`]). A [`BrokenServer`] is broken below HTTP instead: it resets the
+//! connection, goes silent, or closes an idle keep-alive connection.
 //!
 //! ```no_run
 //! # async fn example() -> std::io::Result<()> {
@@ -36,6 +37,7 @@
 //! # }
 //! ```
 
+mod broken;
 mod script;
 mod server;
 mod structured;
@@ -49,6 +51,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use broken::{Broken, BrokenServer};
 pub use script::{FailFirst, PerRequest, Reply, Script};
 pub use server::{EMBEDDING_DIMENSIONS, Recorded, Stats, StatsSnapshot, embedding};
 
