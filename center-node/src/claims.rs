@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use r1_queue::redis_conn::{RedisClient, RedisConnection, Timeouts};
 
 /// What claiming a task found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ pub trait Claims: Send + Sync + std::fmt::Debug {
 /// Claims in Redis, shared by every center node.
 #[derive(Clone)]
 pub struct RedisClaims {
-    connection: ConnectionManager,
+    connection: RedisConnection,
     timeout: Duration,
 }
 
@@ -82,26 +82,35 @@ end
 return 0
 ";
 
+/// A task's keys; `{<task id>}` is the hash tag, so they share a Redis Cluster slot (the claim script and
+/// the completion's `MULTI` touch several at once).
 fn keys(task_id: &str) -> [String; 3] {
     [
-        format!("r1:task:{task_id}:done"),
-        format!("r1:task:{task_id}:claim"),
-        format!("r1:task:{task_id}:attempts"),
+        format!("r1:task:{{{task_id}}}:done"),
+        format!("r1:task:{{{task_id}}}:claim"),
+        format!("r1:task:{{{task_id}}}:attempts"),
     ]
 }
+
+/// The connection's own limits: a connection manager's defaults (the calls are bounded by `timeout`).
+const CONNECTION: Timeouts = Timeouts {
+    connect: Duration::from_secs(1),
+    response: Duration::from_millis(500),
+    retries: 6,
+};
 
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl RedisClaims {
-    /// Connects to `url`; every call is bounded by `timeout`.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, ClaimError> {
-        let client = redis::Client::open(url).map_err(|e| ClaimError(e.to_string()))?;
-        let connection = tokio::time::timeout(timeout * 4, ConnectionManager::new(client))
+    /// Connects through `redis` (one server or a cluster); every call is bounded by `timeout`. A refused
+    /// login or TLS handshake is an error naming the `[redis]` key to fix.
+    pub async fn connect(redis: &RedisClient, timeout: Duration) -> Result<Self, ClaimError> {
+        let connection = tokio::time::timeout(timeout * 4, redis.connect(CONNECTION))
             .await
-            .map_err(|_| ClaimError(format!("connecting to {url} timed out")))?
-            .map_err(|e| ClaimError(e.to_string()))?;
+            .map_err(|_| ClaimError(format!("connecting to Redis timed out after {:?}", timeout * 4)))?
+            .map_err(|e| ClaimError(redis.explain(&e)))?;
         Ok(Self { connection, timeout })
     }
 

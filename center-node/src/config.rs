@@ -18,7 +18,7 @@
 //! protocol = "sasl_ssl"
 //! sasl = { mechanism = "SCRAM-SHA-512", username = "r1-center", password_env = "R1_KAFKA_PASSWORD" }
 //!
-//! [redis]
+//! [redis]                              # one server or a cluster, TLS, ACL (r1_queue::redis_conn)
 //! url = "redis://127.0.0.1:16379"
 //! ```
 //!
@@ -30,6 +30,8 @@ use std::time::Duration;
 
 use r1_config::{ConfigError, Validate};
 use serde::Deserialize;
+
+use r1_queue::redis_conn::{RedisClient, RedisSection, RedisSetupError};
 
 use crate::kafka::{KafkaSettings, SecurityError, SecuritySection, extra_problems};
 
@@ -47,7 +49,8 @@ pub struct CenterConfig {
     /// Topic names.
     #[serde(default)]
     pub topics: TopicsSection,
-    /// Task dedupe and state.
+    /// Task dedupe and state: one server or a Redis Cluster, TLS, an ACL user
+    /// (`r1_queue::redis_conn`, the same table as the gateway's).
     pub redis: RedisSection,
 }
 
@@ -324,13 +327,8 @@ pub struct KafkaSection {
     pub librdkafka: BTreeMap<String, String>,
 }
 
-/// `[redis]`
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSection {
-    /// `redis://host:port/db` (or `rediss://` for TLS).
-    pub url: String,
-}
+/// r1-center's Redis calls' limit when `redis.timeout` is not set.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 fn default_client_id() -> String {
     "r1-center".to_owned()
@@ -380,6 +378,18 @@ impl CenterConfig {
             extra: self.kafka.librdkafka.clone(),
             security: self.kafka.security.resolve("kafka.security", env)?,
         })
+    }
+}
+
+impl CenterConfig {
+    /// The Redis client `[redis]` describes, its password read now from the process environment or its file.
+    pub fn redis_client(&self) -> Result<RedisClient, RedisSetupError> {
+        self.redis.client("redis", &|name| std::env::var(name).ok())
+    }
+
+    /// `redis.timeout`, or r1-center's default.
+    pub fn redis_timeout(&self) -> Duration {
+        self.redis.timeout.unwrap_or(DEFAULT_REDIS_TIMEOUT)
     }
 }
 
@@ -460,12 +470,11 @@ impl Validate for CenterConfig {
         }
         problems.extend(security);
         problems.extend(extra_problems("kafka.librdkafka", &k.librdkafka));
-        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
-            problems.push(format!(
-                "redis.url: `{}` must start with redis:// or rediss://",
-                self.redis.url
-            ));
+        let redis = self.redis.problems("redis");
+        if redis.is_empty() {
+            problems.extend(self.redis.file_problems("redis"));
         }
+        problems.extend(redis);
         problems
     }
 }

@@ -92,6 +92,9 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     let settings = config
         .kafka_settings()
         .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
+    let redis = config
+        .redis_client()
+        .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
     let topics = config.topics.topics();
     let describe = |e: &r1_queue::kafka_transport::BrokerCheckError| {
         e.describe("kafka.security", &config.kafka.security, &config.kafka.brokers)
@@ -134,10 +137,10 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
     };
     let sink =
         KafkaResultSink::new(&settings, topics.clone(), config.node.result_timeout).context("result producer")?;
-    let claims = RedisClaims::connect(&config.redis.url, Duration::from_millis(500))
+    let claims = RedisClaims::connect(&redis, config.redis_timeout())
         .await
         .context("task claims (Redis)")?;
-    let states = RedisStateStore::connect(&config.redis.url, Duration::from_millis(500))
+    let states = RedisStateStore::connect(&redis, config.redis_timeout())
         .await
         .context("asynchronous task state (Redis)")?;
     let backend: Arc<dyn Backend> = match config.backend.kind {

@@ -1,28 +1,31 @@
 //! Against the real Redis started by `scripts/services.sh up` (the test command does it): the commands
 //! r1-hybrid builds on — `SET NX PX` claims, atomic counters with expiry, and bounded timeouts.
 //!
-//! Server address: `R1_TEST_REDIS_URL` (default `redis://127.0.0.1:16379`, the services script's port).
+//! Server: `R1_TEST_REDIS_URL` (default `redis://127.0.0.1:16379`, the services script's port), or the
+//! TLS server with its ACL user, or the Redis Cluster, as `R1_TEST_REDIS_TARGET` says
+//! (`gateway/tests/support/redis.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
 use std::time::Duration;
 
+use r1_queue::redis_conn::{RedisConnection, Timeouts};
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
-fn url() -> String {
-    std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
-}
+#[path = "../../gateway/tests/support/redis.rs"]
+mod redis_target;
 
-async fn connect() -> ConnectionManager {
-    let client = redis::Client::open(url()).unwrap();
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_response_timeout(Some(Duration::from_millis(500)))
-        .set_number_of_retries(1);
-    ConnectionManager::new_with_config(client, config)
+async fn connect() -> RedisConnection {
+    let timeouts = Timeouts {
+        connect: Duration::from_secs(2),
+        response: Duration::from_millis(500),
+        retries: 1,
+    };
+    redis_target::client()
+        .connect(timeouts)
         .await
-        .unwrap_or_else(|e| panic!("is Redis up (scripts/services.sh up)? {}: {e}", url()))
+        .unwrap_or_else(|e| panic!("is Redis up (scripts/services.sh up)? {}: {e}", redis_target::keys()))
 }
 
 fn claim_options() -> redis::SetOptions {
@@ -121,7 +124,9 @@ async fn an_unreachable_server_fails_fast() {
 #[tokio::test]
 async fn task_claims_on_redis_give_one_run_at_a_time_and_remember_answered_tasks() {
     use r1_center::claims::{Claim, Claims, RedisClaims};
-    let claims = RedisClaims::connect(&url(), Duration::from_millis(500)).await.unwrap();
+    let claims = RedisClaims::connect(&redis_target::client(), Duration::from_millis(500))
+        .await
+        .unwrap();
     let task = uuid::Uuid::new_v4().simple().to_string();
     let ttl = Duration::from_millis(300);
     assert_eq!(

@@ -28,7 +28,7 @@
 //! ```text
 //! config:   GatewayConfig { #[serde(default)] cache: cache::CacheSection, .. }
 //!           problems.extend(self.cache.problems());               // keys start `cache.`
-//! startup:  let cache = Cache::from_config(&config.cache, config.redis.as_ref().map(|r| r.url.as_str()))?;
+//! startup:  let cache = Cache::from_config(&config.cache, redis.as_ref())?;   // redis: config.redis_client(env)?
 //!           cache.metrics().register(&registry)?;                 // inside the Tokio runtime (lazy Redis)
 //! reload:   cache.reconfigure(&new.cache);                        // all but max_entries apply live
 //! request (after auth, limits and input checks; before the route decision):
@@ -222,16 +222,19 @@ impl Cache {
         Self::new(section, Arc::new(MemoryStore::new(section.max_entries)))
     }
 
-    /// A cache in Redis at `url`, connected on first use (a Redis down at start-up means misses).
-    /// Must be called within a Tokio runtime.
-    pub fn redis(section: &CacheSection, url: &str) -> Result<Self, InitError> {
-        Self::new(section, Arc::new(RedisStore::lazy(url, section.redis_timeout)?))
+    /// A cache in `redis` (one server or a cluster), connected on first use (a Redis down at start-up
+    /// means misses). Must be called within a Tokio runtime.
+    pub fn redis(section: &CacheSection, redis: &r1_queue::redis_conn::RedisClient) -> Result<Self, InitError> {
+        Self::new(section, Arc::new(RedisStore::lazy(redis, section.redis_timeout)?))
     }
 
-    /// In Redis when `[redis]` is configured (`redis_url`), else in memory.
-    pub fn from_config(section: &CacheSection, redis_url: Option<&str>) -> Result<Self, InitError> {
-        match redis_url {
-            Some(url) => Self::redis(section, url),
+    /// In Redis when `[redis]` is configured (`redis`), else in memory.
+    pub fn from_config(
+        section: &CacheSection,
+        redis: Option<&r1_queue::redis_conn::RedisClient>,
+    ) -> Result<Self, InitError> {
+        match redis {
+            Some(redis) => Self::redis(section, redis),
             None => Self::memory(section),
         }
     }

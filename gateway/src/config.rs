@@ -36,7 +36,8 @@ pub struct GatewayConfig {
     /// Upstream timeouts.
     #[serde(default)]
     pub timeouts: TimeoutsSection,
-    /// Shared state: asynchronous tasks and batches (with the Kafka hand-off).
+    /// Shared state: the result cache, the limits' counters, asynchronous tasks and batches — one server
+    /// or a Redis Cluster, TLS, an ACL user (`r1_queue::redis_conn`, the same table as r1-center's).
     #[serde(default)]
     pub redis: Option<RedisSection>,
     /// Who may call: JWT bearer authentication (on unless `enabled = false`).
@@ -71,20 +72,10 @@ pub struct TasksSection {
     pub webhook_private_networks: bool,
 }
 
-/// `[redis]`
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RedisSection {
-    /// `redis://host:port/db` (or `rediss://`).
-    pub url: String,
-    /// Every call's limit: a slow Redis is an unavailable one.
-    #[serde(default = "default_redis_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-}
+pub use r1_queue::redis_conn::RedisSection;
 
-fn default_redis_timeout() -> Duration {
-    Duration::from_millis(250)
-}
+/// The gateway's Redis calls' limit (task state) when `redis.timeout` is not set.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// `[listen]`
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -433,6 +424,9 @@ pub struct CenterKafkaSection {
 /// The key path of the Kafka security table, as errors name it.
 pub const SECURITY_KEY: &str = "center.kafka.security";
 
+/// The key path of the Redis table, as errors name it.
+pub const REDIS_KEY: &str = "redis";
+
 fn default_gateway_client_id() -> String {
     "r1-gateway".to_owned()
 }
@@ -654,6 +648,26 @@ fn default_keepalive() -> Duration {
 }
 
 impl GatewayConfig {
+    /// The Redis client `[redis]` describes (none without it), its password read now from `env` or its
+    /// file, its TLS files read now.
+    pub fn redis_client(
+        &self,
+        env: &dyn crate::env::Environment,
+    ) -> Result<Option<r1_queue::redis_conn::RedisClient>, r1_queue::redis_conn::RedisSetupError> {
+        self.redis
+            .as_ref()
+            .map(|r| r.client(REDIS_KEY, &|name| env.var(name)))
+            .transpose()
+    }
+
+    /// `redis.timeout`, or the gateway's default.
+    pub fn redis_timeout(&self) -> Duration {
+        self.redis
+            .as_ref()
+            .and_then(|r| r.timeout)
+            .unwrap_or(DEFAULT_REDIS_TIMEOUT)
+    }
+
     /// Reads, parses and validates `path`, then applies the process environment's overrides.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with(path, &crate::env::ProcessEnv)
@@ -851,12 +865,7 @@ impl Validate for GatewayConfig {
         check_members(&mut problems, "edge", &self.edge.members);
         check_members(&mut problems, "center", &self.center.members);
         if let Some(r) = &self.redis {
-            if !(r.url.starts_with("redis://") || r.url.starts_with("rediss://")) {
-                problems.push(format!("redis.url: `{}` must start with redis:// or rediss://", r.url));
-            }
-            if r.timeout < Duration::from_millis(10) || r.timeout > Duration::from_secs(5) {
-                problems.push("redis.timeout: must be between 10ms and 5s".to_owned());
-            }
+            problems.extend(r.problems(REDIS_KEY));
         }
         let versions = &self.center.versions;
         if !versions.is_empty() {

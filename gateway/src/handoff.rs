@@ -42,7 +42,7 @@ use r1_queue::topics::ReplyTo;
 use r1_queue::transport::{SendError, TaskSink};
 use tokio::sync::watch;
 
-use crate::config::{CenterKafkaSection, CenterTransport, CenterVersion, GatewayConfig, RedisSection, TimeoutsSection};
+use crate::config::{CenterKafkaSection, CenterTransport, CenterVersion, GatewayConfig, TimeoutsSection};
 use crate::deadline::{Phase, PhaseClock};
 use crate::error::{GatewayError, Source};
 use crate::metrics::Metrics;
@@ -64,7 +64,8 @@ pub struct Handoff {
     center: kafka::CenterView,
     in_flight: AtomicUsize,
     states: arc_swap::ArcSwapOption<Box<dyn StateStore>>,
-    redis: Option<RedisSection>,
+    /// The task state's Redis (`[redis]`) and its calls' limit.
+    redis: Option<(r1_queue::redis_conn::RedisClient, Duration)>,
     metrics: Metrics,
 }
 
@@ -84,7 +85,11 @@ impl Handoff {
     /// metadata first (at most [`BROKER_CHECK`]): brokers that refuse the client's login, TLS handshake or
     /// protocol are a start-up error naming the `center.kafka.security` key to fix; unreachable ones are
     /// only logged. The [`HandoffService`] connects, and readiness is false until it has.
-    pub fn new(config: &GatewayConfig, metrics: &Metrics) -> anyhow::Result<Option<Arc<Self>>> {
+    pub fn new(
+        config: &GatewayConfig,
+        redis: Option<&r1_queue::redis_conn::RedisClient>,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Option<Arc<Self>>> {
         let router = ResultRouter::new();
         let states = arc_swap::ArcSwapOption::empty();
         let (sink, reply_to, transport): (Arc<dyn TaskSink>, _, _) = match config.center.transport {
@@ -144,7 +149,7 @@ impl Handoff {
             center: kafka::CenterView::default(),
             in_flight: AtomicUsize::new(0),
             states,
-            redis: config.redis.clone(),
+            redis: redis.map(|r| (r.clone(), config.redis_timeout())),
             metrics: metrics.clone(),
         })))
     }

@@ -11,7 +11,7 @@
 //! ```text
 //! config:   GatewayConfig { #[serde(default)] limits: limits::LimitsSection, .. }
 //!           problems.extend(self.limits.problems());          // r1_config::Validate; keys start `limits.`
-//! startup:  Limiter::new(config.limits.clone(), redis_url)?   // server::build; connects lazily
+//! startup:  Limiter::new(config.limits.clone(), redis.clone())  // server::build; connects lazily
 //! reload:   limiter.reconfigure(new.limits.clone());          // keeps counters, leases and the connection
 //! metrics:  metrics::LimiterCollector reads limiter.stats() at every scrape → r1_limit_refusals_total{kind},
 //!           r1_limit_redis_errors_total, r1_limit_fallback_admissions_total, r1_limit_fallback_active,
@@ -77,7 +77,7 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use r1_config::Validate;
 use r1_proto::{ChatCompletionRequest, ErrorKind};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use r1_queue::redis_conn::{RedisClient, RedisConnection, Timeouts};
 use serde::Deserialize;
 use tokio::sync::oneshot;
 
@@ -99,7 +99,7 @@ mod shared;
 use admission::Holder;
 pub use admission::{Admission, InFlightGuard};
 use local::LocalSubject;
-pub use refusal::{LimitsSetupError, RedisUnavailable, Refusal, RefusalKind};
+pub use refusal::{RedisUnavailable, Refusal, RefusalKind};
 use refusal::{concurrency_refusal, rate_refusal, tokens_refusal};
 use section::Quota;
 pub use section::{LimitsSection, TierLimits};
@@ -192,22 +192,16 @@ impl std::fmt::Debug for Inner {
 }
 
 impl Limiter {
-    /// A limiter for `section`, sharing its counts through Redis at `redis_url` when given. Connects
-    /// lazily (or through [`Limiter::connect`]): an unreachable Redis is not an error here, only a bad URL.
-    pub fn new(section: LimitsSection, redis_url: Option<&str>) -> Result<Self, LimitsSetupError> {
-        let redis = redis_url
-            .map(|url| {
-                redis::Client::open(url)
-                    .map(RedisBackend::new)
-                    .map_err(|e| LimitsSetupError(e.to_string()))
-            })
-            .transpose()?;
+    /// A limiter for `section`, sharing its counts through `redis` (one server or a cluster) when given.
+    /// Connects lazily (or through [`Limiter::connect`]): an unreachable Redis is not an error here.
+    pub fn new(section: LimitsSection, redis: Option<RedisClient>) -> Self {
+        let redis = redis.map(RedisBackend::new);
         let local = moka::sync::Cache::builder()
             .max_capacity(section.local_max_subjects)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .time_to_idle(Duration::from_secs(3600))
             .build();
-        Ok(Self {
+        Self {
             inner: Arc::new(Inner {
                 section: ArcSwap::from_pointee(section),
                 redis,
@@ -217,7 +211,7 @@ impl Limiter {
                 refusals: Default::default(),
                 fallback_admissions: AtomicU64::new(0),
             }),
-        })
+        }
     }
 
     /// The table in force.
@@ -246,7 +240,7 @@ impl Limiter {
                 redis.answered();
                 Ok(())
             }
-            Ok(Err(e)) => Err(redis.failed(&section, e.to_string())),
+            Ok(Err(e)) => Err(redis.failed(&section, redis.client.explain(&e))),
             Err(_) => Err(redis.failed(&section, format!("no answer within {within:?}"))),
         }
     }

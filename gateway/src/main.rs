@@ -32,9 +32,13 @@ use r1_gateway::config::GatewayConfig;
 /// --check-config reads the files it names; at start the brokers are asked for metadata (10 s at most)
 /// and a refused login, TLS handshake or protocol stops the start with an error naming the key.
 ///
+/// Redis ([redis]): one server or a Redis Cluster (cluster = true, cluster_nodes), TLS (rediss://,
+/// tls.ca_file, tls.cert_file/key_file), an ACL user (username, password_env / password_file). At start
+/// it is asked for a PING (5 s at most): a refused login or TLS handshake stops the start naming the key.
+///
 /// Environment: R1_JWT_SECRET (the HS256 secret, unless [auth] names another source),
 /// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal), and the
-/// variables [center.kafka.security] names.
+/// variables [center.kafka.security] and [redis] name.
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment, args_conflicts_with_subcommands = true)]
 struct Cli {
@@ -121,6 +125,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             tracing::info!(public = %config.listen.public, admin = %config.listen.admin, "r1-gateway starting");
+            r1_gateway::server::check_redis(&config)?;
             let (grace, drain) = (config.listen.shutdown_grace, config.listen.shutdown_drain);
             let built = r1_gateway::server::build(config, cli.config.clone(), grace, drain)?;
             r1_gateway::server::run_until_signal(built);

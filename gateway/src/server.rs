@@ -50,7 +50,35 @@ pub fn preflight(config: &GatewayConfig) -> Vec<String> {
     {
         problems.extend(k.security.file_problems(crate::config::SECURITY_KEY));
     }
+    if let Some(r) = &config.redis {
+        problems.extend(r.file_problems(crate::config::REDIS_KEY));
+    }
     problems
+}
+
+/// How long the start-up check waits for Redis to answer.
+pub const REDIS_CHECK: Duration = Duration::from_secs(5);
+
+/// Asks `[redis]` for a `PING` (at most [`REDIS_CHECK`]) before serving: a Redis that refuses the login
+/// or the TLS handshake is a start-up error naming the key to fix; one that is only unreachable is
+/// logged (the cache misses, the limits count locally and tasks get 503 until it answers). Runs its own
+/// runtime: call it before [`build`], outside any runtime.
+pub fn check_redis(config: &GatewayConfig) -> anyhow::Result<()> {
+    let Some(redis) = config
+        .redis_client(&crate::env::ProcessEnv)
+        .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?
+    else {
+        return Ok(());
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    match runtime.block_on(redis.check(REDIS_CHECK)) {
+        Ok(()) => Ok(()),
+        Err(r1_queue::redis_conn::RedisCheckError::Refused(e)) => anyhow::bail!("Redis refused this gateway: {e}"),
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis not reachable at start; cache, limits and tasks use it once it answers");
+            Ok(())
+        }
+    }
 }
 
 /// Builds the gateway for `config` (re-read from `path` on reload, if given). After SIGTERM the listeners
@@ -77,10 +105,12 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
 
     let (public, admin, tls) = (config.listen.public, config.listen.admin, config.listen.tls.clone());
     let metrics = Metrics::new()?;
-    let handoff = crate::handoff::Handoff::new(&config, &metrics)?;
     let verifier = config.auth.verifier().context("[auth]")?;
-    let limiter = crate::limits::Limiter::new(config.limits.clone(), config.redis.as_ref().map(|r| r.url.as_str()))
-        .context("[limits]")?;
+    let redis = config
+        .redis_client(&crate::env::ProcessEnv)
+        .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
+    let handoff = crate::handoff::Handoff::new(&config, redis.as_ref(), &metrics)?;
+    let limiter = crate::limits::Limiter::new(config.limits.clone(), redis.clone());
     let hygiene = crate::hygiene::Hygiene::new(&config.hygiene).context("[hygiene]")?;
     let gateway = Arc::new(Gateway::new(
         config,
@@ -93,6 +123,7 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
             verifier,
             limiter,
             hygiene,
+            redis,
         },
     ));
     if let Some(handoff) = handoff {

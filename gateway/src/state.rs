@@ -36,6 +36,8 @@ pub struct Gateway {
     verifier: arc_swap::ArcSwapOption<crate::auth::Verifier>,
     /// Limits (shared through Redis when `[redis]` is configured).
     pub limiter: crate::limits::Limiter,
+    /// The Redis of `[redis]` (credentials read at start), for the result cache.
+    redis: Option<r1_queue::redis_conn::RedisClient>,
     /// The result cache, made on first use (its Redis connection belongs to a serving runtime).
     cache: std::sync::OnceLock<Option<crate::cache::Cache>>,
     hygiene: ArcSwap<crate::hygiene::Hygiene>,
@@ -50,6 +52,8 @@ pub struct Policy {
     pub limiter: crate::limits::Limiter,
     /// The input checks.
     pub hygiene: crate::hygiene::Hygiene,
+    /// The Redis of `[redis]`, which the limits count in and the result cache and task state live in.
+    pub redis: Option<r1_queue::redis_conn::RedisClient>,
 }
 
 /// Why a reload was refused.
@@ -87,6 +91,7 @@ impl Gateway {
             verifier,
             limiter,
             hygiene,
+            redis,
         } = policy;
         let config = Arc::new(config);
         match crate::metrics::LimiterCollector::new(limiter.clone()) {
@@ -99,6 +104,7 @@ impl Gateway {
         }
         Self {
             limiter,
+            redis,
             cache: std::sync::OnceLock::new(),
             hygiene: ArcSwap::from_pointee(hygiene),
             verifier: arc_swap::ArcSwapOption::from(verifier.map(Arc::new)),
@@ -168,8 +174,7 @@ impl Gateway {
         self.cache
             .get_or_init(|| {
                 let config = self.config();
-                let redis = config.redis.as_ref().map(|r| r.url.as_str());
-                match crate::cache::Cache::from_config(&config.cache, redis) {
+                match crate::cache::Cache::from_config(&config.cache, self.redis.as_ref()) {
                     Ok(cache) => {
                         if let Err(e) = cache.metrics().register(self.metrics.registry()) {
                             tracing::warn!(error = %e, "cache metrics not registered");

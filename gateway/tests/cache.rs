@@ -1,5 +1,6 @@
 //! The result cache against real stores: the Redis the test command starts (`R1_TEST_REDIS_URL`,
-//! default `redis://127.0.0.1:16379`), a Redis of this test's own that it kills mid-run, ports where
+//! default `redis://127.0.0.1:16379`; over TLS with an ACL user, or the Redis Cluster, with
+//! `R1_TEST_REDIS_TARGET`, see `support/redis.rs`), a Redis of this test's own that it kills mid-run, ports where
 //! nothing answers, and the in-memory store.
 //!
 //! Keys carry a fresh tenant per test, so runs never see each other's entries in the shared Redis.
@@ -21,8 +22,17 @@ use r1_proto::{
 };
 use serde_json::{Value, json};
 
-fn redis_url() -> String {
-    std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
+#[path = "support/redis.rs"]
+mod redis_target;
+
+/// A raw connection to the shared Redis (one server or the cluster), to write what the cache then reads.
+async fn raw_connection() -> r1_queue::redis_conn::RedisConnection {
+    let timeouts = r1_queue::redis_conn::Timeouts {
+        connect: Duration::from_secs(2),
+        response: Duration::from_secs(2),
+        retries: 1,
+    };
+    redis_target::client().connect(timeouts).await.unwrap()
 }
 
 fn fresh_tenant() -> String {
@@ -309,8 +319,8 @@ async fn memory_store_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_store_round_trip_is_shared_by_replicas() {
-    let a = Cache::redis(&section(), &redis_url()).unwrap();
-    let b = Cache::redis(&section(), &redis_url()).unwrap();
+    let a = Cache::redis(&section(), &redis_target::client()).unwrap();
+    let b = Cache::redis(&section(), &redis_target::client()).unwrap();
     round_trip(&a, &b).await;
     assert_eq!(a.store_kind(), "redis");
     assert_eq!(a.metrics().errors_total() + b.metrics().errors_total(), 0);
@@ -368,7 +378,7 @@ async fn memory_entries_expire_after_their_model_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_entries_expire_after_their_model_ttl() {
-    expires_after_its_ttl(&Cache::redis(&short_ttl_section(), &redis_url()).unwrap()).await;
+    expires_after_its_ttl(&Cache::redis(&short_ttl_section(), &redis_target::client()).unwrap()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,10 +433,9 @@ async fn only_complete_answers_within_the_size_bound_are_stored() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_redis_entry_is_a_counted_miss() {
-    let cache = Cache::redis(&section(), &redis_url()).unwrap();
+    let cache = Cache::redis(&section(), &redis_target::client()).unwrap();
     let k = key(&fresh_tenant(), &ask("garbage"));
-    let client = redis::Client::open(redis_url()).unwrap();
-    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut connection = raw_connection().await;
     redis::cmd("SET")
         .arg(k.as_str())
         .arg("not json")
@@ -506,7 +515,7 @@ async fn thousand_identical_cold_requests_generate_once_on_redis() {
             redis_timeout: Duration::from_secs(1),
             ..section()
         },
-        &redis_url(),
+        &redis_target::client(),
     )
     .unwrap();
     thousand_identical_cold_lookups(cache).await;
@@ -646,7 +655,7 @@ async fn redis_on_a_closed_port_is_a_counted_miss() {
             redis_timeout: timeout,
             ..section()
         },
-        &format!("redis://127.0.0.1:{}", closed_port()),
+        &redis_target::plain(&format!("redis://127.0.0.1:{}", closed_port())),
     )
     .unwrap();
     fails_open(&cache, timeout * 2 + Duration::from_millis(300)).await;
@@ -670,7 +679,7 @@ async fn redis_that_never_answers_times_out_within_redis_timeout() {
             redis_timeout: timeout,
             ..section()
         },
-        &format!("redis://{addr}"),
+        &redis_target::plain(&format!("redis://{addr}")),
     )
     .unwrap();
     fails_open(&cache, timeout * 2 + Duration::from_millis(300)).await;
@@ -742,7 +751,7 @@ async fn redis_killed_mid_run_is_a_counted_miss_and_recovers() {
             redis_timeout: timeout,
             ..section()
         },
-        &redis.url(),
+        &redis_target::plain(&redis.url()),
     )
     .unwrap();
     let tenant = fresh_tenant();

@@ -15,9 +15,8 @@ use r1_proto::{ChatCompletionRequest, ChatMessage, ErrorKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-fn redis_url() -> String {
-    std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
-}
+#[path = "support/redis.rs"]
+mod redis_target;
 
 fn subject() -> String {
     format!("test-{}", uuid::Uuid::new_v4().simple())
@@ -32,7 +31,7 @@ fn limits(change: impl FnOnce(&mut LimitsSection)) -> LimitsSection {
 
 /// A limiter on the shared Redis, connected.
 async fn replica(section: &LimitsSection) -> Limiter {
-    let limiter = Limiter::new(section.clone(), Some(&redis_url())).unwrap();
+    let limiter = Limiter::new(section.clone(), Some(redis_target::client()));
     limiter
         .clone()
         .connect(Duration::from_secs(5))
@@ -190,14 +189,14 @@ async fn a_live_request_keeps_its_slot_and_a_crashed_replicas_slot_lapses() {
 
     // A replica that dies holding a slot: its runtime (and the lease's renewal) is gone, nothing released it.
     let crashed = subject();
-    let (url, section_a, who) = (redis_url(), section.clone(), crashed.clone());
+    let (redis, section_a, who) = (redis_target::client(), section.clone(), crashed.clone());
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         runtime.block_on(async {
-            let a = Limiter::new(section_a, Some(&url)).unwrap();
+            let a = Limiter::new(section_a, Some(redis));
             a.clone().connect(Duration::from_secs(5)).await.unwrap();
             let admission = a.admit(&who, 1).await.unwrap();
             std::mem::forget(admission);
@@ -271,7 +270,7 @@ async fn unreachable_redis_falls_back_to_bounded_local_counting_quickly() {
         s.local_fallback_share = 0.5;
         s.redis_timeout = Duration::from_millis(50);
     });
-    let limiter = Limiter::new(section, Some(&closed_port().await)).unwrap();
+    let limiter = Limiter::new(section, Some(redis_target::plain(&closed_port().await)));
     assert!(limiter.clone().connect(Duration::from_secs(1)).await.is_err());
     let who = subject();
     let mut held = Vec::new();
@@ -332,7 +331,7 @@ async fn without_redis_limits_are_enforced_in_full_per_replica() {
         s.burst = Some(3);
         s.tokens_per_minute = Some(100);
     });
-    let limiter = Limiter::new(section, None).unwrap();
+    let limiter = Limiter::new(section, None);
     let who = subject();
     for _ in 0..3 {
         assert_eq!(limiter.admit(&who, 10).await.unwrap().admitted_by(), AdmittedBy::Local);
@@ -352,7 +351,10 @@ async fn without_redis_limits_are_enforced_in_full_per_replica() {
 
 #[tokio::test]
 async fn no_per_subject_limit_costs_nothing_even_with_redis_down() {
-    let limiter = Limiter::new(LimitsSection::default(), Some(&closed_port().await)).unwrap();
+    let limiter = Limiter::new(
+        LimitsSection::default(),
+        Some(redis_target::plain(&closed_port().await)),
+    );
     for _ in 0..100 {
         assert_eq!(
             limiter.admit("anyone", 1_000_000).await.unwrap().admitted_by(),
@@ -420,7 +422,8 @@ async fn pump(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_hanging_mid_run_falls_back_within_the_timeout_and_recovers() {
-    let url = redis_url();
+    // A relay of the plain server's bytes, whatever the Redis the other tests use.
+    let url = redis_target::single_url();
     let target = url.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
     let stall = Stall::start(target).await;
     let section = limits(|s| {
@@ -428,7 +431,7 @@ async fn redis_hanging_mid_run_falls_back_within_the_timeout_and_recovers() {
         s.redis_timeout = Duration::from_millis(50);
         s.redis_retry_interval = Duration::from_millis(100);
     });
-    let limiter = Limiter::new(section, Some(&stall.addr)).unwrap();
+    let limiter = Limiter::new(section, Some(redis_target::plain(&stall.addr)));
     limiter.clone().connect(Duration::from_secs(5)).await.unwrap();
     let who = subject();
     assert_eq!(limiter.admit(&who, 1).await.unwrap().admitted_by(), AdmittedBy::Redis);
@@ -463,7 +466,7 @@ async fn global_in_flight_is_bounded_and_sheds_with_503() {
         s.max_in_flight = 2;
         s.overload_retry_after = Duration::from_secs(2);
     });
-    let limiter = Limiter::new(section, None).unwrap();
+    let limiter = Limiter::new(section, None);
     let one = limiter.try_enter().unwrap();
     let _two = limiter.try_enter().unwrap();
     assert_eq!(limiter.stats().in_flight, 2);

@@ -12,6 +12,8 @@
 //! - [`topics`]: topic names and the `reply_to` address of a gateway instance;
 //! - [`offsets`]: which offset may be committed when tasks of a partition finish out of order;
 //! - [`transport`]: the traits both transports implement;
+//! - [`redis_conn`]: the `[redis]` table both binaries share and the one place Redis connections are
+//!   made (one server or a Redis Cluster, TLS, ACL users);
 //! - [`state`]: asynchronous task and batch state (Redis, or in memory);
 //! - [`reply`]: the gateway's side of results — one receiver per waiting request, chunks in order,
 //!   duplicates and stale attempts dropped.
@@ -20,6 +22,7 @@ pub mod kafka;
 pub mod kafka_transport;
 pub mod memory;
 pub mod offsets;
+pub mod redis_conn;
 pub mod reply;
 pub mod state;
 pub mod topics;

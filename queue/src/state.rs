@@ -2,7 +2,8 @@
 //! when it accepts the work, updated by the center node that runs it, read by `GET`. In Redis with a
 //! TTL (shared by every gateway and center node), or in memory for the embedded stack.
 //!
-//! A state is one JSON value under `r1:async:<id>` (tasks) or `r1:batch:<id>` (batches). Every
+//! A state is one JSON value under `r1:async:<id>` (tasks) or `r1:batch:<id>` (batches): one key per
+//! command, so a Redis Cluster needs no hash tag (the client splits a batch's `MGET` by slot). Every
 //! call is bounded by a short timeout: a store that does not answer is an error, and the gateway
 //! answers 503 rather than accept work it could lose.
 
@@ -154,7 +155,7 @@ fn batch_key(id: &str) -> String {
 /// State in Redis.
 #[derive(Clone)]
 pub struct RedisStateStore {
-    connection: redis::aio::ConnectionManager,
+    connection: crate::redis_conn::RedisConnection,
     timeout: Duration,
 }
 
@@ -165,21 +166,19 @@ impl std::fmt::Debug for RedisStateStore {
 }
 
 impl RedisStateStore {
-    /// Connects to `url`; every call is bounded by `timeout`. The connection is re-established
-    /// in the background after Redis comes back.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError(e.to_string()))?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = tokio::time::timeout(
-            timeout * 4,
-            redis::aio::ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(|_| StoreError(format!("connecting to {url} timed out")))?
-        .map_err(|e| StoreError(e.to_string()))?;
+    /// Connects through `redis` (one server or a cluster); every call is bounded by `timeout`. The
+    /// connection is re-established in the background after Redis comes back. A refused login or TLS
+    /// handshake is an error naming the `[redis]` key to fix.
+    pub async fn connect(redis: &crate::redis_conn::RedisClient, timeout: Duration) -> Result<Self, StoreError> {
+        let timeouts = crate::redis_conn::Timeouts {
+            connect: timeout.max(Duration::from_millis(500)),
+            response: timeout,
+            retries: 1,
+        };
+        let connection = tokio::time::timeout(timeout * 4, redis.connect(timeouts))
+            .await
+            .map_err(|_| StoreError(format!("connecting to Redis timed out after {:?}", timeout * 4)))?
+            .map_err(|e| StoreError(redis.explain(&e)))?;
         Ok(Self { connection, timeout })
     }
 

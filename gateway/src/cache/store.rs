@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use r1_queue::redis_conn::{RedisClient, RedisConnection, Timeouts};
 
 /// A store call failed. The cache counts it and carries on as if the entry were missing.
 #[derive(Debug, thiserror::Error)]
@@ -29,11 +29,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
 }
 
-/// Entries in Redis: `GET` and `SET … PX`, through one multiplexed connection that is re-established
-/// in the background after Redis comes back.
+/// Entries in Redis: `GET` and `SET … PX` (one key each: any cluster slot will do), through one
+/// multiplexed connection (one per node of a cluster) that is re-established in the background after
+/// Redis comes back.
 #[derive(Clone)]
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: RedisConnection,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -44,20 +45,19 @@ impl std::fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// A store on an existing connection (shared with other users of the same Redis).
-    pub fn new(connection: ConnectionManager) -> Self {
+    pub fn new(connection: RedisConnection) -> Self {
         Self { connection }
     }
 
-    /// A store on `url` that connects on first use, so a Redis that is down when the gateway starts
-    /// costs cache misses, not a failed start. Fails only on a malformed URL. `timeout` bounds each
-    /// connection attempt (at least 500 ms) and each response. Must be called within a Tokio runtime.
-    pub fn lazy(url: &str, timeout: Duration) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1);
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+    /// A store on `redis` (one server or a cluster) that connects on first use, so a Redis that is down
+    /// when the gateway starts costs cache misses, not a failed start. `timeout` bounds each connection
+    /// attempt (at least 500 ms) and each response. Must be called within a Tokio runtime.
+    pub fn lazy(redis: &RedisClient, timeout: Duration) -> Result<Self, redis::RedisError> {
+        let connection = redis.lazy(Timeouts {
+            connect: timeout.max(Duration::from_millis(500)),
+            response: timeout,
+            retries: 1,
+        })?;
         Ok(Self { connection })
     }
 }

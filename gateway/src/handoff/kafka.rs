@@ -1,6 +1,7 @@
 //! The Kafka side of the hand-off service: topics, the results reader, the task store, topics for new model versions.
 
 use super::*;
+use r1_queue::redis_conn::RedisClient;
 
 pub(super) async fn run_kafka(
     handoff: &Arc<Handoff>,
@@ -233,10 +234,10 @@ fn center_groups(config: &GatewayConfig) -> Vec<String> {
         .collect()
 }
 /// Connects the asynchronous task store (Redis), retrying until it answers.
-pub(super) async fn connect_states(handoff: Arc<Handoff>, redis: RedisSection) {
+pub(super) async fn connect_states(handoff: Arc<Handoff>, (redis, timeout): (RedisClient, Duration)) {
     let mut wait = Duration::from_millis(200);
     loop {
-        match RedisStateStore::connect(&redis.url, redis.timeout).await {
+        match RedisStateStore::connect(&redis, timeout).await {
             Ok(store) => {
                 handoff
                     .states

@@ -76,11 +76,6 @@ impl Refusal {
     }
 }
 
-/// The Redis URL could not be used.
-#[derive(Debug, thiserror::Error)]
-#[error("limits: redis: {0}")]
-pub struct LimitsSetupError(pub(super) String);
-
 /// Redis did not answer (in time).
 #[derive(Debug, thiserror::Error)]
 #[error("limits: redis: {0}")]

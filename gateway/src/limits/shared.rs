@@ -137,9 +137,9 @@ pub(super) fn spawn_lease(inner: Arc<Inner>, key: String, lease: String) -> ones
 
 /// The shared counters' Redis, its health, and the switch to local counting.
 pub(super) struct RedisBackend {
-    pub(super) client: redis::Client,
+    pub(super) client: RedisClient,
     /// The connection (made lazily) and when it was made.
-    pub(super) connection: ArcSwapOption<(ConnectionManager, Instant)>,
+    pub(super) connection: ArcSwapOption<(RedisConnection, Instant)>,
     /// Set while Redis is unreachable: admissions count locally.
     pub(super) fallback: AtomicBool,
     /// While in fallback, when the next probe may try Redis (ms since `epoch`).
@@ -149,7 +149,7 @@ pub(super) struct RedisBackend {
 }
 
 impl RedisBackend {
-    pub(super) fn new(client: redis::Client) -> Self {
+    pub(super) fn new(client: RedisClient) -> Self {
         Self {
             client,
             connection: ArcSwapOption::empty(),
@@ -181,16 +181,19 @@ impl RedisBackend {
     }
 
     /// The connection, made now (lazily connecting, in the background) if there is none.
-    pub(super) fn connection(&self, section: &LimitsSection) -> Result<ConnectionManager, RedisUnavailable> {
+    pub(super) fn connection(&self, section: &LimitsSection) -> Result<RedisConnection, RedisUnavailable> {
         if let Some(current) = self.connection.load().as_ref() {
             return Ok(current.0.clone());
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-            .set_response_timeout(Some(section.redis_timeout.max(Duration::from_millis(250))))
-            .set_number_of_retries(0);
-        let manager = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(|e| self.failed(section, e.to_string()))?;
+        let timeouts = Timeouts {
+            connect: REDIS_CONNECT_TIMEOUT,
+            response: section.redis_timeout.max(Duration::from_millis(250)),
+            retries: 0,
+        };
+        let manager = self
+            .client
+            .lazy(timeouts)
+            .map_err(|e| self.failed(section, self.client.explain(&e)))?;
         self.connection.store(Some(Arc::new((manager.clone(), Instant::now()))));
         // Drive the lazy connection to the end even if the request that made it gives up first.
         let mut warm = manager.clone();
@@ -212,7 +215,7 @@ impl RedisBackend {
                 self.answered();
                 Ok(value)
             }
-            Ok(Err(e)) => Err(self.failed(section, e.to_string())),
+            Ok(Err(e)) => Err(self.failed(section, self.client.explain(&e))),
             Err(_) => Err(self.failed(
                 section,
                 format!("no answer within {}", humantime::format_duration(section.redis_timeout)),

@@ -213,7 +213,7 @@ impl<'de> Deserialize<'de> for Refused {
 
 /// A secret's source: an environment variable or a file, with the config key that named it.
 #[derive(Debug, Clone)]
-enum Secret<'a> {
+pub(crate) enum Secret<'a> {
     Env(String, &'a str),
     File(String, &'a Path),
 }
@@ -332,23 +332,7 @@ impl SecuritySection {
         if !problems.is_empty() {
             return Err(SecurityError::Invalid(problems));
         }
-        let read = |source: Option<Secret<'_>>| -> Result<Option<String>, SecurityError> {
-            match source {
-                None => Ok(None),
-                Some(Secret::Env(name, var)) => match env(var) {
-                    Some(value) if !value.is_empty() => Ok(Some(value)),
-                    _ => Err(SecurityError::EnvUnset {
-                        key: name,
-                        var: var.to_owned(),
-                    }),
-                },
-                Some(Secret::File(name, path)) => read_secret_file(path).map(Some).map_err(|e| SecurityError::File {
-                    key: name,
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                }),
-            }
-        };
+        let read = |source: Option<Secret<'_>>| source.map(|s| read_secret(s, env)).transpose();
         let mut props = Vec::new();
         let mut set = |k: &str, v: &str| props.push((k.to_owned(), v.to_owned()));
         set("security.protocol", self.protocol.as_str());
@@ -522,7 +506,7 @@ impl OidcSection {
 }
 
 /// Checks one env-or-file pair (`r1_config::secret`); whether a source is set.
-fn check_source(
+pub(crate) fn check_source(
     problems: &mut Vec<String>,
     key: &str,
     (env_name, env): (&str, &Option<String>),
@@ -535,7 +519,7 @@ fn check_source(
     )
 }
 
-fn source<'a>(
+pub(crate) fn source<'a>(
     key: &str,
     (env_name, env): (&str, &'a Option<String>),
     (file_name, file): (&str, &'a Option<PathBuf>),
@@ -547,13 +531,13 @@ fn source<'a>(
     }
 }
 
-fn has_pem_block(text: &[u8], label: &str) -> bool {
+pub(crate) fn has_pem_block(text: &[u8], label: &str) -> bool {
     let text = String::from_utf8_lossy(text);
     text.lines()
         .any(|line| line.starts_with("-----BEGIN ") && line.trim_end().ends_with(&format!("{label}-----")))
 }
 
-fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     std::io::Read::read_to_end(
         &mut std::io::Read::take(std::fs::File::open(path)?, MAX_FILE_BYTES),
@@ -562,8 +546,26 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// One secret, read now from its environment variable (through `env`) or its file.
+pub(crate) fn read_secret(source: Secret<'_>, env: &dyn Fn(&str) -> Option<String>) -> Result<String, SecurityError> {
+    match source {
+        Secret::Env(name, var) => match env(var) {
+            Some(value) if !value.is_empty() => Ok(value),
+            _ => Err(SecurityError::EnvUnset {
+                key: name,
+                var: var.to_owned(),
+            }),
+        },
+        Secret::File(name, path) => read_secret_file(path).map_err(|e| SecurityError::File {
+            key: name,
+            path: path.to_owned(),
+            message: e.to_string(),
+        }),
+    }
+}
+
 /// A secret file's content without its trailing newlines; empty is an error.
-fn read_secret_file(path: &Path) -> std::io::Result<String> {
+pub(crate) fn read_secret_file(path: &Path) -> std::io::Result<String> {
     let bytes = r1_config::secret::read_file(path, MAX_FILE_BYTES)?;
     let secret = String::from_utf8(bytes).map_err(|_| std::io::Error::other("not UTF-8 text"))?;
     if secret.is_empty() {
