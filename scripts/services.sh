@@ -14,6 +14,8 @@ R1_REDIS_PORT="${R1_REDIS_PORT:-16379}"
 R1_KAFKA_PORT="${R1_KAFKA_PORT:-19092}"
 R1_KAFKA_CONTROLLER_PORT="${R1_KAFKA_CONTROLLER_PORT:-19093}"
 R1_KAFKA_SECURE_PORT="${R1_KAFKA_SECURE_PORT:-19094}"
+R1_REDIS_TLS_PORT="${R1_REDIS_TLS_PORT:-16380}"
+R1_REDIS_CLUSTER_PORT="${R1_REDIS_CLUSTER_PORT:-17000}"
 R1_REDIS_START_TIMEOUT="${R1_REDIS_START_TIMEOUT:-30}"
 R1_KAFKA_START_TIMEOUT="${R1_KAFKA_START_TIMEOUT:-120}"
 R1_STOP_TIMEOUT="${R1_STOP_TIMEOUT:-20}"
@@ -27,6 +29,25 @@ REDIS_DIR="${R1_STATE_DIR}/redis"
 REDIS_DATA="${REDIS_DIR}/data"
 REDIS_PID="${REDIS_DIR}/redis.pid"
 REDIS_LOG="${REDIS_DIR}/redis.log"
+
+# Redis over TLS with an ACL user (the `default` user off): a test CA and the server's key and
+# certificate (made with openssl on the first 'up', kept by 'stop', deleted by 'down').
+REDIS_TLS_DIR="${R1_STATE_DIR}/redis-tls"
+REDIS_TLS_PID="${REDIS_TLS_DIR}/redis.pid"
+REDIS_TLS_LOG="${REDIS_TLS_DIR}/redis.log"
+REDIS_TLS_CONF="${REDIS_TLS_DIR}/redis.conf"
+REDIS_TLS_CERTS="${REDIS_TLS_DIR}/tls"
+REDIS_TLS_CA="${REDIS_TLS_CERTS}/ca.pem"
+# Test-only credentials of a loopback Redis (printed by 'env'); never used anywhere else.
+REDIS_TLS_USER="r1-test"
+REDIS_TLS_PASSWORD="r1-test-redis-secret"
+
+# Redis Cluster: 3 masters with one replica each, on R1_REDIS_CLUSTER_PORT .. +5 (cluster bus on
+# port + 100); a node that stops answering for REDIS_CLUSTER_NODE_TIMEOUT ms is failed over.
+REDIS_CLUSTER_DIR="${R1_STATE_DIR}/redis-cluster"
+REDIS_CLUSTER_NODES=6
+REDIS_CLUSTER_BUS_OFFSET=100
+REDIS_CLUSTER_NODE_TIMEOUT=2000
 
 KAFKA_DIR="${R1_STATE_DIR}/kafka"
 KAFKA_DATA="${KAFKA_DIR}/data"
@@ -51,7 +72,7 @@ KAFKA_PLAIN_PASSWORD="r1-test-plain-secret"
 
 usage() {
   cat <<EOF
-Usage: ${PROG} <command> [redis|kafka|kafka-cluster]
+Usage: ${PROG} <command> [redis|redis-tls|redis-cluster|kafka|kafka-cluster]
 
 Installs and runs the Redis and Apache Kafka the test suite uses, on loopback only,
 on ports chosen not to clash with a Redis/Kafka you may already run.
@@ -63,7 +84,7 @@ Commands:
                        'mvn dependency:copy-dependencies' on scripts/kafka/pom.xml into
                        \$R1_CACHE_DIR/kafka/\$KAFKA_VERSION/libs (written atomically;
                        a second run is a no-op).
-  up [redis|kafka]     install, then start the service(s) (default: both) unless they
+  up [SERVICE]         install, then start the service(s) (default: all) unless they
                        already run, and wait until they answer: Redis 'PING' -> PONG,
                        Kafka a metadata request (kcat -L) listing the broker, on the
                        PLAINTEXT listener and on the SASL_SSL one (TLS + SASL PLAIN).
@@ -76,6 +97,17 @@ Commands:
                        localhost) is signed by a test CA that openssl makes on the
                        first 'up' (kafka/tls/ca.pem). The PLAINTEXT listener is
                        unchanged.
+                       redis-tls: one Redis on R1_REDIS_TLS_PORT speaking TLS only
+                       (certificate SAN 127.0.0.1, localhost, signed by a test CA that
+                       openssl makes on the first 'up', redis-tls/tls/ca.pem), with
+                       the ACL user ${REDIS_TLS_USER} and the default user off; ready
+                       when it answers PING over TLS as that user.
+                       redis-cluster: a Redis Cluster of 3 masters with one replica
+                       each on R1_REDIS_CLUSTER_PORT .. +5 (cluster bus on port + ${REDIS_CLUSTER_BUS_OFFSET},
+                       cluster-node-timeout ${REDIS_CLUSTER_NODE_TIMEOUT} ms), created with
+                       'redis-cli --cluster create --cluster-replicas 1' when new;
+                       ready when every node reports cluster_state:ok. A node that
+                       is missing (killed) is started again and rejoins.
   up kafka-cluster     Start the three-node cluster (not part of a bare 'up'): nodes
                        1..3, each broker + controller (KRaft, a static 3-voter quorum),
                        replication factor 3, min.insync.replicas 2 (offsets and
@@ -83,18 +115,20 @@ Commands:
                        listener (the same users, its own test CA in kafka-cluster/tls/).
                        Ready when every node's metadata lists the three brokers on
                        both listeners.
-  down [service]       Stop what 'up' started (SIGTERM, SIGKILL after
+  down [SERVICE]       Stop what 'up' started (SIGTERM, SIGKILL after
                        \$R1_STOP_TIMEOUT s) and delete its data (logs are kept), so
                        the next 'up' starts fresh. Succeeds when nothing runs.
-                       Without an argument the cluster goes too.
-  stop [service]       Stop the service(s) like 'down' but keep Kafka's data (Redis keeps
-                       none: it runs without persistence), so the next
+                       Without an argument the Kafka cluster goes too.
+  stop [SERVICE]       Stop the service(s) like 'down' but keep Kafka's data (Redis keeps
+                       none: it runs without persistence; the Redis cluster keeps its
+                       node tables, so it comes back as the same cluster), so the next
                        'up' resumes with the same topics, offsets and keys (outage drills).
-                       Without an argument the cluster stops too.
+                       Without an argument the Kafka cluster stops too.
   kill-broker N        SIGKILL node N (1..3) of the cluster; its data is kept.
   start-broker N       Start node N again and wait until it lists the three brokers.
-  status               One line per service; exits 0 only if Redis and Kafka run and
-                       answer, and the cluster's three nodes too once it was started.
+  status               One line per service; exits 0 only if the Redis services and Kafka
+                       run and answer, and the Kafka cluster's three nodes too once it
+                       was started.
   env                  Print the variables the tests read, for eval:
                            eval "\$(${PROG} env)"
                        R1_TEST_REDIS_URL, R1_TEST_KAFKA_BROKERS (PLAINTEXT), and for
@@ -107,13 +141,17 @@ Commands:
                        R1_TEST_KAFKA_CLUSTER_CA_FILE, R1_TEST_KAFKA_CLUSTER_PID_FILES
                        (node 1's, 2's and 3's, comma-separated) and
                        R1_TEST_KAFKA_CLUSTER_CONTROL (this script: kill-broker N,
-                       start-broker N).
-  logs [redis|kafka|kafka-cluster]
-                       Print the last \$R1_LOG_LINES lines of the log file(s).
+                       start-broker N);
+                       for redis-tls R1_TEST_REDIS_TLS_URL, R1_TEST_REDIS_CA_FILE,
+                       R1_TEST_REDIS_USERNAME, R1_TEST_REDIS_PASSWORD; for
+                       redis-cluster R1_TEST_REDIS_CLUSTER_URLS (comma-separated).
+  logs [SERVICE]       Print the last \$R1_LOG_LINES lines of the log file(s).
   -h, --help, help     This text.
 
 Environment (defaults in brackets):
   R1_REDIS_PORT             Redis port [16379]
+  R1_REDIS_TLS_PORT         Redis TLS port [16380]
+  R1_REDIS_CLUSTER_PORT     first Redis Cluster node's port; the nodes take 6 [17000]
   R1_KAFKA_PORT             Kafka broker (PLAINTEXT) port [19092]
   R1_KAFKA_CONTROLLER_PORT  Kafka KRaft controller port [19093]
   R1_KAFKA_SECURE_PORT      Kafka broker SASL_SSL port [19094]
@@ -135,6 +173,8 @@ Environment (defaults in brackets):
 
 Files (under \$R1_STATE_DIR):
   redis/redis.log, redis/redis.pid, redis/data/
+  redis-tls/ (redis.conf, redis.log, redis.pid; tls/ca.pem, the test CA clients trust)
+  redis-cluster/<port>/ (each node's redis.log, redis.pid, nodes.conf)
   kafka/logs/server.log (broker log), kafka/logs/kafka.out (JVM output),
   kafka/kafka.pid, kafka/server.properties, kafka/log4j2.properties, kafka/data/,
   kafka/tls/ (ca.pem, the test CA clients trust; broker.p12, the broker's keystore)
@@ -373,6 +413,231 @@ redis_stop() {
 redis_down() {
   redis_stop
   rm -rf -- "${REDIS_DATA}"
+}
+
+# ---------------------------------------------------------------------------
+# Redis over TLS, with an ACL user
+# ---------------------------------------------------------------------------
+
+redis_tls_pid() { our_pid "${REDIS_TLS_PID}" redis-server; }
+
+redis_tls_probe() {
+  [[ "$(timeout 3 redis-cli -h "${HOST}" -p "${R1_REDIS_TLS_PORT}" --tls --cacert "${REDIS_TLS_CA}" \
+    --user "${REDIS_TLS_USER}" --pass "${REDIS_TLS_PASSWORD}" --no-auth-warning ping 2>/dev/null)" == "PONG" ]]
+}
+
+# Makes the test CA and the server's key and certificate when they are missing or expire within a day.
+write_redis_tls_certs() {
+  if [[ -f "${REDIS_TLS_CERTS}/server.pem" ]] &&
+    openssl x509 -checkend 86400 -noout -in "${REDIS_TLS_CA}" >/dev/null 2>&1; then
+    return 0
+  fi
+  command -v openssl >/dev/null 2>&1 || die "redis-tls: openssl not found (run '${PROG} install')"
+  log "redis-tls: making the test CA and the server's certificate (${REDIS_TLS_CERTS})"
+  rm -rf -- "${REDIS_TLS_CERTS}"
+  mkdir -p -- "${REDIS_TLS_CERTS}"
+  local d="${REDIS_TLS_CERTS}" ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) out
+  if ! out="$(
+    openssl req -x509 "${ec[@]}" -keyout "${d}/ca.key" -out "${d}/ca.pem" -days 30 \
+      -subj "/CN=r1-hybrid test Redis CA" \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>&1 &&
+      openssl req "${ec[@]}" -keyout "${d}/server.key" -out "${d}/server.csr" -subj "/CN=localhost" 2>&1 &&
+      printf 'subjectAltName=IP:%s,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n' \
+        "${HOST}" >"${d}/server.ext" &&
+      openssl x509 -req -in "${d}/server.csr" -CA "${d}/ca.pem" -CAkey "${d}/ca.key" -CAcreateserial \
+        -out "${d}/server.pem" -days 30 -extfile "${d}/server.ext" 2>&1
+  )"; then
+    printf '%s\n' "${out}" | tail -n 20 >&2
+    rm -rf -- "${REDIS_TLS_CERTS}"
+    die "redis-tls: openssl could not make the test CA and the server's certificate"
+  fi
+  rm -f -- "${d}/server.csr" "${d}/server.ext" "${d}/ca.srl"
+}
+
+write_redis_tls_config() {
+  cat >"${REDIS_TLS_CONF}" <<CONF
+# Written by ${PROG}; regenerated on every 'up'.  TLS only, an ACL user, no persistence.
+bind ${HOST}
+port 0
+tls-port ${R1_REDIS_TLS_PORT}
+tls-cert-file ${REDIS_TLS_CERTS}/server.pem
+tls-key-file ${REDIS_TLS_CERTS}/server.key
+tls-ca-cert-file ${REDIS_TLS_CA}
+tls-auth-clients optional
+save ""
+appendonly no
+daemonize yes
+pidfile ${REDIS_TLS_PID}
+logfile ${REDIS_TLS_LOG}
+dir ${REDIS_TLS_DIR}
+user default off
+user ${REDIS_TLS_USER} on >${REDIS_TLS_PASSWORD} ~* &* +@all
+CONF
+}
+
+# wait_for NAME SECONDS PROBE PIDFN LOG: polls PROBE until it succeeds; dies if PIDFN finds no process.
+wait_for() {
+  local name="$1" seconds="$2" probe="$3" pidfn="$4" logfile="$5"
+  local deadline=$((SECONDS + seconds))
+  until "${probe}"; do
+    if ((SECONDS >= deadline)); then
+      tail -n 20 -- "${logfile}" >&2 2>/dev/null || true
+      die "${name}: not ready after ${seconds}s; see ${logfile}"
+    fi
+    if ! "${pidfn}" >/dev/null; then
+      tail -n 20 -- "${logfile}" >&2 2>/dev/null || true
+      die "${name}: redis-server exited during startup; see ${logfile}"
+    fi
+    sleep 0.1
+  done
+}
+
+redis_tls_up() {
+  local pid
+  if pid="$(redis_tls_pid)" && redis_tls_probe; then
+    log "redis-tls: already running (pid ${pid}, ${HOST}:${R1_REDIS_TLS_PORT})"
+    return 0
+  fi
+  if ! redis_tls_pid >/dev/null; then
+    require_free_port redis-tls "${R1_REDIS_TLS_PORT}" "Redis TLS"
+    rm -f -- "${REDIS_TLS_PID}"
+    mkdir -p -- "${REDIS_TLS_DIR}"
+    write_redis_tls_certs
+    write_redis_tls_config
+    log "redis-tls: starting on ${HOST}:${R1_REDIS_TLS_PORT} (TLS, user ${REDIS_TLS_USER})"
+    redis-server "${REDIS_TLS_CONF}" </dev/null 9>&- ||
+      die "redis-tls: redis-server failed to start; see ${REDIS_TLS_LOG}"
+  fi
+  wait_for redis-tls "${R1_REDIS_START_TIMEOUT}" redis_tls_probe redis_tls_pid "${REDIS_TLS_LOG}"
+  log "redis-tls: ready (pid $(redis_tls_pid || echo '?'), ${HOST}:${R1_REDIS_TLS_PORT})"
+}
+
+redis_tls_stop() {
+  local pid
+  if pid="$(redis_tls_pid)"; then
+    stop_pid redis-tls "${pid}"
+  else
+    log "redis-tls: not running"
+  fi
+  rm -f -- "${REDIS_TLS_PID}"
+}
+
+redis_tls_down() {
+  redis_tls_stop
+  rm -rf -- "${REDIS_TLS_DIR}"
+}
+
+# ---------------------------------------------------------------------------
+# Redis Cluster: 3 masters, one replica each
+# ---------------------------------------------------------------------------
+
+redis_cluster_ports() {
+  local i
+  for ((i = 0; i < REDIS_CLUSTER_NODES; i++)); do
+    printf '%s\n' "$((R1_REDIS_CLUSTER_PORT + i))"
+  done
+}
+
+redis_cluster_node_pid() { our_pid "${REDIS_CLUSTER_DIR}/$1/redis.pid" redis-server "$1"; }
+
+redis_cluster_node_info() {
+  timeout 3 redis-cli -h "${HOST}" -p "$1" cluster info 2>/dev/null | tr -d '\r'
+}
+
+# Every node runs and says the cluster is whole (all slots served, state ok).
+redis_cluster_probe() {
+  local port info
+  for port in $(redis_cluster_ports); do
+    info="$(redis_cluster_node_info "${port}")" || return 1
+    grep -qx 'cluster_state:ok' <<<"${info}" || return 1
+    grep -qx 'cluster_slots_assigned:16384' <<<"${info}" || return 1
+  done
+}
+
+redis_cluster_pids_alive() {
+  local port
+  for port in $(redis_cluster_ports); do
+    redis_cluster_node_pid "${port}" >/dev/null || return 1
+  done
+}
+
+redis_cluster_start_node() {
+  local port="$1" dir="${REDIS_CLUSTER_DIR}/$1"
+  require_free_port redis-cluster "${port}" "Redis Cluster node"
+  require_free_port redis-cluster "$((port + REDIS_CLUSTER_BUS_OFFSET))" "Redis Cluster bus"
+  mkdir -p -- "${dir}"
+  rm -f -- "${dir}/redis.pid"
+  redis-server --bind "${HOST}" --port "${port}" \
+    --cluster-enabled yes --cluster-config-file "${dir}/nodes.conf" \
+    --cluster-port "$((port + REDIS_CLUSTER_BUS_OFFSET))" \
+    --cluster-node-timeout "${REDIS_CLUSTER_NODE_TIMEOUT}" \
+    --save '' --appendonly no --daemonize yes \
+    --pidfile "${dir}/redis.pid" --logfile "${dir}/redis.log" --dir "${dir}" \
+    </dev/null 9>&- || die "redis-cluster: redis-server on ${port} failed to start; see ${dir}/redis.log"
+}
+
+redis_cluster_up() {
+  local port started=0 created=0 first="${R1_REDIS_CLUSTER_PORT}"
+  if redis_cluster_pids_alive && redis_cluster_probe; then
+    log "redis-cluster: already running (${HOST}:${first}..$((first + REDIS_CLUSTER_NODES - 1)))"
+    return 0
+  fi
+  for port in $(redis_cluster_ports); do
+    if ! redis_cluster_node_pid "${port}" >/dev/null; then
+      log "redis-cluster: starting node ${HOST}:${port}"
+      redis_cluster_start_node "${port}"
+      started=$((started + 1))
+    fi
+  done
+  local deadline=$((SECONDS + R1_REDIS_START_TIMEOUT))
+  for port in $(redis_cluster_ports); do
+    until [[ "$(timeout 3 redis-cli -h "${HOST}" -p "${port}" ping 2>/dev/null)" == "PONG" ]]; do
+      ((SECONDS < deadline)) || die "redis-cluster: node ${port} never answered PING; see ${REDIS_CLUSTER_DIR}/${port}/redis.log"
+      redis_cluster_node_pid "${port}" >/dev/null ||
+        die "redis-cluster: node ${port} exited during startup; see ${REDIS_CLUSTER_DIR}/${port}/redis.log"
+      sleep 0.1
+    done
+  done
+  # A cluster is created once: a node that knows only itself has never been part of one.
+  if grep -qx 'cluster_known_nodes:1' <<<"$(redis_cluster_node_info "${first}")"; then
+    local -a nodes=()
+    for port in $(redis_cluster_ports); do nodes+=("${HOST}:${port}"); done
+    log "redis-cluster: creating the cluster (3 masters, 1 replica each)"
+    local out
+    out="$(redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes 2>&1)" || {
+      printf '%s\n' "${out}" | tail -n 20 >&2
+      die "redis-cluster: 'redis-cli --cluster create' failed"
+    }
+    created=1
+  fi
+  deadline=$((SECONDS + R1_REDIS_START_TIMEOUT))
+  until redis_cluster_probe; do
+    if ((SECONDS >= deadline)); then
+      for port in $(redis_cluster_ports); do
+        printf '%s: %s\n' "${port}" "$(redis_cluster_node_info "${port}" | grep -E '^cluster_state' || echo no-answer)" >&2
+      done
+      die "redis-cluster: not cluster_state:ok on every node after ${R1_REDIS_START_TIMEOUT}s"
+    fi
+    sleep 0.1
+  done
+  log "redis-cluster: ready (${HOST}:${first}..$((first + REDIS_CLUSTER_NODES - 1)); ${started} node(s) started, created: ${created})"
+}
+
+redis_cluster_stop() {
+  local port pid any=0
+  for port in $(redis_cluster_ports); do
+    if pid="$(redis_cluster_node_pid "${port}")"; then
+      stop_pid "redis-cluster ${port}" "${pid}"
+      any=1
+    fi
+    rm -f -- "${REDIS_CLUSTER_DIR}/${port}/redis.pid"
+  done
+  ((any)) || log "redis-cluster: not running"
+}
+
+redis_cluster_down() {
+  redis_cluster_stop
+  rm -rf -- "${REDIS_CLUSTER_DIR}"
 }
 
 # ---------------------------------------------------------------------------
@@ -877,7 +1142,7 @@ nodes_wait() {
   log "kafka-cluster: node(s) $* ready after $((SECONDS - started))s (PLAINTEXT $(cluster_addresses plain), SASL_SSL $(cluster_addresses secure))"
 }
 
-kafka-cluster_up() {
+kafka_cluster_up() {
   local n
   check_java
   mkdir -p -- "${CLUSTER_DIR}"
@@ -887,7 +1152,7 @@ kafka-cluster_up() {
 }
 
 # SIGTERM to every node at once (one by one, the last would wait for a quorum that is gone), then as stop_pid.
-kafka-cluster_stop() {
+kafka_cluster_stop() {
   local n pid i
   local -a pids=()
   for n in "${CLUSTER_NODES[@]}"; do
@@ -909,8 +1174,8 @@ kafka-cluster_stop() {
   for n in "${CLUSTER_NODES[@]}"; do rm -f -- "$(node_pidfile "${n}")"; done
 }
 
-kafka-cluster_down() {
-  kafka-cluster_stop
+kafka_cluster_down() {
+  kafka_cluster_stop
   rm -rf -- "${CLUSTER_DIR}"
 }
 
@@ -984,9 +1249,9 @@ cluster_log_files() {
 SVCS=()
 parse_services() {
   case "${1:-all}" in
-    all) SVCS=(redis kafka) ;;
-    redis | kafka | kafka-cluster) SVCS=("$1") ;;
-    *) die "unknown service '$1' (expected redis, kafka or kafka-cluster)" ;;
+    all) SVCS=(redis redis-tls redis-cluster kafka) ;;
+    redis | redis-tls | redis-cluster | kafka | kafka-cluster) SVCS=("$1") ;;
+    *) die "unknown service '$1' (expected redis, redis-tls, redis-cluster, kafka or kafka-cluster)" ;;
   esac
 }
 
@@ -1008,7 +1273,7 @@ cmd_up() {
     if [[ "${svc}" == kafka* ]]; then install_kafka_libs; fi
   done
   for svc in "${SVCS[@]}"; do
-    "${svc}_up"
+    "${svc//-/_}_up"
   done
 }
 
@@ -1018,7 +1283,7 @@ cmd_down() {
   (($# > 0)) || SVCS+=(kafka-cluster)
   take_lock
   for svc in "${SVCS[@]}"; do
-    "${svc}_down"
+    "${svc//-/_}_down"
   done
 }
 
@@ -1028,7 +1293,7 @@ cmd_stop() {
   (($# > 0)) || SVCS+=(kafka-cluster)
   take_lock
   for svc in "${SVCS[@]}"; do
-    "${svc}_stop"
+    "${svc//-/_}_stop"
   done
 }
 
@@ -1038,6 +1303,8 @@ cmd_status() {
   if command -v redis-cli >/dev/null 2>&1 && redis_probe; then probe="PONG"; else probe="no-answer"; rc=1; fi
   [[ "${state}" == running* ]] || rc=1
   printf 'redis  %-20s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_REDIS_PORT}" "${probe}"
+  redis_tls_status || rc=1
+  redis_cluster_status || rc=1
   if pid="$(kafka_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; fi
   if command -v kcat >/dev/null 2>&1 && kafka_probe; then probe="metadata-ok"; else probe="no-answer"; rc=1; fi
   if command -v kcat >/dev/null 2>&1 && kafka_secure_probe; then secure="metadata-ok"; else secure="no-answer"; rc=1; fi
@@ -1046,6 +1313,37 @@ cmd_status() {
     "${HOST}" "${R1_KAFKA_SECURE_PORT}" "${secure}"
   if ! cluster_status && cluster_started; then rc=1; fi
   return "${rc}"
+}
+
+redis_tls_status() {
+  local pid state probe rc=0
+  if pid="$(redis_tls_pid)"; then state="running pid=${pid}"; else state="stopped pid=-"; rc=1; fi
+  if command -v redis-cli >/dev/null 2>&1 && redis_tls_probe; then probe="PONG"; else probe="no-answer"; rc=1; fi
+  printf 'redis-tls  %-16s addr=%s:%s probe=%s\n' "${state}" "${HOST}" "${R1_REDIS_TLS_PORT}" "${probe}"
+  return "${rc}"
+}
+
+redis_cluster_status() {
+  local port running=0 state probe rc=0
+  for port in $(redis_cluster_ports); do
+    if redis_cluster_node_pid "${port}" >/dev/null; then running=$((running + 1)); fi
+  done
+  state="nodes ${running}/${REDIS_CLUSTER_NODES}"
+  ((running == REDIS_CLUSTER_NODES)) || rc=1
+  if command -v redis-cli >/dev/null 2>&1 && redis_cluster_probe; then probe="cluster_state:ok"; else probe="not-ok"; rc=1; fi
+  printf 'redis-cluster  %-12s addr=%s:%s-%s probe=%s\n' "${state}" "${HOST}" "${R1_REDIS_CLUSTER_PORT}" \
+    "$((R1_REDIS_CLUSTER_PORT + REDIS_CLUSTER_NODES - 1))" "${probe}"
+  return "${rc}"
+}
+
+redis_env() {
+  local port urls=()
+  printf 'export R1_TEST_REDIS_TLS_URL=rediss://%s:%s\n' "${HOST}" "${R1_REDIS_TLS_PORT}"
+  printf 'export R1_TEST_REDIS_CA_FILE=%q\n' "${REDIS_TLS_CA}"
+  printf 'export R1_TEST_REDIS_USERNAME=%s\n' "${REDIS_TLS_USER}"
+  printf 'export R1_TEST_REDIS_PASSWORD=%s\n' "${REDIS_TLS_PASSWORD}"
+  for port in $(redis_cluster_ports); do urls+=("redis://${HOST}:${port}"); done
+  printf 'export R1_TEST_REDIS_CLUSTER_URLS=%s\n' "$(IFS=,; printf '%s' "${urls[*]}")"
 }
 
 cmd_env() {
@@ -1057,6 +1355,7 @@ cmd_env() {
   printf 'export R1_TEST_KAFKA_SCRAM_PASSWORD=%s\n' "${KAFKA_SCRAM_PASSWORD}"
   printf 'export R1_TEST_KAFKA_PLAIN_USERNAME=%s\n' "${KAFKA_PLAIN_USER}"
   printf 'export R1_TEST_KAFKA_PLAIN_PASSWORD=%s\n' "${KAFKA_PLAIN_PASSWORD}"
+  redis_env
   cluster_env
 }
 
@@ -1067,6 +1366,8 @@ cmd_logs() {
     local -a files
     case "${svc}" in
       redis) files=("${REDIS_LOG}") ;;
+      redis-tls) files=("${REDIS_TLS_LOG}") ;;
+      redis-cluster) mapfile -t files < <(redis_cluster_ports | sed "s|.*|${REDIS_CLUSTER_DIR}/&/redis.log|") ;;
       kafka) files=("${KAFKA_OUT}" "${KAFKA_LOG}") ;;
       kafka-cluster) mapfile -t files < <(cluster_log_files) ;;
     esac
@@ -1090,6 +1391,9 @@ main() {
   validate_port R1_KAFKA_PORT "${R1_KAFKA_PORT}"
   validate_port R1_KAFKA_CONTROLLER_PORT "${R1_KAFKA_CONTROLLER_PORT}"
   validate_port R1_KAFKA_SECURE_PORT "${R1_KAFKA_SECURE_PORT}"
+  validate_port R1_REDIS_TLS_PORT "${R1_REDIS_TLS_PORT}"
+  validate_port R1_REDIS_CLUSTER_PORT "${R1_REDIS_CLUSTER_PORT}"
+  validate_port R1_REDIS_CLUSTER_PORT "$((R1_REDIS_CLUSTER_PORT + REDIS_CLUSTER_NODES - 1 + REDIS_CLUSTER_BUS_OFFSET))"
   [[ "${R1_KAFKA_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" && "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_PORT}" &&
     "${R1_KAFKA_SECURE_PORT}" != "${R1_KAFKA_CONTROLLER_PORT}" ]] ||
     die "R1_KAFKA_PORT, R1_KAFKA_CONTROLLER_PORT and R1_KAFKA_SECURE_PORT must differ"

@@ -12,7 +12,7 @@ started=$SECONDS
 step "bootstrap"
 scripts/bootstrap.sh
 
-step "services up (Redis + Apache Kafka, loopback)"
+step "services up (Redis, Redis over TLS, a Redis Cluster, Apache Kafka; loopback)"
 trap 'step "services down"; scripts/services.sh down' EXIT
 if ! scripts/services.sh up; then
   scripts/services.sh logs || true
@@ -26,6 +26,7 @@ fi
 scripts/services.sh status
 eval "$(scripts/services.sh env)"
 export R1_TEST_REDIS_URL R1_TEST_KAFKA_BROKERS
+export R1_TEST_REDIS_TLS_URL R1_TEST_REDIS_CA_FILE R1_TEST_REDIS_USERNAME R1_TEST_REDIS_PASSWORD R1_TEST_REDIS_CLUSTER_URLS
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -45,6 +46,13 @@ cargo clippy -p r1-gateway --no-default-features --lib --bins --locked -- -D war
 
 step "cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+step "the Redis tests again: over TLS as the ACL user, and on the Redis Cluster"
+for target in tls cluster; do
+  R1_TEST_REDIS_TARGET="$target" cargo test --locked -p r1-gateway --test cache --test limits
+  R1_TEST_REDIS_TARGET="$target" cargo test --locked -p r1-queue --test redis_state
+  R1_TEST_REDIS_TARGET="$target" cargo test --locked -p r1-center --test redis_server
+done
 
 step "end-to-end: openai (Python, Node), LangChain, LiteLLM, requests and vLLM protocol checks against the real stack"
 cargo build --locked -p r1-gateway

@@ -18,8 +18,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::kafka::{Center, Names, ask_center, kafka_gateway, redis_url};
-use support::{EDGE_MODEL, Edge, Gateway, Restart, services};
+use support::kafka::{Names, RedisStack, ask_center, redis_url};
+use support::{Gateway, Restart, services};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// One asynchronous task submitted through `gw`.
@@ -63,17 +63,12 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn with_redis_down_new_tasks_get_503_and_interactive_traffic_still_flows() {
     let _serial = SERIAL.lock().await;
     let names = Names::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let script = r1_mock_upstream::Script::default().content(3, "fine ");
-    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
-    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
-    let edge = Edge::start(EDGE_MODEL);
-    let redis = format!(
-        "[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n[cache]\nenabled = true\n",
-        redis_url()
-    );
-    let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
-    center.wait_until_serving().await;
+    let RedisStack {
+        upstream,
+        center,
+        gw,
+        edge: _edge,
+    } = RedisStack::start(&names, &format!("url = \"{}\"\n", redis_url())).await;
     // The store connects in the background: wait until it takes a task.
     until_tasks_are_accepted(&gw, "the task store never became ready").await;
 
@@ -181,18 +176,13 @@ impl Blackhole {
 async fn with_redis_blackholed_calls_give_up_at_the_timeout_and_everything_recovers_by_itself() {
     let _serial = SERIAL.lock().await;
     let names = Names::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let script = r1_mock_upstream::Script::default().content(3, "fine ");
-    let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
-    let center = Center::start(&names, "center-a", &format!("http://{}", upstream.addr()));
-    let edge = Edge::start(EDGE_MODEL);
     let blackhole = Blackhole::start(redis_url().trim_start_matches("redis://").to_owned()).await;
-    let redis = format!(
-        "[redis]\nurl = \"{}\"\ntimeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n[cache]\nenabled = true\n",
-        blackhole.url
-    );
-    let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
-    center.wait_until_serving().await;
+    let RedisStack {
+        upstream,
+        gw,
+        center: _center,
+        edge: _edge,
+    } = RedisStack::start(&names, &format!("url = \"{}\"\n", blackhole.url)).await;
     until_tasks_are_accepted(&gw, "the task store never became ready").await;
     assert_eq!(gw.metric("r1_limit_fallback_active ").await, 0.0);
 

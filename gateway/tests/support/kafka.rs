@@ -468,3 +468,35 @@ pub async fn read_topic(topic: &str, expect: usize) -> Vec<(Vec<u8>, std::collec
     }
     out
 }
+
+/// What the Redis fault tests drive: a gateway whose `[redis]` has the keys `redis` (with a 250 ms
+/// timeout), shared limits and the cache on, handing off through Kafka to one r1-center in front of the
+/// stand-in model API (three chunks of "fine "), beside one r1-edge; the node serving. Keep every
+/// field bound for the test's length: a dropped `center` or `edge` stops it.
+pub struct RedisStack {
+    pub upstream: r1_mock_upstream::Handle,
+    pub center: Center,
+    pub edge: super::Edge,
+    pub gw: Gateway,
+}
+
+impl RedisStack {
+    pub async fn start(names: &Names, redis: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let script = r1_mock_upstream::Script::default().content(3, "fine ");
+        let upstream = r1_mock_upstream::serve(listener, script).await.unwrap();
+        let center = Center::start(names, "center-a", &format!("http://{}", upstream.addr()));
+        let edge = super::Edge::start(super::EDGE_MODEL);
+        let table = format!(
+            "[redis]\n{redis}timeout = \"250ms\"\n[limits]\nrequests_per_second = 1000\n[cache]\nenabled = true\n"
+        );
+        let gw = kafka_gateway(names, &[edge.addr], 0, &table).await;
+        center.wait_until_serving().await;
+        Self {
+            upstream,
+            center,
+            edge,
+            gw,
+        }
+    }
+}

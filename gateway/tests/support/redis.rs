@@ -32,15 +32,25 @@ pub fn keys() -> String {
             var("R1_TEST_REDIS_USERNAME", "r1-test"),
             var("R1_TEST_REDIS_CA_FILE", ""),
         ),
-        "cluster" => {
-            let urls = var("R1_TEST_REDIS_CLUSTER_URLS", "redis://127.0.0.1:17000");
-            let mut urls = urls.split(',').map(|u| format!("\"{u}\""));
-            let first = urls.next().unwrap_or_default();
-            let rest: Vec<String> = urls.collect();
-            format!("url = {first}\ncluster = true\ncluster_nodes = [{}]\n", rest.join(", "))
-        }
+        "cluster" => cluster_keys(),
         other => panic!("R1_TEST_REDIS_TARGET={other}: expected single, tls or cluster"),
     }
+}
+
+/// The cluster's seed URLs.
+pub fn cluster_urls() -> Vec<String> {
+    let urls = var("R1_TEST_REDIS_CLUSTER_URLS", "redis://127.0.0.1:17000");
+    urls.split(',').map(str::to_owned).collect()
+}
+
+/// The `[redis]` keys of the Redis Cluster, whatever the target.
+pub fn cluster_keys() -> String {
+    let urls: Vec<String> = cluster_urls().iter().map(|u| format!("\"{u}\"")).collect();
+    format!(
+        "url = {}\ncluster = true\ncluster_nodes = [{}]\n",
+        urls[0],
+        urls[1..].join(", ")
+    )
 }
 
 /// The `[redis]` table of `keys` (plus `more`), parsed.
