@@ -53,6 +53,8 @@ eval "$(scripts/services.sh env)"
 mkdir -p "$out"
 # shellcheck source=scripts/lib/loopback.sh
 source "$root/scripts/lib/loopback.sh"
+# shellcheck source=scripts/lib/handoff.sh
+source "$root/scripts/lib/handoff.sh"
 
 model="deepseek-ai/DeepSeek-R1"
 suffix="bench$(date +%s)"
@@ -62,27 +64,7 @@ track $!
 wait_for "http://$backend/healthz" backend
 
 center_metrics="127.0.0.1:$(port)"
-cat >"$work/center.toml" <<EOF
-[node]
-id = "bench-center"
-max_in_flight = 512
-metrics = "$center_metrics"
-[backend]
-kind = "openai"
-base_url = "http://$backend/v1"
-model = "$model"
-[kafka]
-brokers = "$R1_TEST_KAFKA_BROKERS"
-group = "bench.$suffix"
-[topics]
-interactive = "bench.$suffix.interactive"
-batch = "bench.$suffix.batch"
-results = "bench.$suffix.results"
-cancel = "bench.$suffix.cancel"
-dlq = "bench.$suffix.dlq"
-[redis]
-url = "$R1_TEST_REDIS_URL"
-EOF
+center_config bench-center "$center_metrics" "$backend" "$model" "bench.$suffix" >"$work/center.toml"
 RUST_LOG=warn "$bin/r1-center" --config "$work/center.toml" >"$work/center.log" 2>&1 &
 track $!
 wait_for "http://$center_metrics/readyz" "r1-center (partitions assigned)"
@@ -97,9 +79,7 @@ gateway() { # name transport -> writes config, starts, echoes the public address
     printf '[center]\ntransport = "%s"\nmodel = "%s"\nmembers = ["%s"]\nmax_in_flight = 100000\n' "$transport" "$model" "$backend"
     printf '[auth]\nenabled = false\n'  # the hand-off's cost alone
     if [[ "$transport" == kafka ]]; then
-      printf '[center.kafka]\nbrokers = "%s"\nresults_partition = 0\nresult_partitions = 4\ncenter_group = "bench.%s"\n' "$R1_TEST_KAFKA_BROKERS" "$suffix"
-      printf 'topics = { interactive = "bench.%s.interactive", batch = "bench.%s.batch", results = "bench.%s.results", cancel = "bench.%s.cancel", dlq = "bench.%s.dlq" }\n' \
-        "$suffix" "$suffix" "$suffix" "$suffix" "$suffix"
+      gateway_kafka "bench.$suffix"
     fi
   } >"$work/gateway-$name.toml"
   RUST_LOG=warn "$bin/r1-gateway" --config "$work/gateway-$name.toml" >"$work/gateway-$name.log" 2>&1 &
