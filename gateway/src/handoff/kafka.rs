@@ -102,11 +102,14 @@ const FRESH_LOOK: Duration = Duration::from_millis(100);
 /// `<group>.<version>` for each model version), as the group coordinator describes them. The center
 /// counts as up while a group's members hold task partitions (or it is stable with members): not while
 /// the first members are still joining, and no longer once none is left. A rebalance changes nothing:
-/// members keep what they hold (cooperative assignment). A failed look keeps the last view.
+/// members keep what they hold (cooperative assignment). Up turns down only on two empty looks in a
+/// row, and a look that gets no answer counts the nodes as up (fail open: Kafka keeps the tasks).
 #[derive(Debug, Default)]
 pub(crate) struct CenterView {
     up: AtomicBool,
     members: AtomicUsize,
+    /// Looks in a row that found no member taking tasks.
+    empty_looks: std::sync::atomic::AtomicU32,
     observer: std::sync::OnceLock<Arc<r1_queue::kafka_transport::GroupObserver>>,
     groups: std::sync::Mutex<Vec<String>>,
     /// When the last look finished (one look at a time).
@@ -147,20 +150,36 @@ impl CenterView {
         })
         .await;
         *last = Some(Instant::now());
-        let views = match seen {
-            Ok(Ok(views)) => views,
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "looking at the center nodes' consumer groups");
-                return;
-            }
+        let failed = match seen {
+            Ok(Ok(views)) => Ok(views),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let views = match failed {
+            Ok(views) => views,
             Err(e) => {
-                tracing::warn!(error = %e, "looking at the center nodes' consumer groups");
+                // The coordinator is moving or a broker is gone: no answer is not an empty group, and
+                // refusing on a guess would turn a broker's failover into an outage. Fail open.
+                if !self.up.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "cannot see the center nodes' consumer groups; counting them as up");
+                }
+                self.empty_looks.store(0, Ordering::Relaxed);
                 return;
             }
         };
         let members: usize = views.iter().map(|(_, v)| v.members).sum();
         let was = self.is_up();
-        let now = views.iter().any(|(_, v)| v.is_taking());
+        let taking = views.iter().any(|(_, v)| v.is_taking());
+        // Up → down only on two empty looks in a row: one look can catch a group between coordinators.
+        let empty = if taking {
+            0
+        } else {
+            self.empty_looks.fetch_add(1, Ordering::Relaxed) + 1
+        };
+        if taking {
+            self.empty_looks.store(0, Ordering::Relaxed);
+        }
+        let now = taking || (was && empty < 2);
         self.members.store(members, Ordering::Relaxed);
         if now != was {
             self.up.store(now, Ordering::Relaxed);
@@ -198,7 +217,8 @@ async fn watch_center_groups(
             *g = groups;
         }
         view.look(Duration::ZERO).await;
-        let pause = if view.is_up() { GROUP_CHECK } else { GROUP_CHECK_EMPTY };
+        let settled = view.is_up() && view.empty_looks.load(Ordering::Relaxed) == 0;
+        let pause = if settled { GROUP_CHECK } else { GROUP_CHECK_EMPTY };
         tokio::select! {
             () = tokio::time::sleep(pause) => {}
             changed = config.changed() => {
