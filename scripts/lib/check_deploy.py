@@ -573,7 +573,9 @@ def scrape_and_reload(renders: dict[str, list[dict]], tmp: Path) -> None:
         gw["redis"]["url"] = redis_url
         gw["edge"]["members"] = [f"127.0.0.1:{ports['edge']}"]
         gw["edge"]["health"]["interval"] = "500ms"
-        gw["center"]["kafka"].update(brokers=kafka, topics=dict(topics), result_partitions=1)
+        gw["center"]["kafka"].update(
+            brokers=kafka, topics=dict(topics), result_partitions=1, center_group=f"r1-deploycheck-{suffix}"
+        )
         mount = tmp / "configmap"
         mount.mkdir()
 
@@ -598,15 +600,17 @@ def scrape_and_reload(renders: dict[str, list[dict]], tmp: Path) -> None:
             {"R1_JWT_SECRET": secret, "R1_RESULTS_PARTITION": "0"},
         )
         stack.wait_http("edge", f"http://127.0.0.1:{ports['edge']}/readyz")
-        stack.wait_http("center", f"http://127.0.0.1:{ports['center']}/healthz")
+        stack.wait_http("center", f"http://127.0.0.1:{ports['center']}/readyz")
         stack.wait_http("gateway", f"http://127.0.0.1:{ports['public']}/readyz")
         public, admin = f"http://127.0.0.1:{ports['public']}", f"http://127.0.0.1:{ports['admin']}"
-        # The center pool counts as healthy once the hand-off is connected (else requests fail over to the edge).
+        # The center pool counts as healthy once the hand-off is connected and the gateway sees the node in
+        # its consumer group (else requests fail over to the edge).
         deadline = time.monotonic() + 60
         while True:
             _, _, body = http("GET", f"{admin}/admin/pools")
             pools = json.loads(body)
-            if (pools.get("handoff") or {}).get("ready"):
+            handoff = pools.get("handoff") or {}
+            if handoff.get("ready") and handoff.get("consumers"):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the gateway's Kafka hand-off did not become ready: {pools}\n{stack.log_tail('gateway')}")
