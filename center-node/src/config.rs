@@ -52,6 +52,9 @@ pub struct CenterConfig {
     /// Task dedupe and state: one server or a Redis Cluster, TLS, an ACL user
     /// (`r1_queue::redis_conn`, the same table as the gateway's).
     pub redis: RedisSection,
+    /// Traces: OpenTelemetry spans over OTLP/HTTP (off unless `otlp_endpoint` is set).
+    #[serde(default)]
+    pub telemetry: r1_telemetry::TelemetrySection,
 }
 
 /// `[node]`
@@ -409,6 +412,7 @@ impl Validate for CenterConfig {
         if n.id.as_ref().is_some_and(|id| id.trim().is_empty()) {
             problems.push("node.id: must not be empty".to_owned());
         }
+        problems.extend(self.telemetry.problems("telemetry"));
         let b = &self.backend;
         match b.kind {
             BackendKind::Openai => {

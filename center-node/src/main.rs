@@ -31,6 +31,10 @@ use r1_queue::transport::{Assignment, TaskSource};
 /// while it is still joining and once it is stopping. Tasks produced before any node joined wait on the
 /// brokers; gateways count the center as up only while the group has members.
 ///
+/// Traces ([telemetry]): off unless otlp_endpoint names an OTLP/HTTP collector; a task's span continues
+/// the gateway's (the record's traceparent header), the model server gets the backend span's, and the
+/// result chunks carry the task's back. Collector credentials: OTEL_EXPORTER_OTLP_HEADERS.
+///
 /// SIGTERM/SIGINT: /readyz turns 503, stop taking tasks, let running ones finish within
 /// node.shutdown_grace; the rest are redelivered to other nodes.
 ///
@@ -169,6 +173,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         }
     };
     let source = Arc::new(source);
+    let telemetry = r1_telemetry::Telemetry::start(&config.telemetry, "r1-center")?;
     let stopping = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(config.node.metrics)
         .await
@@ -213,7 +218,8 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         worker_settings,
         metrics,
     )
-    .with_states(Arc::new(states));
+    .with_states(Arc::new(states))
+    .with_telemetry(telemetry.clone());
     tracing::info!(
         node = %node_id,
         group = %config.group(),
@@ -228,6 +234,7 @@ async fn serve(config: CenterConfig) -> anyhow::Result<()> {
         stopping.store(true, Ordering::Relaxed);
     };
     Arc::new(worker).run(signal).await;
+    tokio::task::spawn_blocking(move || telemetry.shutdown()).await?; // the last spans go out
     tracing::info!("r1-center stopped");
     Ok(())
 }

@@ -14,15 +14,22 @@
 //!    it redelivers the task to another node.
 //!
 //! A cancel record, the deadline, or a lost claim stop a running generation.
+//!
+//! Traced (`[telemetry]`), a task is one consumer span `task` — a child of the gateway's `handoff` span
+//! named in the record's `traceparent` header, from the task's `created_at` to its end — holding
+//! `queue_wait` (`created_at` → taken here) and, per run, a client span `backend` (its `traceparent` goes
+//! to the model server) with `first_token` (request → first token) and `generation` (first token → the
+//! end). Every result chunk names the `task` span in its own `traceparent` header.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use r1_proto::{CancelRecord, ResultChunk, ResultDelta, TaskEnvelope, TaskError, TaskErrorCode};
 use r1_queue::state::{StateStore, TaskState, TaskStatus, update_task};
 use r1_queue::transport::{Delivery, ResultSink, TaskSource};
+use r1_telemetry::{KeyValue, Span, SpanKind, Telemetry, TraceParent};
 use tokio::sync::{Semaphore, mpsc, watch};
 
 use crate::backend::{Backend, BackendError};
@@ -99,6 +106,7 @@ pub struct Worker {
     running: Mutex<HashMap<String, watch::Sender<bool>>>,
     states: Option<Arc<dyn StateStore>>,
     webhooks: reqwest::Client,
+    telemetry: Telemetry,
 }
 
 /// What one run produced (kept for asynchronous tasks' stored result).
@@ -142,7 +150,14 @@ impl Worker {
             metrics,
             running: Mutex::new(HashMap::new()),
             states: None,
+            telemetry: Telemetry::off(),
         }
+    }
+
+    /// With tasks traced (`[telemetry]`).
+    pub fn with_telemetry(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// With a store for asynchronous tasks' state (batch-class tasks): their result is written
@@ -232,6 +247,44 @@ impl Worker {
                 return;
             }
         };
+        let span = self.task_span(&task, &delivery);
+        let outcome = self.process_task(&task, &delivery, span.as_ref()).await;
+        if let Some(span) = span {
+            span.set(KeyValue::new("r1.outcome", outcome));
+            if !matches!(outcome, "ok" | "duplicate" | "cancelled") {
+                span.fail(format!("the task ended {outcome}"));
+            }
+            span.end(SystemTime::now());
+        }
+    }
+
+    /// The task's span, when traced: from its `created_at`, with its wait in the queue recorded.
+    fn task_span(&self, task: &TaskEnvelope, delivery: &Delivery) -> Option<Span> {
+        let parent = task.traceparent.as_deref().and_then(TraceParent::parse);
+        let taken = SystemTime::now();
+        // The gateway's clock wrote `created_at`: a skew never puts the wait's end before its start.
+        let created = r1_telemetry::unix_ms(task.created_at).min(taken);
+        let span = self.telemetry.start_span("task", SpanKind::Consumer, parent, created)?;
+        let (topic, partition, offset) = &delivery.position;
+        span.set_all(vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.operation.type", "process"),
+            KeyValue::new("messaging.destination.name", topic.clone()),
+            KeyValue::new("messaging.destination.partition.id", partition.to_string()),
+            KeyValue::new("messaging.kafka.offset", *offset),
+            KeyValue::new("messaging.message.id", task.task_id.clone()),
+            KeyValue::new("r1.node", self.settings.node_id.clone()),
+            KeyValue::new("r1.class", task.class.as_str()),
+        ]);
+        span.record("queue_wait", SpanKind::Internal, (created, taken), Vec::new());
+        Some(span)
+    }
+
+    /// Runs the task to its end: what became of it (`ok`, `expired`, `duplicate`, `dead_lettered`,
+    /// `cancelled`, `undelivered`, `lost`, `error`).
+    async fn process_task(&self, task: &TaskEnvelope, delivery: &Delivery, span: Option<&Span>) -> &'static str {
+        let trace = span.map(|s| s.traceparent().to_string());
+        let trace = trace.as_deref();
         let now = r1_queue::unix_ms();
         if task.is_expired(now) {
             tracing::info!(task_id = %task.task_id, late_ms = now - task.deadline, "deadline passed before the task started");
@@ -240,58 +293,59 @@ impl Worker {
                 "the task's deadline passed before it started",
                 false,
             );
-            self.answer_error(&task, 0, 0, error).await;
-            self.finish(&task, &delivery, "expired").await;
-            return;
+            self.answer_error(task, 0, 0, error, trace).await;
+            self.finish(task, delivery, "expired").await;
+            return "expired";
         }
-        let Some((mut attempt, claimed)) = self.claim(&task).await else {
+        let Some((mut attempt, claimed)) = self.claim(task).await else {
             self.source.finish(&delivery.position);
-            return;
+            return "duplicate";
         };
-        self.record(&task, TaskStatus::Running, None, None).await;
+        self.record(task, TaskStatus::Running, None, None).await;
         loop {
             if attempt >= self.settings.max_attempts {
                 let message = format!("the task failed {attempt} times");
                 tracing::error!(task_id = %task.task_id, attempt, "dead-lettered after too many attempts");
                 self.answer_error(
-                    &task,
+                    task,
                     attempt,
                     0,
                     TaskError::new(TaskErrorCode::Backend, &message, false),
+                    trace,
                 )
                 .await;
-                self.dead_letter(&delivery, attempt, &message).await;
+                self.dead_letter(delivery, attempt, &message).await;
                 let _ = self.claims.complete(&task.task_id, self.settings.done_ttl).await;
-                return;
+                return "dead_lettered";
             }
             if attempt > 0 {
                 self.metrics.redeliveries.inc();
             }
-            match self.run_once(&task, attempt, claimed).await {
+            match self.run_once(task, attempt, claimed, span).await {
                 Ok(collected) => {
-                    let result = self.states.is_some().then(|| completion(&task, collected));
-                    self.record(&task, TaskStatus::Succeeded, result, None).await;
-                    self.finish(&task, &delivery, "ok").await;
-                    return;
+                    let result = self.states.is_some().then(|| completion(task, collected));
+                    self.record(task, TaskStatus::Succeeded, result, None).await;
+                    self.finish(task, delivery, "ok").await;
+                    return "ok";
                 }
                 Err(RunError::Cancelled { sent }) => {
                     // The client is gone (or asked to stop): say so, in case it still listens.
                     let error = TaskError::new(TaskErrorCode::Cancelled, "the task was cancelled", false);
-                    self.answer_error(&task, attempt, sent, error).await;
-                    self.finish(&task, &delivery, "cancelled").await;
-                    return;
+                    self.answer_error(task, attempt, sent, error, trace).await;
+                    self.finish(task, delivery, "cancelled").await;
+                    return "cancelled";
                 }
                 Err(RunError::Undelivered(e)) => {
                     // Not acknowledged, not finished: the offset stays uncommitted and the claim
                     // lapses, so the task runs again after a restart or rebalance.
                     tracing::error!(task_id = %task.task_id, error = %e, "result not delivered; the task stays unacknowledged");
                     self.metrics.tasks.with_label_values(&["undelivered"]).inc();
-                    return;
+                    return "undelivered";
                 }
                 Err(RunError::Lost) => {
                     tracing::warn!(task_id = %task.task_id, "claim lost: another node runs the task now");
                     self.source.finish(&delivery.position);
-                    return;
+                    return "lost";
                 }
                 Err(RunError::Failed { error, sent }) => {
                     let retry = error.retryable && sent == 0 && !task.is_expired(r1_queue::unix_ms());
@@ -303,14 +357,15 @@ impl Worker {
                             error.code
                         };
                         self.answer_error(
-                            &task,
+                            task,
                             attempt,
                             sent,
                             TaskError::new(code, error.message, false).with_upstream(error.upstream.map(|u| *u)),
+                            trace,
                         )
                         .await;
-                        self.finish(&task, &delivery, "error").await;
-                        return;
+                        self.finish(task, delivery, "error").await;
+                        return "error";
                     }
                     tokio::time::sleep(self.settings.retry_backoff).await;
                     attempt = match self.claims.bump(&task.task_id).await {
@@ -364,7 +419,75 @@ impl Worker {
     }
 
     /// One run: streams deltas as chunks, then the acknowledged last chunk.
-    async fn run_once(&self, task: &TaskEnvelope, attempt: u32, claimed: bool) -> Result<Collected, RunError> {
+    async fn run_once(
+        &self,
+        task: &TaskEnvelope,
+        attempt: u32,
+        claimed: bool,
+        trace: Option<&Span>,
+    ) -> Result<Collected, RunError> {
+        let span = trace.map(|t| {
+            let span = t.child("backend", SpanKind::Client, SystemTime::now());
+            span.set_all(vec![
+                KeyValue::new("r1.attempt", i64::from(attempt)),
+                KeyValue::new("gen_ai.operation.name", "chat"),
+            ]);
+            span
+        });
+        let started_at = SystemTime::now();
+        let mut first_token: Option<SystemTime> = None;
+        let ran = self
+            .run_traced(task, attempt, claimed, trace, span.as_ref(), &mut first_token)
+            .await;
+        if let Some(span) = span {
+            let end = SystemTime::now();
+            if let Some(first) = first_token {
+                span.record("first_token", SpanKind::Internal, (started_at, first), Vec::new());
+                span.record("generation", SpanKind::Internal, (first, end), Vec::new());
+            }
+            match &ran {
+                Ok(collected) => {
+                    if let Some(usage) = &collected.usage {
+                        span.set_all(vec![
+                            KeyValue::new(
+                                "gen_ai.usage.input_tokens",
+                                i64::try_from(usage.prompt_tokens).unwrap_or(i64::MAX),
+                            ),
+                            KeyValue::new(
+                                "gen_ai.usage.output_tokens",
+                                i64::try_from(usage.completion_tokens).unwrap_or(i64::MAX),
+                            ),
+                        ]);
+                    }
+                }
+                Err(RunError::Failed { error, .. }) => span.fail(error.message.clone()),
+                Err(RunError::Cancelled { .. }) => span.set(KeyValue::new("r1.cancelled", true)),
+                Err(RunError::Lost) => span.fail("the claim was lost"),
+                Err(RunError::Undelivered(e)) => span.fail(format!("result not delivered: {e}")),
+            }
+            span.end(end);
+        }
+        ran
+    }
+
+    /// [`Worker::run_once`]'s work: `first_token` is set when the first token came.
+    async fn run_traced(
+        &self,
+        task: &TaskEnvelope,
+        attempt: u32,
+        claimed: bool,
+        trace: Option<&Span>,
+        backend_span: Option<&Span>,
+        first_token: &mut Option<SystemTime>,
+    ) -> Result<Collected, RunError> {
+        let traceparent = trace.map(|t| t.traceparent().to_string());
+        let traceparent = traceparent.as_deref();
+        // Not traced here (an unsampled caller, or tracing off): the caller's context still goes on, so
+        // the model server follows the same decision.
+        let backend_parent = match backend_span {
+            Some(span) => Some(span.traceparent().to_string()),
+            None => task.traceparent.clone(),
+        };
         let (stop_tx, mut stop) = watch::channel(false);
         if let Ok(mut running) = self.running.lock() {
             running.insert(task.task_id.clone(), stop_tx);
@@ -372,7 +495,9 @@ impl Worker {
         let _unregister = Unregister(&self.running, &task.task_id);
         let started = Instant::now();
         let (tx, mut rx) = mpsc::unbounded_channel::<ResultDelta>();
-        let generation = self.backend.generate(task.request.clone(), &tx);
+        let generation = self
+            .backend
+            .generate(task.request.clone(), &tx, backend_parent.as_deref());
         tokio::pin!(generation);
         let remaining = Duration::from_millis(task.remaining_ms(r1_queue::unix_ms()));
         let deadline = tokio::time::sleep(remaining);
@@ -402,11 +527,13 @@ impl Worker {
                     }
                 }
                 Some(delta) = rx.recv() => {
-                    self.emit(task, attempt, &mut seq, delta, started, &mut collected)?;
+                    first_token.get_or_insert_with(SystemTime::now);
+                    self.emit(task, (attempt, traceparent), &mut seq, delta, started, &mut collected)?;
                 }
                 result = &mut generation => {
                     while let Ok(delta) = rx.try_recv() {
-                        self.emit(task, attempt, &mut seq, delta, started, &mut collected)?;
+                        first_token.get_or_insert_with(SystemTime::now);
+                        self.emit(task, (attempt, traceparent), &mut seq, delta, started, &mut collected)?;
                     }
                     match result {
                         Ok(usage) => break usage,
@@ -419,7 +546,9 @@ impl Worker {
             self.metrics.generated_tokens.inc_by(u.completion_tokens);
         }
         collected.usage.clone_from(&usage);
-        let last = ResultChunk::finished(&task.task_id, seq, usage).with_attempt(attempt);
+        let last = ResultChunk::finished(&task.task_id, seq, usage)
+            .with_attempt(attempt)
+            .with_traceparent(traceparent);
         self.sink
             .deliver(&task.reply_to, &last, self.settings.result_timeout)
             .await
@@ -427,10 +556,11 @@ impl Worker {
         Ok(collected)
     }
 
+    /// Sends `delta` as the next chunk of run `attempt` (naming the task's span `traceparent`, if traced).
     fn emit(
         &self,
         task: &TaskEnvelope,
-        attempt: u32,
+        (attempt, traceparent): (u32, Option<&str>),
         seq: &mut u64,
         delta: ResultDelta,
         started: Instant,
@@ -450,7 +580,9 @@ impl Worker {
                 .time_to_first_token
                 .observe(started.elapsed().as_secs_f64());
         }
-        let chunk = ResultChunk::delta(&task.task_id, *seq, delta).with_attempt(attempt);
+        let chunk = ResultChunk::delta(&task.task_id, *seq, delta)
+            .with_attempt(attempt)
+            .with_traceparent(traceparent);
         *seq += 1;
         self.sink.send(&task.reply_to, &chunk).map_err(|e| RunError::Failed {
             error: BackendError::new(TaskErrorCode::Internal, format!("result not sent: {e}"), false),
@@ -459,14 +591,16 @@ impl Worker {
     }
 
     /// Sends a task's last chunk carrying `error`, after the `seq` chunks already sent.
-    async fn answer_error(&self, task: &TaskEnvelope, attempt: u32, seq: u64, error: TaskError) {
+    async fn answer_error(&self, task: &TaskEnvelope, attempt: u32, seq: u64, error: TaskError, trace: Option<&str>) {
         let status = if error.code == TaskErrorCode::Cancelled {
             TaskStatus::Cancelled
         } else {
             TaskStatus::Failed
         };
         self.record(task, status, None, Some(error.clone())).await;
-        let chunk = ResultChunk::failed(&task.task_id, seq, error).with_attempt(attempt);
+        let chunk = ResultChunk::failed(&task.task_id, seq, error)
+            .with_attempt(attempt)
+            .with_traceparent(trace);
         if let Err(e) = self
             .sink
             .deliver(&task.reply_to, &chunk, self.settings.result_timeout)

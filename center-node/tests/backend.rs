@@ -32,7 +32,7 @@ async fn earlier_reasoning_is_stripped_for_deepseek_and_kept_when_configured() {
         section.reasoning_history = Some(history);
         let backend = OpenAiBackend::new(OpenAiSettings::from_section(&section, None)).unwrap();
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        backend.generate(conversation(), &tx).await.unwrap();
+        backend.generate(conversation(), &tx, None).await.unwrap();
     }
     let sent = upstream.recorded();
     assert_eq!(sent.len(), 2);

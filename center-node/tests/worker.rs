@@ -89,6 +89,7 @@ fn task(id: &str, text: &str, max_tokens: u32, deadline_in_ms: i64) -> TaskEnvel
         model_version: None,
         affinity_key: None,
         webhook: None,
+        traceparent: None,
     }
 }
 

@@ -10,7 +10,7 @@
 //! Each step returns what was decided — an [`Admitted`] request or a [`GatewayError`] — and fills the
 //! request's [`Ctx`]; nothing here writes a response (`respond` does).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora::http::RequestHeader;
@@ -18,6 +18,8 @@ use pingora::proxy::Session;
 use r1_proto::{
     ChatCompletionRequest, ErrorKind, InferenceRequest, Route, RouteDecision, RouteReason, StreamOptions, Tier,
 };
+
+use r1_telemetry::KeyValue;
 
 use crate::cache::{Cache, CacheKey, Lookup};
 use crate::config::GatewayConfig;
@@ -91,6 +93,25 @@ impl Endpoint {
         !matches!(self, Self::Health | Self::Ready | Self::Unknown)
     }
 
+    /// Its route, as a trace's span names it (`None` where the path holds ids or is unknown).
+    pub fn route(self) -> Option<&'static str> {
+        Some(match self {
+            Self::Health => "/healthz",
+            Self::Ready => "/readyz",
+            Self::Models => "/v1/models",
+            Self::Model => "/v1/models/{model}",
+            Self::Chat { shape } => match shape {
+                Shape::Chat => "/v1/chat/completions",
+                Shape::Inference => "/v1/r1/inference",
+                Shape::Completions => "/v1/completions",
+                Shape::Responses => "/v1/responses",
+                Shape::Messages => "/v1/messages",
+            },
+            Self::Embeddings => "/v1/embeddings",
+            Self::Tasks | Self::UnknownApi | Self::Unknown => return None,
+        })
+    }
+
     /// Whether it takes one of the `max_in_flight` places: everything of the API but the model list and
     /// cards, answered from memory at once (so they answer even when the gateway is full).
     pub fn is_bounded(self) -> bool {
@@ -130,7 +151,13 @@ pub fn enter(gateway: &Gateway, header: &RequestHeader, ctx: &mut Ctx, bounded: 
     let Some(verifier) = gateway.verifier() else {
         return hold(gateway, ctx);
     };
-    match verifier.verify(&header.headers, &header.uri) {
+    let since = Instant::now();
+    let verified = verifier.verify(&header.headers, &header.uri);
+    if let Some(trace) = &ctx.trace {
+        let outcome = verified.as_ref().map_or_else(|e| e.reason(), |_| "ok");
+        trace.phase("auth", since, vec![KeyValue::new("r1.auth", outcome)]);
+    }
+    match verified {
         Ok(principal) => {
             ctx.identity.tenant = Tenant::new(&principal.subject);
             ctx.identity.principal = Some(principal);
@@ -184,7 +211,13 @@ pub async fn chat(
 ) -> Result<Admitted, GatewayError> {
     let config = gateway.config();
     refuse_form_body(session.req_header())?;
-    let body = read_body(session, config.limits.body_limit(), config.limits.body_timeout).await?;
+    let since = Instant::now();
+    let body = read_body(session, config.limits.body_limit(), config.limits.body_timeout).await;
+    if let Some(trace) = &ctx.trace {
+        let bytes = body.as_ref().map_or(0, |b| i64::try_from(b.len()).unwrap_or(i64::MAX));
+        trace.phase("read_body", since, vec![KeyValue::new("http.request.body.size", bytes)]);
+    }
+    let body = body?;
     // A request we cannot forward over HTTP is refused before it is routed — unless the center takes
     // tasks through the hand-off, which carries any body up to the gateway's limit.
     let too_big_to_proxy = session.retry_buffer_truncated() || body.len() > MAX_PROXIED_BODY_BYTES;
@@ -211,12 +244,25 @@ pub async fn chat(
         });
     }
 
+    let since = Instant::now();
     let decided = gateway.router.decide(
         &config,
         &request,
         &HeaderFacts(session.req_header(), ctx),
         gateway.pool_states(),
     );
+    if let Some(trace) = &ctx.trace {
+        let d = &decided.decision;
+        let mut attributes = vec![
+            KeyValue::new("r1.route", d.route.as_str()),
+            KeyValue::new("r1.route_reason", d.reason.as_str()),
+            KeyValue::new("r1.score", f64::from(d.score)),
+        ];
+        if let Some(unmet) = &decided.unservable {
+            attributes.push(KeyValue::new("r1.unservable", unmet.as_str()));
+        }
+        trace.phase("route", since, attributes);
+    }
     if let Some(unmet) = decided.unservable {
         gateway.metrics.unservable.with_label_values(&[unmet.as_str()]).inc();
         tracing::info!(request_id = %ctx.request_id, unmet = unmet.as_str(), "no pool serves the request");
@@ -433,16 +479,37 @@ async fn limits_and_cache(
         .principal
         .as_ref()
         .and_then(|p| p.claim(&config.limits.tier_claim));
-    let admit = gateway
-        .limiter
-        .admit_tier(ctx.identity.tenant.as_str(), tier, estimated);
-    let (admission, lookup) = match &cached {
+    let admit = timed(
+        gateway
+            .limiter
+            .admit_tier(ctx.identity.tenant.as_str(), tier, estimated),
+    );
+    let since = Instant::now();
+    let ((admission, admitted_at), lookup) = match &cached {
         Some((cache, key)) => {
-            let (admission, lookup) = tokio::join!(admit, cache.lookup(key));
+            let (admission, lookup) = tokio::join!(admit, timed(cache.lookup(key)));
             (admission, Some(lookup))
         }
         None => (admit.await, None),
     };
+    if let Some(trace) = &ctx.trace {
+        let outcome = admission
+            .as_ref()
+            .map_or_else(|r| r.to_gateway_error().kind.as_str(), |_| "admitted");
+        trace.phase_between(
+            "admission",
+            (since, admitted_at),
+            vec![KeyValue::new("r1.admission", outcome)],
+        );
+        if let Some((lookup, looked_at)) = &lookup {
+            let outcome = match lookup {
+                Lookup::Hit(_) => "hit",
+                Lookup::Leader(_) | Lookup::Miss(_) => "miss",
+            };
+            trace.phase_between("cache", (since, *looked_at), vec![KeyValue::new("r1.cache", outcome)]);
+        }
+    }
+    let lookup = lookup.map(|(lookup, _)| lookup);
     ctx.policy.admission = Some(admission.map_err(|refusal| refusal.to_gateway_error())?);
     let (Some((cache, key)), Some(lookup)) = (cached, lookup) else {
         return Ok(None);
@@ -473,6 +540,12 @@ async fn limits_and_cache(
             Ok(None)
         }
     }
+}
+
+/// `work`'s output and when it came.
+async fn timed<T>(work: impl Future<Output = T>) -> (T, Instant) {
+    let output = work.await;
+    (output, Instant::now())
 }
 
 /// The cache and key of a request that may be cached.

@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// Asynchronous tasks (`/v1/tasks`).
     #[serde(default)]
     pub tasks: TasksSection,
+    /// Traces: OpenTelemetry spans over OTLP/HTTP (off unless `otlp_endpoint` is set; restart to change).
+    #[serde(default)]
+    pub telemetry: r1_telemetry::TelemetrySection,
 }
 
 /// `[tasks]`
@@ -795,6 +798,7 @@ impl Validate for GatewayConfig {
         problems.extend(self.hygiene.problems());
         problems.extend(self.cache.problems());
         problems.extend(self.cors.problems());
+        problems.extend(self.telemetry.problems("telemetry"));
         if self.listen.threads.is_some_and(|t| !(1..=256).contains(&t)) {
             problems.push("listen.threads: must be 1..=256".to_owned());
         }

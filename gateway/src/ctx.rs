@@ -79,6 +79,8 @@ pub struct Ctx {
     pub cache: CacheState,
     /// The request's `Origin`, when CORS allows it: every answer says so.
     pub cors_origin: Option<String>,
+    /// The request's spans, when `[telemetry]` traces it (`None` otherwise: nothing is recorded).
+    pub trace: Option<crate::trace::RequestTrace>,
 }
 
 impl Ctx {
@@ -93,6 +95,7 @@ impl Ctx {
             upstream: Upstream::default(),
             cache: CacheState::default(),
             cors_origin: None,
+            trace: None,
         }
     }
 

@@ -43,6 +43,7 @@ impl EmbeddedCenter {
         metrics: &Metrics,
         reply_to: &ReplyTo,
         router: Arc<ResultRouter>,
+        telemetry: &r1_telemetry::Telemetry,
     ) -> anyhow::Result<Self> {
         // Every line of the largest batch, and a few such batches, wait for the worker.
         let queue = MemoryQueue::with_capacities(QUEUE_CAPACITY, 4 * r1_queue::state::MAX_BATCH_LINES);
@@ -82,7 +83,8 @@ impl EmbeddedCenter {
             WorkerSettings::from(&node),
             center_metrics,
         )
-        .with_states(states.clone());
+        .with_states(states.clone())
+        .with_telemetry(telemetry.clone()); // its spans are this process's
         Ok(Self {
             queue,
             states,

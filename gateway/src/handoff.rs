@@ -89,6 +89,7 @@ impl Handoff {
         config: &GatewayConfig,
         redis: Option<&r1_queue::redis_conn::RedisClient>,
         metrics: &Metrics,
+        telemetry: &r1_telemetry::Telemetry,
     ) -> anyhow::Result<Option<Arc<Self>>> {
         let router = ResultRouter::new();
         let states = arc_swap::ArcSwapOption::empty();
@@ -129,12 +130,14 @@ impl Handoff {
                     instance: "embedded".to_owned(),
                     partition: 0,
                 };
-                let center = crate::embedded::EmbeddedCenter::new(config, metrics, &reply_to, router.clone())?;
+                let center =
+                    crate::embedded::EmbeddedCenter::new(config, metrics, &reply_to, router.clone(), telemetry)?;
                 states.store(Some(Arc::new(center.states())));
                 (center.queue(), reply_to, Transport::Embedded(center))
             }
             #[cfg(not(feature = "embedded"))]
             CenterTransport::Embedded => {
+                let _ = telemetry; // the in-process center's spans would be this process's
                 anyhow::bail!(
                     "center.transport = \"embedded\" needs r1-gateway built with the `embedded` feature (the demo build)"
                 )
@@ -220,6 +223,7 @@ impl Handoff {
             started,
             config,
             answered_as,
+            traceparent,
         } = submission;
         if !self.has_consumers() && !self.center.confirm().await {
             // Kafka would keep the task, but nobody would take it before the client gives up.
@@ -252,12 +256,14 @@ impl Handoff {
             model_version: version.clone(),
             affinity_key: Some(key.clone()),
             webhook: None,
+            traceparent,
         };
         if let Some(v) = &version {
             self.metrics.center_versions.with_label_values(&[v.as_str()]).inc();
         }
         let waiting = Waiting::enter(self.clone());
         let replies = self.router.register(&task_id);
+        let sending = Instant::now();
         if let Err(e) = self
             .sink
             .submit(TaskClass::Interactive, version.as_deref(), &key, &envelope)
@@ -287,6 +293,8 @@ impl Handoff {
             timeouts: config.timeouts.clone(),
             last_emit: Instant::now(),
             finished: false,
+            sending,
+            center_spans: Vec::new(),
             _waiting: waiting,
         })
     }
@@ -307,6 +315,8 @@ pub struct Submission<'a> {
     pub config: &'a GatewayConfig,
     /// The model name the answer carries: the one the client asked for.
     pub answered_as: &'a str,
+    /// The W3C `traceparent` r1-center's spans take as their parent (the Kafka record's header).
+    pub traceparent: Option<String>,
 }
 
 /// One piece of a hand-off answer, for `respond::answer` to write.
@@ -322,7 +332,7 @@ pub enum AnswerEvent {
     Failed(GatewayError),
 }
 
-/// How a hand-off answer ended (for the access log and metrics).
+/// How a hand-off answer ended (for the access log, metrics and traces).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A complete answer.
@@ -331,6 +341,17 @@ pub enum Outcome {
     Failed,
     /// The client went away.
     ClientGone,
+}
+
+impl Outcome {
+    /// Its name (a trace attribute).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Complete => "complete",
+            Self::Failed => "failed",
+            Self::ClientGone => "client_gone",
+        }
+    }
 }
 
 /// A handed-over request's answer as it comes: result chunks turned into the client's events, with
@@ -345,6 +366,10 @@ pub struct Answering {
     timeouts: TimeoutsSection,
     last_emit: Instant,
     finished: bool,
+    /// When the produce began (after the look at the center nodes).
+    sending: Instant,
+    /// The `traceparent` of r1-center's span of each run, as the result chunks carried it.
+    center_spans: Vec<String>,
     _waiting: Waiting,
 }
 
@@ -364,6 +389,33 @@ impl Answering {
         self.answer.stream
     }
 
+    /// The topic the task went to (`<interactive topic>[.<version>]`; `in-process` embedded).
+    pub fn topic(&self) -> String {
+        match &self.waiting().transport {
+            Transport::Kafka { section, .. } => {
+                let topics = section.topics();
+                let base = topics.tasks(TaskClass::Interactive);
+                match &self.version {
+                    Some(v) => format!("{base}.{v}"),
+                    None => base.to_owned(),
+                }
+            }
+            #[cfg(feature = "embedded")]
+            Transport::Embedded(_) => "in-process".to_owned(),
+        }
+    }
+
+    /// When the task's produce began: the time before it went to seeing whether center nodes take tasks.
+    pub fn sending_since(&self) -> Instant {
+        self.sending
+    }
+
+    /// The W3C `traceparent` of r1-center's span of each run of the task that answered so far (traced
+    /// center nodes name theirs on the result chunks).
+    pub fn center_spans(&self) -> &[String] {
+        &self.center_spans
+    }
+
     /// The next piece of the answer; `None` after the last one.
     pub async fn next(&mut self) -> Option<AnswerEvent> {
         if self.finished {
@@ -381,6 +433,12 @@ impl Answering {
                             "the center's answer stopped before it was complete",
                         )));
                     };
+                    if let ReplyEvent::Chunk(chunk) = &event
+                        && let Some(span) = &chunk.traceparent
+                        && !self.center_spans.contains(span)
+                    {
+                        self.center_spans.push(span.clone());
+                    }
                     match self.answer.take(event) {
                         Step::Continue(None) => {}
                         Step::Continue(Some(bytes)) => {

@@ -55,4 +55,5 @@ pub mod server;
 pub mod state;
 pub mod tasks;
 pub mod tls;
+pub mod trace;
 pub mod usage;

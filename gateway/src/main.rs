@@ -36,6 +36,10 @@ use r1_gateway::config::GatewayConfig;
 /// tls.ca_file, tls.cert_file/key_file), an ACL user (username, password_env / password_file). At start
 /// it is asked for a PING (5 s at most): a refused login or TLS handshake stops the start naming the key.
 ///
+/// Traces ([telemetry]): off unless otlp_endpoint names an OTLP/HTTP collector; a client's W3C
+/// traceparent is continued, the gateway's own goes to edge members and, in Kafka record headers, to
+/// r1-center. Collector credentials: OTEL_EXPORTER_OTLP_HEADERS / OTEL_EXPORTER_OTLP_TRACES_HEADERS.
+///
 /// Environment: R1_JWT_SECRET (the HS256 secret, unless [auth] names another source),
 /// R1_RESULTS_PARTITION (overrides center.kafka.results_partition; the StatefulSet ordinal), and the
 /// variables [center.kafka.security] and [redis] name.

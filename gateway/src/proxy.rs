@@ -18,7 +18,7 @@
 //! | `logging` | always, last | metrics, outlier accounting (default: nothing) |
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use pingora::prelude::*;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::Peer;
 use r1_proto::{CancelReason, ErrorKind, ModelCard, ModelList, Route};
+use r1_telemetry::{KeyValue, SpanKind};
 
 use crate::admit::{Admitted, Endpoint};
 use crate::ctx::Ctx;
@@ -144,9 +145,20 @@ impl GatewayProxy {
                     .as_ref()
                     .and_then(|p| p.claim(&config.limits.tier_claim))
                     .map(str::to_owned);
-                let reply =
-                    crate::tasks::serve(&self.gateway, session, &tenant, tier.as_deref(), method.as_str(), &path)
-                        .await?;
+                let traceparent = match &ctx.trace {
+                    Some(trace) => Some(trace.root.traceparent().to_string()),
+                    None => crate::trace::client_traceparent(session.req_header()).map(|p| p.to_string()),
+                };
+                let reply = crate::tasks::serve(
+                    &self.gateway,
+                    session,
+                    &tenant,
+                    tier.as_deref(),
+                    traceparent.as_deref(),
+                    method.as_str(),
+                    &path,
+                )
+                .await?;
                 let location = reply.location.as_deref();
                 crate::respond::body(session, ctx, reply.status, reply.content_type, reply.body, location).await
             }
@@ -221,6 +233,16 @@ impl GatewayProxy {
             .headers
             .get(config.routing.session_header.as_str())
             .and_then(|v| v.to_str().ok());
+        // Traced: r1-center's spans are children of the produce's; not traced here, the client's own
+        // `traceparent` goes on (its decision not to sample included).
+        let produce = ctx
+            .trace
+            .as_ref()
+            .map(|t| t.root.child("handoff", SpanKind::Producer, SystemTime::now()));
+        let traceparent = match &produce {
+            Some(span) => Some(span.traceparent().to_string()),
+            None => crate::trace::client_traceparent(session.req_header()).map(|p| p.to_string()),
+        };
         let submission = Submission {
             session_key: crate::route::session_key(ctx.identity.tenant.as_str(), &request, header),
             request,
@@ -228,10 +250,33 @@ impl GatewayProxy {
             started: ctx.started,
             config: &config,
             answered_as: &ctx.route.client_model,
+            traceparent,
         };
-        let mut answering = handoff.submit(submission).await.inspect_err(|e| {
+        let submitted = handoff.submit(submission).await;
+        if let Some(span) = produce {
+            span.set_all(vec![
+                KeyValue::new("messaging.system", "kafka"),
+                KeyValue::new("messaging.operation.type", "send"),
+            ]);
+            match &submitted {
+                Ok(answering) => {
+                    span.event("send", r1_telemetry::wall_clock(answering.sending_since()), Vec::new());
+                    span.set_all(vec![
+                        KeyValue::new("messaging.destination.name", answering.topic()),
+                        KeyValue::new("messaging.message.id", answering.task_id().to_owned()),
+                    ]);
+                }
+                Err(e) => span.fail(e.message.clone()),
+            }
+            span.end(SystemTime::now());
+        }
+        let mut answering = submitted.inspect_err(|e| {
             tracing::warn!(request_id = %ctx.request_id, error = %e.message, "task hand-off failed");
         })?;
+        let results = ctx
+            .trace
+            .as_ref()
+            .map(|t| t.root.child("results", SpanKind::Consumer, SystemTime::now()));
         ctx.route.task_id = Some(answering.task_id().to_owned());
         if let Some(dialect) = &ctx.route.dialect {
             ctx.upstream.translator = Some(dialect.translator(&ctx.route.client_model, answering.is_stream()));
@@ -239,6 +284,22 @@ impl GatewayProxy {
         ctx.route.model_version = answering.version().map(str::to_owned);
         let outcome = crate::respond::answer(session, ctx, &mut answering).await;
         self.observe_ttft(ctx);
+        if let Some(span) = results {
+            // The center's span of each run of the task, as its result chunks named it.
+            for center in answering.center_spans() {
+                if let Some(parent) = r1_telemetry::TraceParent::parse(center) {
+                    span.link(parent);
+                }
+            }
+            if let Some(first) = ctx.upstream.first_byte {
+                span.event("first_byte", r1_telemetry::wall_clock(first), Vec::new());
+            }
+            span.set(KeyValue::new("r1.outcome", outcome.as_str()));
+            if outcome == Outcome::Failed {
+                span.fail("the center's answer failed");
+            }
+            span.end(SystemTime::now());
+        }
         if outcome == Outcome::Complete
             && let (Some(fill), Some(response), Some(cache)) =
                 (ctx.cache.fill.take(), answering.take_completed(), self.gateway.cache())
@@ -269,7 +330,31 @@ impl GatewayProxy {
             message = %error.message,
             "refused"
         );
+        if let Some(trace) = &ctx.trace {
+            trace.error(error);
+        }
         crate::respond::error(session, ctx, error).await
+    }
+
+    /// What the request became, on its server span.
+    fn trace_attributes(&self, ctx: &Ctx) -> Vec<r1_telemetry::KeyValue> {
+        use r1_telemetry::KeyValue;
+        let mut attributes = vec![KeyValue::new("r1.tenant", ctx.identity.tenant.as_str().to_owned())];
+        if let Some(decision) = &ctx.route.decision {
+            attributes.push(KeyValue::new("r1.route", decision.route.as_str()));
+            attributes.push(KeyValue::new("r1.route_reason", decision.reason.as_str()));
+        }
+        if !ctx.route.client_model.is_empty() {
+            attributes.push(KeyValue::new("gen_ai.request.model", ctx.route.client_model.clone()));
+        }
+        if let Some(task_id) = &ctx.route.task_id {
+            attributes.push(KeyValue::new("r1.task_id", task_id.clone()));
+        }
+        if let Some(first) = ctx.upstream.first_byte {
+            let ttft = first.saturating_duration_since(ctx.started).as_secs_f64();
+            attributes.push(KeyValue::new("r1.time_to_first_byte_s", ttft));
+        }
+        attributes
     }
 
     /// Time to first token, once the first body bytes reached the client.
@@ -312,6 +397,17 @@ impl ProxyHttp for GatewayProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.request_id = crate::request_id::of(session.req_header());
+        let endpoint = Endpoint::of(session.req_header());
+        if endpoint.is_api() {
+            // Probes (`/healthz`, `/readyz`) are not traced: they would drown the requests.
+            ctx.trace = crate::trace::RequestTrace::begin(
+                &self.gateway.telemetry,
+                session.req_header(),
+                endpoint,
+                ctx.started,
+                &ctx.request_id,
+            );
+        }
         // Only a browser's request has an `Origin`: the others skip CORS without looking at the config.
         if session.req_header().headers.contains_key("origin") {
             let config = self.gateway.config();
@@ -321,7 +417,6 @@ impl ProxyHttp for GatewayProxy {
                 return Ok(true);
             }
         }
-        let endpoint = Endpoint::of(session.req_header());
         match self.serve(session, ctx, endpoint).await {
             Ok(Next::Upstream) => Ok(false),
             Ok(Next::Answered) => Ok(true),
@@ -383,6 +478,9 @@ impl ProxyHttp for GatewayProxy {
             return Err(Error::explain(HTTPStatus(503), "no healthy member"));
         };
         let address = backend.addr.to_string();
+        if let Some(trace) = ctx.trace.as_mut() {
+            trace.attempt(route.as_str(), &address);
+        }
         ctx.upstream.tried.push(address.clone());
         ctx.upstream.peer = Some(address.clone());
         if ctx.upstream.in_flight.is_none() {
@@ -440,6 +538,14 @@ impl ProxyHttp for GatewayProxy {
         upstream.insert_header("content-type", "application/json")?;
         upstream.insert_header("content-length", ctx.route.upstream_body.len().to_string())?;
         upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(traceparent) = ctx
+            .trace
+            .as_ref()
+            .and_then(crate::trace::RequestTrace::upstream_traceparent)
+        {
+            // The upstream's spans are children of this exchange's (the client's `tracestate` goes on).
+            upstream.insert_header(r1_telemetry::traceparent::HEADER, traceparent)?;
+        }
         Ok(())
     }
 
@@ -732,6 +838,9 @@ impl ProxyHttp for GatewayProxy {
             source = error.source.as_str(),
             "request failed"
         );
+        if let Some(trace) = &ctx.trace {
+            trace.error(&error);
+        }
         if session.response_written().is_some()
             && let (Some(streamed), Some(request)) = (
                 ctx.upstream
@@ -792,5 +901,8 @@ impl ProxyHttp for GatewayProxy {
             self.gateway.pool(route).report(peer, !failed);
         }
         ctx.upstream.in_flight = None;
+        if let Some(trace) = ctx.trace.take() {
+            trace.finish(status, self.trace_attributes(ctx));
+        }
     }
 }

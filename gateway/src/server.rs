@@ -109,23 +109,27 @@ pub fn build(config: GatewayConfig, path: Option<PathBuf>, grace: Duration, drai
     let redis = config
         .redis_client(&crate::env::ProcessEnv)
         .map_err(|e| anyhow::anyhow!("{}", e.problems().join("\n  ")))?;
-    let handoff = crate::handoff::Handoff::new(&config, redis.as_ref(), &metrics)?;
+    let telemetry = r1_telemetry::Telemetry::start(&config.telemetry, "r1-gateway")?;
+    let handoff = crate::handoff::Handoff::new(&config, redis.as_ref(), &metrics, &telemetry)?;
     let limiter = crate::limits::Limiter::new(config.limits.clone(), redis.clone());
     let hygiene = crate::hygiene::Hygiene::new(&config.hygiene).context("[hygiene]")?;
-    let gateway = Arc::new(Gateway::new(
-        config,
-        path,
-        edge,
-        center,
-        metrics,
-        handoff.clone(),
-        crate::state::Policy {
-            verifier,
-            limiter,
-            hygiene,
-            redis,
-        },
-    ));
+    let gateway = Arc::new(
+        Gateway::new(
+            config,
+            path,
+            edge,
+            center,
+            metrics,
+            handoff.clone(),
+            crate::state::Policy {
+                verifier,
+                limiter,
+                hygiene,
+                redis,
+            },
+        )
+        .with_telemetry(telemetry),
+    );
     if let Some(handoff) = handoff {
         server.add_service(background_service(
             "task hand-off",
@@ -198,9 +202,11 @@ pub fn run_until_signal(built: Built) {
         grace: built.grace,
         drain: built.drain,
     };
+    let telemetry = built.gateway.telemetry.clone();
     built.server.run(RunArgs {
         shutdown_signal: Box::new(signal),
     });
+    telemetry.shutdown(); // the last spans go out before the process ends
 }
 
 /// The shutdown signal of the production binary. Pingora's own graceful terminate sleeps its grace

@@ -41,6 +41,8 @@ pub struct Gateway {
     /// The result cache, made on first use (its Redis connection belongs to a serving runtime).
     cache: std::sync::OnceLock<Option<crate::cache::Cache>>,
     hygiene: ArcSwap<crate::hygiene::Hygiene>,
+    /// Where request spans go (`[telemetry]`; off: nothing is recorded).
+    pub telemetry: r1_telemetry::Telemetry,
 }
 
 /// Who may call, how much, and what may reach a model: built from `[auth]`, `[limits]`, `[hygiene]`.
@@ -118,7 +120,15 @@ impl Gateway {
             metrics,
             ready: AtomicBool::new(true),
             closing: AtomicBool::new(false),
+            telemetry: r1_telemetry::Telemetry::off(),
         }
+    }
+
+    /// With requests traced (`[telemetry]`).
+    #[must_use]
+    pub fn with_telemetry(mut self, telemetry: r1_telemetry::Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The file the configuration is reloaded from, if any.
@@ -264,6 +274,9 @@ impl Gateway {
         }
         if new.redis != old.redis {
             return Err(ReloadError::NeedsRestart("redis"));
+        }
+        if new.telemetry != old.telemetry {
+            return Err(ReloadError::NeedsRestart("telemetry"));
         }
         let hygiene = crate::hygiene::Hygiene::new(&new.hygiene).map_err(|e| ReloadError::Other(e.to_string()))?;
         if new.auth != old.auth {

@@ -168,6 +168,7 @@ fn envelope(
         model_version: None,
         affinity_key: Some(id.to_owned()),
         webhook,
+        traceparent: None,
     }
 }
 
@@ -196,6 +197,7 @@ pub async fn serve(
     session: &mut Session,
     tenant: &Tenant,
     tier: Option<&str>,
+    traceparent: Option<&str>,
     method: &str,
     path: &str,
 ) -> Result<Reply, GatewayError> {
@@ -211,7 +213,11 @@ pub async fn serve(
     match (method, segments.as_slice()) {
         ("POST", ["v1", "tasks"]) => {
             let body = crate::admit::read_body(session, config.limits.body_limit(), config.limits.body_timeout).await?;
-            let admit = Admit { gateway, tier };
+            let admit = Admit {
+                gateway,
+                tier,
+                traceparent,
+            };
             create_task(&config, &gateway.hygiene(), handoff, tenant, &body, admit).await
         }
         ("GET", ["v1", "tasks", id]) => get_task(handoff, tenant, id).await,
@@ -219,7 +225,11 @@ pub async fn serve(
         ("POST", ["v1", "batches"]) => {
             let body =
                 crate::admit::read_body(session, config.limits.batch_body_limit(), config.limits.body_timeout).await?;
-            let admit = Admit { gateway, tier };
+            let admit = Admit {
+                gateway,
+                tier,
+                traceparent,
+            };
             create_batch(&config, &gateway.hygiene(), handoff, tenant, &body, admit).await
         }
         ("GET", ["v1", "batches", id]) => get_batch(handoff, tenant, id).await,
@@ -231,11 +241,13 @@ pub async fn serve(
     }
 }
 
-/// The caller's limits, for a task or a batch about to be accepted.
+/// The caller's limits, for a task or a batch about to be accepted, and the trace its tasks continue.
 #[derive(Debug, Clone, Copy)]
 pub struct Admit<'a> {
     gateway: &'a Gateway,
     tier: Option<&'a str>,
+    /// The W3C `traceparent` the tasks' center spans take as their parent.
+    traceparent: Option<&'a str>,
 }
 
 impl Admit<'_> {
@@ -302,7 +314,8 @@ pub async fn create_task(
     let id = format!("task_{}", uuid::Uuid::new_v4().simple());
     let state = queued(&id, tenant, None, webhook.clone());
     store.put_task(&state, STATE_TTL).await.map_err(store_down)?;
-    let task = envelope(handoff, &id, tenant, request, webhook);
+    let mut task = envelope(handoff, &id, tenant, request, webhook);
+    task.traceparent = admit.traceparent.map(str::to_owned);
     if let Err(e) = handoff.submit_batch(&id, &task).await {
         // Not handed over: the state says so, and the client is told to retry.
         let _ = update_task(store.as_ref().as_ref(), &id, STATE_TTL, |s| {
@@ -416,7 +429,8 @@ pub async fn create_batch(
     }
     store.put_batch(&batch, STATE_TTL).await.map_err(store_down)?;
     for ((_, id), (_, request)) in ids.iter().zip(lines) {
-        let task = envelope(handoff, id, tenant, request, None);
+        let mut task = envelope(handoff, id, tenant, request, None);
+        task.traceparent = admit.traceparent.map(str::to_owned);
         if let Err(e) = handoff.submit_batch(id, &task).await {
             let _ = update_task(store.as_ref().as_ref(), id, STATE_TTL, |s| {
                 s.status = TaskStatus::Failed;

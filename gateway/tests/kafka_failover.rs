@@ -74,6 +74,7 @@ async fn drill(victim: Victim) {
     let center = Center::start_on(&names, "center-a", &upstream.url(), &listener);
     let gw = kafka_gateway_on(&names, &[], 0, &listener).await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));

@@ -81,6 +81,7 @@ async fn requests_go_through_kafka_and_stream_back(listener: &Listener) {
     let edge = Edge::start(support::EDGE_MODEL);
     let gw = kafka_gateway_on(&names, &[edge.addr], 0, listener).await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     // Not streamed: one JSON answer, identical to the backend's own.
     let r = gw
@@ -137,6 +138,8 @@ async fn two_gateways_and_two_center_nodes_never_cross_their_results() {
     for c in &centers {
         c.wait_until_serving().await;
     }
+    gw_a.wait_until_center_seen().await;
+    gw_b.wait_until_center_seen().await;
     // Each question has its own answer; 24 requests over two gateways at once.
     let questions: Vec<String> = (0..12).map(|i| format!("What is {i} plus {}?", i + 3)).collect();
     let mut expected = Vec::new();
@@ -192,6 +195,7 @@ async fn a_center_node_killed_mid_answer_is_replaced_and_the_client_gets_one_com
     let edge = Edge::start(support::EDGE_MODEL);
     let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
     a.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let mut request = ask_center("Write a long essay.", true);
     request["max_tokens"] = json!(100);
@@ -238,6 +242,7 @@ async fn a_poison_task_ends_in_the_dead_letter_topic_after_its_attempts_while_ot
     let edge = Edge::start(support::EDGE_MODEL);
     let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let poison = {
         let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));
@@ -313,6 +318,7 @@ async fn model_versions_split_by_weight_and_a_live_rollback_loses_no_task() {
     let gw = kafka_gateway_with(&names, &[edge.addr], 0, "", versions).await;
     a.wait_until_serving().await;
     b.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let ask = |i: usize| {
         let mut body = ask_center(&format!("conversation {i}"), false);
@@ -426,6 +432,7 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
     let client = &gw.client;
     let api = |path: &str| format!("{}{path}", gw.public);
 
@@ -612,6 +619,7 @@ async fn tool_calls_and_backend_refusals_come_back_through_the_hand_off_as_the_s
     let edge = Edge::start(support::EDGE_MODEL);
     let gw = kafka_gateway(&names, &[edge.addr], 0, "").await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let tools = json!([{"type": "function", "function": {
         "name": "search", "parameters": {"type": "object", "properties": {"query": {"type": "string"}}}}}]);
@@ -698,6 +706,7 @@ async fn a_generation_longer_than_the_poll_interval_is_answered_once_without_a_r
     let timeouts = "[timeouts]\nfirst_token = \"60s\"\nidle = \"30s\"\ntotal = \"2m\"\n";
     let gw = kafka_gateway(&names, &[edge.addr], 0, timeouts).await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
 
     let mut body = ask_center("a long answer", true);
     body["max_tokens"] = json!(100);
@@ -742,6 +751,8 @@ async fn centers_scaled_from_one_to_three_under_load_answer_every_task_once_at_i
     let gw_a = kafka_gateway(&names, &[edge.addr], 0, "").await;
     let gw_b = kafka_gateway(&names, &[edge.addr], 1, "").await;
     centers[0].wait_until_serving().await;
+    gw_a.wait_until_center_seen().await;
+    gw_b.wait_until_center_seen().await;
     let questions: Vec<String> = (0..30).map(|i| format!("What is {i} times {}?", i + 2)).collect();
     let mut expected = Vec::new();
     for q in &questions {

@@ -32,6 +32,7 @@ async fn kafka_down_for_30s_gives_fast_503s_and_loses_no_accepted_task() {
     let timeouts = "[timeouts]\nfirst_token = \"5m\"\nidle = \"5m\"\ntotal = \"10m\"\n";
     let gw = kafka_gateway(&names, &[edge.addr], 0, timeouts).await;
     center.wait_until_serving().await;
+    gw.wait_until_center_seen().await;
     let post = |body: Value| {
         let (client, url) = (gw.client.clone(), format!("{}/v1/chat/completions", gw.public));
         async move { client.post(url).json(&body).send().await }

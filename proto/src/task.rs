@@ -55,6 +55,10 @@ pub struct TaskEnvelope {
     /// For asynchronous tasks: where to POST `{id, status}` when the task is final.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+    /// The W3C `traceparent` of the gateway's hand-off span, when the request is traced: it travels in
+    /// the Kafka record's `traceparent` header (where tracing tools look for it), not in the JSON value.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 impl TaskEnvelope {
@@ -93,6 +97,10 @@ pub struct ResultChunk {
     /// Why the task failed, on the last chunk of a failed task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<TaskError>,
+    /// The W3C `traceparent` of the center's span for the task, when traced: it travels in the Kafka
+    /// record's `traceparent` header, not in the JSON value.
+    #[serde(skip)]
+    pub traceparent: Option<String>,
 }
 
 impl ResultChunk {
@@ -107,6 +115,7 @@ impl ResultChunk {
             done: false,
             usage: None,
             error: None,
+            traceparent: None,
         }
     }
 
@@ -123,6 +132,12 @@ impl ResultChunk {
     /// The same chunk, from run `attempt` of the task.
     pub fn with_attempt(mut self, attempt: u32) -> Self {
         self.attempt = attempt;
+        self
+    }
+
+    /// The same chunk, naming the center's span for the task (`None`: not traced).
+    pub fn with_traceparent(mut self, traceparent: Option<&str>) -> Self {
+        self.traceparent = traceparent.map(str::to_owned);
         self
     }
 
@@ -411,6 +426,7 @@ mod tests {
             model_version: None,
             affinity_key: None,
             webhook: None,
+            traceparent: None,
         };
         assert_eq!(envelope.remaining_ms(4_000), 1_000);
         assert!(!envelope.is_expired(4_999));

@@ -27,7 +27,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -405,7 +405,13 @@ impl KafkaTaskSink {
         Ok(current.clone())
     }
 
-    async fn produce(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), SendError> {
+    async fn produce(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        traceparent: Option<&str>,
+    ) -> Result<(), SendError> {
         if crate::unix_ms() < self.open_until.load(Ordering::Relaxed) {
             return Err(SendError::Timeout(self.send_timeout));
         }
@@ -416,7 +422,10 @@ impl KafkaTaskSink {
             self.trip();
             return Err(SendError::Timeout(self.send_timeout));
         }
-        let record = FutureRecord::to(topic).key(key).payload(payload);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload);
+        if let Some(traceparent) = traceparent {
+            record = record.headers(trace_header(traceparent));
+        }
         // librdkafka fails the message after `message.timeout.ms`; the outer timeout is a backstop.
         let sent = tokio::time::timeout(
             self.send_timeout + Duration::from_millis(500),
@@ -462,14 +471,15 @@ impl TaskSink for KafkaTaskSink {
         task: &TaskEnvelope,
     ) -> Result<(), SendError> {
         let base = self.topics.tasks(class);
+        let trace = task.traceparent.as_deref();
         match version {
-            None => self.produce(base, key, &task.encode()).await,
-            Some(v) => self.produce(&format!("{base}.{v}"), key, &task.encode()).await,
+            None => self.produce(base, key, &task.encode(), trace).await,
+            Some(v) => self.produce(&format!("{base}.{v}"), key, &task.encode(), trace).await,
         }
     }
 
     async fn cancel(&self, record: &CancelRecord) -> Result<(), SendError> {
-        self.produce(&self.topics.cancel, &record.task_id, &record.encode())
+        self.produce(&self.topics.cancel, &record.task_id, &record.encode(), None)
             .await
     }
 
@@ -585,6 +595,12 @@ impl GroupObserver {
         let consumer = settings
             .consumer(&format!("{}-observer", settings.client_id))
             .create()?;
+        // The brokers' ids first: a group listing on a client that knows none yet waits a whole second
+        // for them (librdkafka's broker-state wait), and the gateway's first look at the center nodes
+        // would hold up the first center requests that long.
+        if let Err(e) = Consumer::fetch_metadata(&consumer, None, Duration::from_secs(5)) {
+            tracing::debug!(error = %e, "group observer: no metadata yet");
+        }
         Ok(Self { consumer })
     }
 
@@ -624,7 +640,8 @@ pub fn spawn_results_reader(
         loop {
             match consumer.recv().await {
                 Ok(message) => match message.payload().map(ResultChunk::decode) {
-                    Some(Ok(chunk)) => {
+                    Some(Ok(mut chunk)) => {
+                        chunk.traceparent = traceparent(&message);
                         router.dispatch(chunk);
                     }
                     Some(Err(e)) => tracing::warn!(error = %e, offset = message.offset(), "unreadable result chunk"),
@@ -637,6 +654,27 @@ pub fn spawn_results_reader(
             }
         }
     }))
+}
+
+/// The record header that carries a task's or a result chunk's W3C trace context.
+const TRACEPARENT: &str = "traceparent";
+
+fn trace_header(traceparent: &str) -> OwnedHeaders {
+    OwnedHeaders::new_with_capacity(1).insert(Header {
+        key: TRACEPARENT,
+        value: Some(traceparent),
+    })
+}
+
+/// The record's `traceparent` header, if it carries one (its value checked when a span is made of it).
+fn traceparent(message: &impl Message) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == TRACEPARENT)
+        .and_then(|h| h.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned)
 }
 
 /// Keeps the offset tracker in step with the group's assignment, and the consumer lag from
@@ -817,7 +855,10 @@ fn delivery(message: &rdkafka::message::BorrowedMessage<'_>, interactive_topic: 
         TaskClass::Batch
     };
     Delivery {
-        task: TaskEnvelope::decode(&raw),
+        task: TaskEnvelope::decode(&raw).map(|mut task| {
+            task.traceparent = traceparent(message);
+            task
+        }),
         raw,
         key: message.key().map(<[u8]>::to_vec),
         class,
@@ -983,12 +1024,17 @@ impl KafkaResultSink {
         reply_to: &str,
         key: &'a str,
         payload: &'a [u8],
+        traceparent: Option<&str>,
     ) -> Result<FutureRecord<'a, str, [u8]>, SendError> {
         let to = ReplyTo::parse(reply_to).ok_or_else(|| SendError::Other(format!("bad reply_to `{reply_to}`")))?;
-        Ok(FutureRecord::to(&self.topics.results)
+        let record = FutureRecord::to(&self.topics.results)
             .partition(to.partition)
             .key(key)
-            .payload(payload))
+            .payload(payload);
+        Ok(match traceparent {
+            Some(traceparent) => record.headers(trace_header(traceparent)),
+            None => record,
+        })
     }
 }
 
@@ -996,7 +1042,7 @@ impl KafkaResultSink {
 impl ResultSink for KafkaResultSink {
     fn send(&self, reply_to: &str, chunk: &ResultChunk) -> Result<(), SendError> {
         let payload = chunk.encode();
-        let record = self.record(reply_to, &chunk.task_id, &payload)?;
+        let record = self.record(reply_to, &chunk.task_id, &payload, chunk.traceparent.as_deref())?;
         match self.producer.send_result(record) {
             Ok(_delivery) => Ok(()), // acknowledged (or failed) with the task's last chunk
             Err((e, _)) => Err(SendError::Other(e.to_string())),
@@ -1005,7 +1051,7 @@ impl ResultSink for KafkaResultSink {
 
     async fn deliver(&self, reply_to: &str, chunk: &ResultChunk, timeout: Duration) -> Result<(), SendError> {
         let payload = chunk.encode();
-        let record = self.record(reply_to, &chunk.task_id, &payload)?;
+        let record = self.record(reply_to, &chunk.task_id, &payload, chunk.traceparent.as_deref())?;
         match tokio::time::timeout(timeout, self.producer.send(record, Timeout::After(timeout))).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err((e, _))) => Err(SendError::Other(e.to_string())),
@@ -1037,6 +1083,14 @@ impl ResultSink for KafkaResultSink {
                 key: "r1-source-offset",
                 value: Some(&offset),
             });
+        let trace = delivery.task.as_ref().ok().and_then(|t| t.traceparent.as_deref());
+        let headers = match trace {
+            Some(traceparent) => headers.insert(Header {
+                key: TRACEPARENT,
+                value: Some(traceparent),
+            }),
+            None => headers,
+        };
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topics.dlq)
             .payload(&delivery.raw)
             .headers(headers);

@@ -77,7 +77,11 @@ impl TaskSink for MemoryQueue {
     ) -> Result<(), SendError> {
         let raw = task.encode();
         let delivery = Delivery {
-            task: TaskEnvelope::decode(&raw),
+            // As a Kafka record's header would, the trace context travels beside the value.
+            task: TaskEnvelope::decode(&raw).map(|mut decoded| {
+                decoded.traceparent.clone_from(&task.traceparent);
+                decoded
+            }),
             raw,
             key: Some(key.as_bytes().to_vec()),
             class,

@@ -51,10 +51,12 @@ impl BackendError {
 #[async_trait]
 pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Runs `request`, sending deltas to `out` as they come; returns the usage (`None` if the
-    /// server did not report it).
+    /// server did not report it). `traceparent`, when the task is traced, is the W3C trace context a
+    /// model server's own spans take as their parent (vLLM and SGLang read it).
     async fn generate(
         &self,
         request: ChatCompletionRequest,
         out: &mpsc::UnboundedSender<ResultDelta>,
+        traceparent: Option<&str>,
     ) -> Result<Option<Usage>, BackendError>;
 }

@@ -69,6 +69,7 @@ impl Backend for OnnxBackend {
         &self,
         request: ChatCompletionRequest,
         out: &mpsc::UnboundedSender<ResultDelta>,
+        _traceparent: Option<&str>, // in process: nothing to pass it to
     ) -> Result<Option<Usage>, BackendError> {
         let (tx, mut events) = mpsc::unbounded_channel();
         let generation =

@@ -80,8 +80,15 @@ impl OpenAiBackend {
     }
 
     /// Sends the request once; `Ok` once the server answered 200 with a stream.
-    async fn open(&self, body: &ChatCompletionRequest) -> Result<reqwest::Response, BackendError> {
+    async fn open(
+        &self,
+        body: &ChatCompletionRequest,
+        traceparent: Option<&str>,
+    ) -> Result<reqwest::Response, BackendError> {
         let mut request = self.client.post(&self.url).json(body);
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
         }
@@ -120,6 +127,7 @@ impl Backend for OpenAiBackend {
         &self,
         mut request: ChatCompletionRequest,
         out: &mpsc::UnboundedSender<ResultDelta>,
+        traceparent: Option<&str>,
     ) -> Result<Option<Usage>, BackendError> {
         request.model = self.settings.model.clone();
         if self.settings.strip_reasoning_history {
@@ -134,7 +142,7 @@ impl Backend for OpenAiBackend {
         let mut backoff = self.settings.backoff;
         let mut attempt = 1;
         let response = loop {
-            match self.open(&request).await {
+            match self.open(&request, traceparent).await {
                 Ok(response) => break response,
                 Err(e) if e.retryable && attempt < self.settings.attempts => {
                     tracing::warn!(error = %e, attempt, "backend failed before the first token; retrying");

@@ -141,23 +141,28 @@ pub struct Center {
 
 impl Center {
     pub fn start(names: &Names, id: &str, backend: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s")
+        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s", "")
     }
 
     /// A node whose consumer gives up on itself after `max_poll_interval` without a poll (its session
     /// timeout is 6 s, the shortest this may be).
     pub fn start_polling(names: &Names, id: &str, backend: &str, max_poll_interval: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext, max_poll_interval)
+        Self::start_full(names, id, backend, None, &Listener::Plaintext, max_poll_interval, "")
     }
 
     /// A node serving model `version` (its own task topics and group).
     pub fn start_version(names: &Names, id: &str, backend: &str, version: Option<&str>) -> Self {
-        Self::start_full(names, id, backend, version, &Listener::Plaintext, "60s")
+        Self::start_full(names, id, backend, version, &Listener::Plaintext, "60s", "")
     }
 
     /// A node on `listener` (its password, if any, in a file).
     pub fn start_on(names: &Names, id: &str, backend: &str, listener: &Listener) -> Self {
-        Self::start_full(names, id, backend, None, listener, "60s")
+        Self::start_full(names, id, backend, None, listener, "60s", "")
+    }
+
+    /// A node with more tables in its config (`extra`, e.g. `[telemetry]`).
+    pub fn start_with(names: &Names, id: &str, backend: &str, extra: &str) -> Self {
+        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s", extra)
     }
 
     fn start_full(
@@ -167,6 +172,7 @@ impl Center {
         version: Option<&str>,
         listener: &Listener,
         max_poll_interval: &str,
+        extra: &str,
     ) -> Self {
         let port = free_port();
         let version = version.map_or_else(String::new, |v| format!("version = \"{v}\""));
@@ -218,6 +224,7 @@ dlq = "{dlq}"
 
 [redis]
 url = "{redis}"
+{extra}
 "#,
             brokers = listener.brokers(),
             suffix = names.suffix,
@@ -365,18 +372,8 @@ pub async fn kafka_gateway_with(
 }
 
 async fn wait_until_handoff_ready(gw: &Gateway) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let pools = gw.pools().await;
-        if pools["handoff"]["ready"] == true {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Kafka hand-off did not become ready: {pools}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    gw.wait_for_handoff("ready", "the Kafka hand-off did not become ready")
+        .await;
 }
 
 /// The backend's own answer to `text`, asked directly (what the hand-off must reproduce).
@@ -492,6 +489,7 @@ impl RedisStack {
         );
         let gw = kafka_gateway(names, &[edge.addr], 0, &table).await;
         center.wait_until_serving().await;
+        gw.wait_until_center_seen().await;
         Self {
             upstream,
             center,

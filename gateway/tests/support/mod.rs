@@ -213,6 +213,27 @@ impl Gateway {
         r.json().await.unwrap()
     }
 
+    /// Waits until the hand-off counts the center as up (`/admin/pools`: `handoff.consumers`): what an
+    /// operator waits for before center traffic, after r1-center's `/readyz` (the gateway looks at the
+    /// nodes' group every 250 ms while it has seen none).
+    pub async fn wait_until_center_seen(&self) {
+        self.wait_for_handoff("consumers", "the gateway never saw the center nodes")
+            .await;
+    }
+
+    /// Waits (60 s at most) until `/admin/pools`' `handoff.<flag>` is true; `never` says what failed.
+    pub async fn wait_for_handoff(&self, flag: &str, never: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let pools = self.pools().await;
+            if pools["handoff"][flag] == true {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{never}: {pools}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     pub async fn wait_until_members_ready(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
