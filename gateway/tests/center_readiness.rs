@@ -54,7 +54,7 @@ async fn the_center_counts_as_up_only_while_nodes_hold_the_task_partitions() {
     let upstream = r1_mock_upstream::serve(listener, r1_mock_upstream::Script::default().content(3, "ok "))
         .await
         .unwrap();
-    let redis = format!("[redis]\nurl = \"{}\"\n", support::kafka::redis_url());
+    let redis = format!("[redis]\n{}", support::redis_target::keys());
     let gw = kafka_gateway(&names, &[], 0, &redis).await;
 
     // No node yet: the hand-off is ready (tasks can be handed over), the center is not up.

@@ -47,7 +47,7 @@ fn ask_for_content(gw: &support::Gateway, question: &str, stream: bool) -> tokio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn center_requests_go_through_kafka_to_r1_center_and_stream_back() {
-    requests_go_through_kafka_and_stream_back(&Listener::Plaintext).await;
+    requests_go_through_kafka_and_stream_back(&Listener::target()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -427,8 +427,8 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     let edge = Edge::start(support::EDGE_MODEL);
     // The webhook receiver listens on loopback: allowed here (refused by default, tasks::tests).
     let redis = format!(
-        "[redis]\nurl = \"{}\"\n[tasks]\nwebhook_private_networks = true\n",
-        support::kafka::redis_url()
+        "[redis]\n{}[tasks]\nwebhook_private_networks = true\n",
+        support::redis_target::keys()
     );
     let gw = kafka_gateway(&names, &[edge.addr], 0, &redis).await;
     center.wait_until_serving().await;
@@ -454,11 +454,12 @@ async fn async_tasks_and_batches_are_stored_answered_and_cancellable() {
     assert_eq!(done["result"]["choices"][0]["message"]["content"], "async ".repeat(5));
     assert_eq!(done["result"]["object"], "chat.completion");
     // The center node wrote that final state: it is kept as long as the gateway keeps a new task's.
-    let mut redis = redis::Client::open(support::kafka::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let timeouts = r1_queue::redis_conn::Timeouts {
+        connect: Duration::from_secs(2),
+        response: Duration::from_secs(2),
+        retries: 1,
+    };
+    let mut redis = support::redis_target::client().connect(timeouts).await.unwrap();
     let kept_ms: i64 = redis::cmd("PTTL")
         .arg(r1_queue::state::task_key(&id))
         .query_async(&mut redis)

@@ -11,8 +11,7 @@
 
 mod support;
 
-#[path = "support/redis.rs"]
-mod redis_target;
+use support::redis_target;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

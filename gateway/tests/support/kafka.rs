@@ -1,5 +1,11 @@
 //! Kafka hand-off helpers: real `r1-center` processes, per-test topics, a gateway with
 //! `transport = "kafka"`, and readers for answers and topics.
+//!
+//! `R1_TEST_KAFKA_TARGET` picks the brokers the hand-off runs on: `single` (the default: the one broker's
+//! PLAINTEXT listener) or `cluster` (the three-broker cluster's SASL_SSL listeners, SCRAM-SHA-512, the
+//! test CA; the harness's own readers use its PLAINTEXT ones). r1-center's claims go to the Redis that
+//! `R1_TEST_REDIS_TARGET` picks (`support/redis.rs`). `scripts/test.sh` runs the hand-off's tests again
+//! on the cluster and Redis Cluster.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -9,8 +15,19 @@ use serde_json::{Value, json};
 
 use super::{CENTER_MODEL, Gateway, free_port};
 
+/// `single` or `cluster`.
+pub fn target() -> String {
+    std::env::var("R1_TEST_KAFKA_TARGET").unwrap_or_else(|_| "single".to_owned())
+}
+
+/// The PLAINTEXT brokers of the target (the harness's own clients).
 pub fn brokers() -> String {
-    std::env::var("R1_TEST_KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+    let (var, default) = match target().as_str() {
+        "single" => ("R1_TEST_KAFKA_BROKERS", "127.0.0.1:19092"),
+        "cluster" => ("R1_TEST_KAFKA_CLUSTER_BROKERS", "127.0.0.1:19192"),
+        other => panic!("R1_TEST_KAFKA_TARGET={other}: expected single or cluster"),
+    };
+    std::env::var(var).unwrap_or_else(|_| default.to_owned())
 }
 
 /// Which listener of the test brokers a client uses: the single broker's PLAINTEXT one every test uses,
@@ -29,6 +46,16 @@ pub enum Listener {
 }
 
 impl Listener {
+    /// What the gateways and nodes of a test use unless it says otherwise: the single broker's PLAINTEXT
+    /// listener, or with `R1_TEST_KAFKA_TARGET=cluster` the cluster's SASL_SSL ones.
+    pub fn target() -> Self {
+        match target().as_str() {
+            "cluster" => Self::cluster_sasl_ssl("SCRAM-SHA-512")
+                .expect("R1_TEST_KAFKA_TARGET=cluster needs the cluster's variables (scripts/services.sh env)"),
+            _ => Self::Plaintext,
+        }
+    }
+
     /// The single broker's SASL_SSL listener with a SCRAM `mechanism`; `None` (the reason printed) when
     /// the services' variables are not set.
     pub fn sasl_ssl(mechanism: &'static str) -> Option<Self> {
@@ -89,6 +116,7 @@ impl Listener {
     }
 }
 
+/// The single Redis server's URL (tests that need that one; `redis_target` picks the target's).
 pub fn redis_url() -> String {
     std::env::var("R1_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:16379".to_owned())
 }
@@ -141,18 +169,18 @@ pub struct Center {
 
 impl Center {
     pub fn start(names: &Names, id: &str, backend: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s", "")
+        Self::start_full(names, id, backend, None, &Listener::target(), "60s", "")
     }
 
     /// A node whose consumer gives up on itself after `max_poll_interval` without a poll (its session
     /// timeout is 6 s, the shortest this may be).
     pub fn start_polling(names: &Names, id: &str, backend: &str, max_poll_interval: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext, max_poll_interval, "")
+        Self::start_full(names, id, backend, None, &Listener::target(), max_poll_interval, "")
     }
 
     /// A node serving model `version` (its own task topics and group).
     pub fn start_version(names: &Names, id: &str, backend: &str, version: Option<&str>) -> Self {
-        Self::start_full(names, id, backend, version, &Listener::Plaintext, "60s", "")
+        Self::start_full(names, id, backend, version, &Listener::target(), "60s", "")
     }
 
     /// A node on `listener` (its password, if any, in a file).
@@ -162,7 +190,7 @@ impl Center {
 
     /// A node with more tables in its config (`extra`, e.g. `[telemetry]`).
     pub fn start_with(names: &Names, id: &str, backend: &str, extra: &str) -> Self {
-        Self::start_full(names, id, backend, None, &Listener::Plaintext, "60s", extra)
+        Self::start_full(names, id, backend, None, &Listener::target(), "60s", extra)
     }
 
     fn start_full(
@@ -223,7 +251,7 @@ dlq = "{dlq}"
 {version}
 
 [redis]
-url = "{redis}"
+{redis}
 {extra}
 "#,
             brokers = listener.brokers(),
@@ -233,7 +261,7 @@ url = "{redis}"
             results = names.topic("results"),
             cancel = names.topic("cancel"),
             dlq = names.topic("dlq"),
-            redis = redis_url(),
+            redis = super::redis_target::keys(),
         );
         std::fs::write(&config, text).unwrap();
         let log = dir.join(format!("{id}.log"));
@@ -364,7 +392,7 @@ pub async fn kafka_gateway_with(
 ) -> Gateway {
     let center = format!(
         "{}{center_extra}\n",
-        kafka_center(names, partition, &Listener::Plaintext)
+        kafka_center(names, partition, &Listener::target())
     );
     let gw = Gateway::start_full(edge, &[], "", routing, &center, reqwest::Client::new()).await;
     wait_until_handoff_ready(&gw).await;

@@ -10,6 +10,8 @@
 )] // each test file uses part of it; skips say why on stdout
 
 pub mod kafka;
+#[path = "redis.rs"]
+pub mod redis_target;
 
 use std::process::Command;
 
