@@ -403,7 +403,7 @@ impl ProxyHttp for GatewayProxy {
             ctx.trace = crate::trace::RequestTrace::begin(
                 &self.gateway.telemetry,
                 session.req_header(),
-                endpoint,
+                endpoint.route(),
                 ctx.started,
                 &ctx.request_id,
             );

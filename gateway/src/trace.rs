@@ -1,5 +1,5 @@
 //! A request's trace (`[telemetry]`): the gateway's spans of one request, and the `traceparent` it passes
-//! on. Off, or for a request whose trace is not sampled, [`Ctx::trace`](crate::ctx::Ctx) stays `None`
+//! on. Off, or for a request whose trace is not sampled, `Ctx::trace` stays `None`
 //! and nothing here runs.
 //!
 //! | span | kind | from → to |
@@ -19,7 +19,6 @@ use std::time::{Instant, SystemTime};
 use pingora::http::RequestHeader;
 use r1_telemetry::{KeyValue, Span, SpanKind, TraceParent, wall_clock};
 
-use crate::admit::Endpoint;
 use crate::error::GatewayError;
 
 /// The gateway's spans of one sampled request.
@@ -32,11 +31,12 @@ pub struct RequestTrace {
 }
 
 impl RequestTrace {
-    /// The trace of a request that arrived at `started` (`None`: tracing off, or this trace not sampled).
+    /// The trace of a request for `route` (the endpoint's route template, `None` for a path the gateway
+    /// does not serve) that arrived at `started` (`None`: tracing off, or this trace not sampled).
     pub fn begin(
         telemetry: &r1_telemetry::Telemetry,
         header: &RequestHeader,
-        endpoint: Endpoint,
+        route: Option<&'static str>,
         started: Instant,
         request_id: &str,
     ) -> Option<Self> {
@@ -45,7 +45,7 @@ impl RequestTrace {
         }
         let parent = client_traceparent(header);
         let method = header.method.as_str().to_owned();
-        let name = match endpoint.route() {
+        let name = match route {
             Some(route) => format!("{method} {route}"),
             None => method.clone(),
         };
@@ -55,7 +55,7 @@ impl RequestTrace {
             KeyValue::new("url.path", header.uri.path().to_owned()),
             KeyValue::new("r1.request_id", request_id.to_owned()),
         ];
-        if let Some(route) = endpoint.route() {
+        if let Some(route) = route {
             attributes.push(KeyValue::new("http.route", route));
         }
         root.set_all(attributes);
