@@ -111,7 +111,10 @@ async fn requests_go_through_kafka_and_stream_back(listener: &Listener) {
         .chat(json!({"model": "deepseek-r1", "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 8}))
         .await;
     assert_eq!(header(&r, "x-r1-route"), "edge");
-    assert_eq!(center.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 2.0);
+    assert_eq!(
+        center.metric_once("r1_center_tasks_total{outcome=\"ok\"}", 2.0).await,
+        2.0
+    );
     let exposition = reqwest::get(&center.metrics).await.unwrap().text().await.unwrap();
     assert!(exposition.contains("r1_center_queue_lag "), "{exposition}");
     if !std::path::Path::new("/dev/nvidiactl").exists() {
@@ -287,8 +290,11 @@ async fn a_poison_task_ends_in_the_dead_letter_topic_after_its_attempts_while_ot
     assert!(task.request.messages[0].text().contains("POISON"));
     assert_eq!(headers["r1-attempts"], "3");
     assert!(headers["r1-error"].contains("failed 3 times"), "{headers:?}");
-    assert_eq!(center.metric("r1_center_dead_lettered_total").await, 1.0);
-    assert_eq!(center.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 10.0);
+    assert_eq!(center.metric_once("r1_center_dead_lettered_total", 1.0).await, 1.0);
+    assert_eq!(
+        center.metric_once("r1_center_tasks_total{outcome=\"ok\"}", 10.0).await,
+        10.0
+    );
     gw.stop();
     upstream.shutdown().await.unwrap();
 }
@@ -369,7 +375,7 @@ async fn model_versions_split_by_weight_and_a_live_rollback_loses_no_task() {
         5.0
     );
     assert_eq!(gw.metric("r1_center_version_tasks_total{version=\"next\"}").await, 4.0);
-    assert_eq!(b.metric("r1_center_tasks_total{outcome=\"ok\"}").await, 4.0);
+    assert_eq!(b.metric_once("r1_center_tasks_total{outcome=\"ok\"}", 4.0).await, 4.0);
     gw.stop();
 }
 

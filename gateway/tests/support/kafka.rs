@@ -331,6 +331,19 @@ dlq = "{dlq}"
             .sum()
     }
 
+    /// The metric once it reads `expected` (within 10 s), else what it reads then. A node counts a task
+    /// after its answer went out and its state was written, so a client can see the answer first.
+    pub async fn metric_once(&self, name: &str, expected: f64) -> f64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let value = self.metric(name).await;
+            if value == expected || std::time::Instant::now() >= deadline {
+                return value;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();
