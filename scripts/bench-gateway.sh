@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The gateway's proxy path against going direct and against nginx, in one run.
+# The gateway's proxy path against going direct and against nginx (and, with --saturate, a bare Pingora,
+# the policy path and HAProxy), in one run.
 #
 # One fast upstream (r1-mock-upstream, release: a small non-streamed JSON answer, no delays) and three
 # targets in front of it, all on loopback:
@@ -31,9 +32,31 @@
 # the reports go to --out as perf-{gateway,nginx}.txt.
 # Prints a Markdown summary on stdout (progress on stderr); raw r1-loadtest JSON reports go to --out
 # (default target/bench-gateway/<UTC time>).
+#
+#   scripts/bench-gateway.sh --saturate [--connections 64] [--duration 20s] [--warmup 5s] [--rounds 2]
+#                            [--targets "direct floor bare policy nginx haproxy"] [--baseline DIR]
+#                            [--perf] [--out DIR]
+# --saturate: the closed-loop comparison instead of the ladder — one worker per proxy, alone on CPU 1;
+# wrk -t1 and a static nginx upstream on CPU 0; targets direct, floor (r1-pingora-floor: Pingora's own
+# proxy example, what Pingora costs), bare and policy r1-gateways, nginx and HAProxy, interleaved
+# rounds; req/s, × nginx, CPU µs per request, RSS, p50/p99 (scripts/lib/bench-saturate.sh says how).
+# --baseline DIR: also run the r1-gateway and r1-pingora-floor binaries in DIR (an earlier build, copied
+# there) as floor-base, bare-base and policy-base, in the same rounds: an A/B of two builds in one run.
+# --perf: then `perf record` (DWARF call graphs) the floor and both gateways at saturation; reports in
+# --out as perf-<target>.txt (and flame-<target>.svg when inferno is installed: cargo install inferno).
+# Installs Debian's nginx, haproxy and wrk when missing.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
+
+if [[ "${1:-}" == --saturate ]]; then
+  shift
+  out="target/bench-gateway/saturate-$(date -u +%Y%m%dT%H%M%SZ)"
+  log() { printf 'bench-gateway: %s\n' "$*" >&2; }
+  # shellcheck source=scripts/lib/bench-saturate.sh
+  source "$root/scripts/lib/bench-saturate.sh"
+  exit 0
+fi
 
 rates="1000 2000 4000 8000 12000 16000 24000"
 duration=4s

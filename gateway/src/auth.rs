@@ -29,6 +29,10 @@
 //!
 //! Cost per request: one small header decode, then jsonwebtoken's decode (HMAC, or one RSA/ECDSA verify per
 //! candidate key) and the claims map. Keys are decoded once, when the [`Verifier`] is built or reloaded.
+//! A token verified lately is not verified again: the last [`VERIFIED_TOKENS`] good tokens are kept with
+//! their principal until `exp` + `leeway` passes, for at most [`VERIFIED_FOR`] (so a key dropped from the
+//! JWKS file stops its tokens within that, and at once when the file's new keys are loaded). A refused
+//! token is never kept: each try is verified again. A new `[auth]` builds a new verifier, empty.
 
 mod jwks;
 mod refusal;
@@ -39,7 +43,8 @@ pub use section::AuthSection;
 use section::SecretSource;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -75,6 +80,17 @@ const QUERY_TOKEN_KEYS: [&str; 7] = [
 ];
 /// A secret file larger than this is certainly not a secret.
 const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+/// How many verified tokens a verifier remembers (the least used are forgotten first).
+pub const VERIFIED_TOKENS: u64 = 10_000;
+/// The longest a verified token is remembered, whatever its `exp`.
+pub const VERIFIED_FOR: Duration = Duration::from_secs(60);
+
+/// A token that verified: who it names, and until when (Unix seconds: its `exp` plus the leeway).
+#[derive(Debug, Clone)]
+struct Verified {
+    principal: Arc<Principal>,
+    until: u64,
+}
 
 /// Who is calling: the subject (tasks, limits and cache entries are keyed on it) and every claim of the token.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,6 +121,9 @@ pub struct Verifier {
     es256: Validation,
     subject_claims: Vec<String>,
     max_token_bytes: usize,
+    leeway: u64,
+    /// Tokens that verified lately (see the module docs).
+    verified: moka::sync::Cache<Box<str>, Verified>,
 }
 
 impl Verifier {
@@ -155,6 +174,11 @@ impl Verifier {
             es256: validation(Algorithm::ES256, section),
             subject_claims: section.subject_claims.clone(),
             max_token_bytes: section.max_token_bytes,
+            leeway: section.leeway.as_secs(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
         })
     }
 
@@ -162,13 +186,18 @@ impl Verifier {
     /// last seen (or no file is configured), `Err` when new content is unreadable or holds no usable key —
     /// the old keys stay, and the same broken content is not reported again. Call it every few seconds.
     pub fn reload_if_changed(&self) -> Result<bool, AuthSetupError> {
-        match &self.jwks {
+        let changed = match &self.jwks {
             Some(jwks) => jwks.reload_if_changed().map_err(|message| AuthSetupError::Jwks {
                 path: jwks.path().to_owned(),
                 message,
-            }),
-            None => Ok(false),
+            })?,
+            None => false,
+        };
+        if changed {
+            // A token of a key that is gone must not stay good.
+            self.verified.invalidate_all();
         }
+        Ok(changed)
     }
 
     /// The JWKS file, when one is configured (for a file watcher).
@@ -182,12 +211,33 @@ impl Verifier {
     }
 
     /// Checks the request's bearer token; on success, who is calling. CPU only (microseconds for HS256, one
-    /// public-key verification per candidate key for RS256/ES256).
-    pub fn verify(&self, headers: &HeaderMap, uri: &Uri) -> Result<Principal, AuthError> {
+    /// public-key verification per candidate key for RS256/ES256; a lookup for a token that verified lately).
+    pub fn verify(&self, headers: &HeaderMap, uri: &Uri) -> Result<Arc<Principal>, AuthError> {
         if uri.query().is_some_and(query_carries_token) {
             return Err(AuthError::QueryToken);
         }
         let token = self.bearer_token(headers)?;
+        let now = unix_now();
+        if let Some(known) = self.verified.get(token)
+            && now < known.until
+        {
+            return Ok(known.principal);
+        }
+        let principal = Arc::new(self.verify_token(token)?);
+        let exp = principal.claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        let until = exp.saturating_add(self.leeway);
+        if now < until {
+            let known = Verified {
+                principal: Arc::clone(&principal),
+                until,
+            };
+            self.verified.insert(token.into(), known);
+        }
+        Ok(principal)
+    }
+
+    /// Verifies `token` (signature, then claims) into its principal.
+    fn verify_token(&self, token: &str) -> Result<Principal, AuthError> {
         let (alg, kid) = read_header(token)?;
         let claims = match alg {
             Algorithm::HS256 => self.verify_hs256(token)?,
@@ -398,6 +448,13 @@ fn query_carries_token(query: &str) -> bool {
 
 /// The claim checks for one algorithm: `exp` required, `nbf` checked, `leeway`, and `aud`/`iss` required and
 /// checked when configured (jsonwebtoken alone would accept a token without them).
+/// Seconds since the Unix epoch (0 for a clock before it).
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn validation(alg: Algorithm, section: &AuthSection) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = section.leeway.as_secs();
@@ -602,6 +659,46 @@ mod tests {
             "auth.previous_secret_env: environment variable R1_OLD is not set or empty"
         );
         assert!(section("enabled = false").verifier().unwrap().is_none());
+    }
+
+    #[test]
+    fn a_token_that_verified_is_remembered_until_its_exp_and_a_refused_one_never() {
+        let v = verifier("");
+        let uri: Uri = "/v1/chat/completions".parse().unwrap();
+        let token = hs256(&serde_json::json!({"user_id": "u1", "exp": now() + 60}));
+        let headers = bearer(&format!("Bearer {token}"));
+        let first = v.verify(&headers, &uri).unwrap();
+        // The same principal, not a second verification.
+        assert!(Arc::ptr_eq(&first, &v.verify(&headers, &uri).unwrap()));
+        assert_eq!(v.verified.get(token.as_str()).unwrap().until, now() + 60 + v.leeway);
+
+        // A refused token is never kept.
+        let forged = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"user_id": "u1", "exp": now() + 60}),
+            &jsonwebtoken::EncodingKey::from_secret(b"another secret, not the verifier's, 32+ bytes").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            v.verify(&bearer(&format!("Bearer {forged}")), &uri)
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
+        assert!(v.verified.get(forged.as_str()).is_none());
+
+        // A remembered token past its `exp` is verified again (here: refused, as its signature is bad).
+        let stale = Verified {
+            principal: Arc::clone(&first),
+            until: now() - 1,
+        };
+        v.verified.insert(forged.clone().into(), stale);
+        assert_eq!(
+            v.verify(&bearer(&format!("Bearer {forged}")), &uri)
+                .unwrap_err()
+                .reason(),
+            "bad_signature"
+        );
     }
 
     #[test]

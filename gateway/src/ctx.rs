@@ -127,7 +127,7 @@ pub struct Identity {
     /// The tenant (the verified subject, or anonymous).
     pub tenant: Tenant,
     /// The verified token's subject and claims (`None` with authentication off).
-    pub principal: Option<Principal>,
+    pub principal: Option<std::sync::Arc<Principal>>,
 }
 
 /// What a request holds under the limits until it is done.

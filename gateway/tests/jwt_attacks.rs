@@ -374,7 +374,7 @@ fn attack_table() {
                 c.name,
                 c.verifier,
                 c.want,
-                got.map(|p| p.subject)
+                got.map(|p| p.subject.clone())
             )),
         }
     }
@@ -470,7 +470,9 @@ fn jwks_file_replaced_live() {
     let by_two = sign(Algorithm::ES256, Some("ec-2"), &claims, &two);
     let check = |token: &str| {
         let (headers, uri) = request(&[&format!("Bearer {token}")], "/v1/chat/completions");
-        v.verify(&headers, &uri).map(|p| p.subject).map_err(AuthError::reason)
+        v.verify(&headers, &uri)
+            .map(|p| p.subject.clone())
+            .map_err(AuthError::reason)
     };
     assert_eq!(check(&by_one), Ok("svc".to_owned()));
     assert_eq!(check(&by_two), Err("unknown_key"));
