@@ -54,9 +54,9 @@ for target in tls cluster; do
   R1_TEST_REDIS_TARGET="$target" cargo test --locked -p r1-center --test redis_server
 done
 
-step "the hand-off tests again: on the three-broker cluster over SASL_SSL (SCRAM), claims and task state on the Redis Cluster"
+step "the readiness and tracing tests again: on the three-broker cluster over SASL_SSL (SCRAM), claims and task state on the Redis Cluster"
 R1_TEST_KAFKA_TARGET=cluster R1_TEST_REDIS_TARGET=cluster \
-  cargo test --locked -p r1-gateway --test kafka_handoff --test center_readiness --test tracing
+  cargo test --locked -p r1-gateway --test center_readiness --test tracing
 
 step "end-to-end: openai (Python, Node), LangChain, LiteLLM, requests and vLLM protocol checks against the real stack"
 cargo build --locked -p r1-gateway
