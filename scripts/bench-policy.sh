@@ -54,15 +54,7 @@ wait_for "http://$upstream/healthz" upstream
 
 secret="bench-policy-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 printf '%s' "$secret" >"$work/secret"
-token="$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"user_id": "bench", "exp": int(time.time()) + 3600}).encode())
-sig = b64(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
-print(f"{head}.{body}.{sig}")
-PY
-)"
+token="$(python3 "$root/scripts/lib/hs256.py" "$secret" bench 3600)"
 
 gateway() { # name policy? -> public address
   local name="$1" policy="$2" public admin

@@ -44,7 +44,7 @@ use section::SecretSource;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -217,7 +217,7 @@ impl Verifier {
             return Err(AuthError::QueryToken);
         }
         let token = self.bearer_token(headers)?;
-        let now = unix_now();
+        let now = jsonwebtoken::get_current_timestamp();
         if let Some(known) = self.verified.get(token)
             && now < known.until
         {
@@ -448,13 +448,6 @@ fn query_carries_token(query: &str) -> bool {
 
 /// The claim checks for one algorithm: `exp` required, `nbf` checked, `leeway`, and `aud`/`iss` required and
 /// checked when configured (jsonwebtoken alone would accept a token without them).
-/// Seconds since the Unix epoch (0 for a clock before it).
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn validation(alg: Algorithm, section: &AuthSection) -> Validation {
     let mut v = Validation::new(alg);
     v.leeway = section.leeway.as_secs();
@@ -665,12 +658,13 @@ mod tests {
     fn a_token_that_verified_is_remembered_until_its_exp_and_a_refused_one_never() {
         let v = verifier("");
         let uri: Uri = "/v1/chat/completions".parse().unwrap();
-        let token = hs256(&serde_json::json!({"user_id": "u1", "exp": now() + 60}));
+        let exp = now() + 60;
+        let token = hs256(&serde_json::json!({"user_id": "u1", "exp": exp}));
         let headers = bearer(&format!("Bearer {token}"));
         let first = v.verify(&headers, &uri).unwrap();
         // The same principal, not a second verification.
         assert!(Arc::ptr_eq(&first, &v.verify(&headers, &uri).unwrap()));
-        assert_eq!(v.verified.get(token.as_str()).unwrap().until, now() + 60 + v.leeway);
+        assert_eq!(v.verified.get(token.as_str()).unwrap().until, exp + v.leeway);
 
         // A refused token is never kept.
         let forged = jsonwebtoken::encode(

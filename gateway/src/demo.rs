@@ -195,7 +195,8 @@ fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>, cent
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         let client = reqwest::Client::new();
-        // Ready when every member of both pools is, and the edge has one.
+        // Ready when every member of both pools is, the edge has one, and the public listener answers
+        // (Pingora starts the admin and public services apart: one can be up before the other).
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let pools: serde_json::Value = match client.get(format!("http://{admin}/admin/pools")).send().await {
@@ -211,7 +212,13 @@ fn send_samples(public: SocketAddr, admin: SocketAddr, token: Option<&str>, cent
                             .is_some_and(|m| m.iter().all(|m| m["ready"] == true))
                     })
             });
-            if ready {
+            let serving = ready
+                && client
+                    .get(format!("http://{public}/healthz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success());
+            if serving {
                 break;
             }
             anyhow::ensure!(Instant::now() < deadline, "the stack did not become ready within 60 s");

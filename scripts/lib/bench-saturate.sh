@@ -121,15 +121,7 @@ start_floor() { # name binary-folder
 # --- the two gateways ----------------------------------------------------------------------------------
 secret="bench-saturate-$(python3 -c 'import secrets; print(secrets.token_hex(24))')"
 printf '%s' "$secret" >"$work/secret"
-token="$(python3 - "$secret" <<'PY'
-import base64, hashlib, hmac, json, sys, time
-b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
-head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-body = b64(json.dumps({"sub": "bench", "exp": int(time.time()) + 86400}).encode())
-sig = b64(hmac.new(sys.argv[1].encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
-print(f"{head}.{body}.{sig}")
-PY
-)"
+token="$(python3 "$root/scripts/lib/hs256.py" "$secret" bench 86400)"
 start_gateway() { # name policy? binary-folder
   local name="$1" public admin
   public="127.0.0.1:$(port)"

@@ -19,9 +19,6 @@ Each check prints what it proved; any failure exits 1 at the end with every prob
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
 import os
 import re
@@ -40,6 +37,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 from kubernetes_validate import utils as kv
+
+from hs256 import jwt  # scripts/lib, beside this file
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -464,14 +463,6 @@ def http(method: str, url: str, body=None, headers=None, timeout: float = 60):
             return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
     except urllib.error.HTTPError as e:
         return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
-
-
-def jwt(secret: str, claims: dict) -> str:
-    b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()  # noqa: E731
-    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
-    body = b64(json.dumps({**claims, "exp": int(time.time()) + 3600}).encode())
-    sig = b64(hmac.new(secret.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest())
-    return f"{head}.{body}.{sig}"
 
 
 def families(text: str) -> set[str]:
