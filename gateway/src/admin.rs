@@ -76,6 +76,7 @@ impl ServeHttp for AdminApp {
                             "ready": h.is_ready(),
                             "consumers": h.has_consumers(),
                             "center_members": h.center_members(),
+                            "task_store": h.task_store(),
                             "waiting": h.in_flight(),
                             "results_delivered": h.router().stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
                             "results_orphaned": h.router().stats.orphaned.load(std::sync::atomic::Ordering::Relaxed),

@@ -194,6 +194,16 @@ impl Handoff {
         self.states.load_full()
     }
 
+    /// The task store's state for `/admin/pools`: `connected`, `connecting` (`[redis]` is set and its
+    /// first connection has not succeeded yet: `/v1/tasks` answers 503 meanwhile) or `none`.
+    pub fn task_store(&self) -> &'static str {
+        match (self.states.load().is_some(), self.redis.is_some()) {
+            (true, _) => "connected",
+            (false, true) => "connecting",
+            (false, false) => "none",
+        }
+    }
+
     /// This instance's reply address.
     pub fn reply_to(&self) -> String {
         self.reply_to.to_string()

@@ -412,9 +412,20 @@ pub async fn kafka_gateway_with(
     gw
 }
 
+/// Waits for the hand-off, and for its task store where `[redis]` is set (it connects once the
+/// hand-off is ready; `/v1/tasks` answers 503 until then).
 async fn wait_until_handoff_ready(gw: &Gateway) {
     gw.wait_for_handoff("ready", "the Kafka hand-off did not become ready")
         .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pools = gw.pools().await;
+        if pools["handoff"]["task_store"] != "connecting" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the task store never connected: {pools}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }
 
 /// The backend's own answer to `text`, asked directly (what the hand-off must reproduce).

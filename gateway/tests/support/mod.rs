@@ -198,7 +198,25 @@ impl Gateway {
             thread: Some(thread),
         };
         gateway.wait_until_members_ready(edge.len() + center.len()).await;
+        gateway.wait_until_public_answers().await;
         gateway
+    }
+
+    /// Waits (10 s at most) until the public listener answers `/healthz`: the admin listener, which
+    /// the other waits ask, can be up a moment before it.
+    async fn wait_until_public_answers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match self.client.get(format!("{}/healthz", self.public)).send().await {
+                Ok(r) if r.status() == 200 => return,
+                outcome => assert!(
+                    Instant::now() < deadline,
+                    "the public listener {} never answered /healthz: {outcome:?}",
+                    self.public
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn pools(&self) -> Value {
