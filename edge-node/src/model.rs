@@ -2,11 +2,15 @@
 //!
 //! Files: `model.onnx` (inputs `input_ids`, `attention_mask`, optional `position_ids`,
 //! `past_key_values.N.key|value`; outputs `logits`, `present.N.key|value`), `tokenizer.json`,
-//! `config.json`, `generation_config.json` (optional), `tokenizer_config.json` (chat template).
+//! `config.json`, `generation_config.json` (optional), `tokenizer_config.json` (special tokens, chat
+//! template), `chat_template.jinja` (optional: where transformers ≥ 4.50 saves the chat template, and
+//! the one it prefers when both exist).
 //!
 //! Layer count, KV heads, head size and dtypes are read from the ONNX graph's own inputs first and
 //! from `config.json` only where the graph leaves a dimension symbolic, so a real export (Qwen2.5,
 //! DeepSeek-R1-Distill, FP32/FP16/INT8) loads with no code change.
+
+mod ops;
 
 use std::path::{Path, PathBuf};
 
@@ -127,9 +131,23 @@ pub enum KvDtype {
     F16,
 }
 
+/// How the graph's attention reads the KV cache, found from its operators.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Attention over `concat(past, new)` under the full `attention_mask` (Optimum's export): rows may
+    /// be left-padded, and `present` is `past` plus the new positions.
+    Masked,
+    /// onnxruntime-genai's `GroupQueryAttention` (`com.microsoft`): a row attends to its first
+    /// `sum(attention_mask)` positions whatever the mask's pattern, so its cache must start at
+    /// position 0 (right padding); rotary positions are derived from that count too.
+    GroupQuery,
+}
+
 /// What the graph needs, discovered from its inputs and outputs.
 #[derive(Debug, Clone)]
 pub struct ModelSpec {
+    /// How attention reads the cache.
+    pub attention: Attention,
     /// Decoder layers (count of `past_key_values.N.key` inputs).
     pub layers: usize,
     /// KV heads.
@@ -161,8 +179,10 @@ pub struct ModelFiles {
     pub config: HfConfig,
     /// `generation_config.json` (defaults when absent).
     pub generation: GenerationConfig,
-    /// `tokenizer_config.json`.
+    /// `tokenizer_config.json`, its `chat_template` replaced by `chat_template.jinja` when that exists.
     pub tokenizer_config: TokenizerConfig,
+    /// The file the chat template was read from (`chat_template.jinja` or `tokenizer_config.json`).
+    pub chat_template_file: PathBuf,
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ModelError> {
@@ -195,16 +215,29 @@ impl ModelFiles {
             GenerationConfig::default()
         };
         let tokenizer_config_path = dir.join("tokenizer_config.json");
-        let tokenizer_config = if tokenizer_config_path.is_file() {
+        let mut tokenizer_config: TokenizerConfig = if tokenizer_config_path.is_file() {
             read_json(&tokenizer_config_path)?
         } else {
             TokenizerConfig::default()
+        };
+        // transformers (≥ 4.50) saves the template beside the config and loads that file first.
+        let jinja_path = dir.join("chat_template.jinja");
+        let chat_template_file = if jinja_path.is_file() {
+            let template = std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::File {
+                path: jinja_path.clone(),
+                reason: e.to_string(),
+            })?;
+            tokenizer_config.chat_template = Some(template);
+            jinja_path
+        } else {
+            tokenizer_config_path
         };
         Ok(Self {
             dir: dir.to_owned(),
             config: read_json(&dir.join("config.json"))?,
             generation,
             tokenizer_config,
+            chat_template_file,
         })
     }
 
@@ -244,6 +277,22 @@ impl ModelSpec {
 
         if input("input_ids").is_none() {
             return Err(layout("no `input_ids` input".into()));
+        }
+        let ops = ops::read(&path).map_err(|e| layout(format!("reading its nodes: {e}")))?;
+        let attention = if ops.contains(&("com.microsoft".to_owned(), "GroupQueryAttention".to_owned())) {
+            Attention::GroupQuery
+        } else {
+            Attention::Masked
+        };
+        if attention == Attention::GroupQuery {
+            // Its inputs look like Optimum's, but it reads only each row's count of mask ones: the
+            // engine's left-padded batches would silently attend to the wrong positions.
+            return Err(layout(
+                "GroupQueryAttention graph (onnxruntime-genai's model builder): it needs right-padded rows and a \
+                 shared past/present buffer, which r1-edge does not run yet; export the checkpoint with Optimum \
+                 (text-generation-with-past), see models/README.md"
+                    .into(),
+            ));
         }
         if !output_names.contains(&"logits") {
             return Err(layout("no `logits` output".into()));
@@ -329,6 +378,7 @@ impl ModelSpec {
             );
         }
         Ok(Self {
+            attention,
             layers,
             kv_heads,
             head_dim,

@@ -55,7 +55,7 @@ impl TextCodec {
         ((measured * 0.9 * 100.0).floor() / 100.0).max(0.5)
     }
 
-    /// Loads `tokenizer.json` and the chat template of `tokenizer_config.json`.
+    /// Loads `tokenizer.json` and the chat template (`chat_template.jinja` or `tokenizer_config.json`).
     pub fn load(files: &ModelFiles) -> Result<Self, ModelError> {
         let path = files.dir.join("tokenizer.json");
         let tokenizer = Tokenizer::from_file(&path).map_err(|e| ModelError::File {
@@ -65,7 +65,10 @@ impl TextCodec {
         let source = match &files.tokenizer_config.chat_template {
             Some(t) => t.clone(),
             None => {
-                tracing::warn!(model = %files.dir.display(), "tokenizer_config.json has no chat_template; using ChatML");
+                tracing::warn!(
+                    model = %files.dir.display(),
+                    "no chat template (neither chat_template.jinja nor tokenizer_config.json's chat_template); using ChatML"
+                );
                 FALLBACK_TEMPLATE.to_owned()
             }
         };
@@ -77,11 +80,10 @@ impl TextCodec {
                 Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
             },
         );
-        let template_path = files.dir.join("tokenizer_config.json");
         templates
             .add_template_owned("chat", source)
             .map_err(|e| ModelError::File {
-                path: template_path,
+                path: files.chat_template_file.clone(),
                 reason: format!("chat_template: {e}"),
             })?;
 

@@ -1,0 +1,190 @@
+//! r1-edge on genuine exporter output: Qwen2.5-0.5B-Instruct's architecture at reduced depth and
+//! width (`models/qwen2-tiny-*`, made by `models/build/real/make.sh --tiny`), exported by Optimum and by
+//! onnxruntime-genai's model builder, run as the files came out of the exporter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
+
+use std::path::PathBuf;
+
+use r1_edge::config::EdgeConfig;
+use r1_edge::model::{self, KvDtype, LoadedModel};
+use r1_edge::runtime::LibrarySearch;
+use r1_proto::ChatMessage;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+#[path = "support/questions.rs"]
+mod questions;
+
+#[path = "support/batching.rs"]
+mod batching;
+
+const OPTIMUM: &str = "qwen2-tiny-optimum";
+const GENAI: &str = "qwen2-tiny-genai";
+const NAME: &str = "qwen2-tiny";
+
+fn model_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(name)
+}
+
+fn load(name: &str, config: &EdgeConfig) -> Result<LoadedModel, model::LoadError> {
+    model::load(&LibrarySearch::from_env(), &model_dir(name), &config.onnxruntime)
+}
+
+fn one_thread() -> EdgeConfig {
+    let mut config = EdgeConfig::default();
+    config.onnxruntime.intra_threads = 1;
+    config
+}
+
+#[test]
+fn optimum_export_loads_as_exported() {
+    let m = load(OPTIMUM, &one_thread()).unwrap();
+    let spec = m.engine.spec();
+    // From the graph: 2 layers, GQA with 2 KV heads of 16, position_ids, float32 cache.
+    assert_eq!((spec.layers, spec.kv_heads, spec.head_dim), (2, 2, 16));
+    assert!(spec.has_position_ids && spec.has_attention_mask);
+    assert_eq!((spec.kv_dtype, spec.logits_dtype), (KvDtype::F32, KvDtype::F32));
+    assert_eq!(spec.context_length, 4096);
+    // transformers writes the chat template to chat_template.jinja, not tokenizer_config.json: the
+    // prompt must be ours (its default system message), not the ChatML fallback.
+    assert!(m.files.chat_template_file.ends_with("chat_template.jinja"));
+    let prompt = m.text.render_chat(&[ChatMessage::user("Hi")]).unwrap();
+    assert!(
+        prompt.starts_with("<|im_start|>system\nYou are R1 Edge Mini"),
+        "{prompt:?}"
+    );
+    assert_eq!(m.files.eos_ids(), vec![2, 0]);
+}
+
+#[test]
+fn optimum_export_batched_rows_match_unbatched_token_for_token() {
+    let LoadedModel { mut engine, text, .. } = load(OPTIMUM, &one_thread()).unwrap();
+    batching::batched_matches_unbatched(&mut engine, &text);
+}
+
+struct TestServer {
+    base: String,
+    client: reqwest::Client,
+    shutdown: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl TestServer {
+    async fn start(model: &str) -> Self {
+        let config = one_thread();
+        let loaded = load(model, &config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, rx) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            r1_edge::server::run(listener, loaded, NAME.to_owned(), &config, async {
+                let _ = rx.await;
+            })
+            .await
+        });
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            shutdown,
+            task,
+        }
+    }
+
+    async fn chat(&self, body: Value) -> Value {
+        let response = self
+            .client
+            .post(format!("{}/v1/chat/completions", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .map_or(0.0, |v| v.parse().unwrap())
+    }
+
+    async fn stop(self) {
+        let _ = self.shutdown.send(());
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Greedy, and past end-of-sequence: random weights end an answer anywhere.
+fn greedy(question: &str, max_tokens: u32) -> Value {
+    json!({
+        "model": NAME,
+        "messages": [{"role": "user", "content": question}],
+        "temperature": 0,
+        "max_tokens": max_tokens,
+        "ignore_eos": true,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn optimum_export_serves_chats_and_batches_them_like_single_requests() {
+    let server = TestServer::start(OPTIMUM).await;
+    let questions = &questions::QUESTIONS[..10];
+    let mut alone = Vec::new();
+    for q in questions {
+        let answer = server.chat(greedy(q, 20)).await;
+        assert_eq!(answer["choices"][0]["finish_reason"], "length");
+        assert_eq!(answer["usage"]["completion_tokens"], 20);
+        alone.push(answer);
+    }
+    assert_eq!(
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await,
+        "one request at a time: every step has one row"
+    );
+    let before = (
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await,
+    );
+    let together = futures::future::join_all(questions.iter().map(|q| server.chat(greedy(q, 20)))).await;
+    let after = (
+        server.metric("r1_edge_batch_size_sum").await,
+        server.metric("r1_edge_batch_size_count").await,
+    );
+    let mean_rows = (after.0 - before.0) / (after.1 - before.1);
+    assert!(
+        mean_rows > 2.0,
+        "requests must have shared decode steps, mean batch {mean_rows}"
+    );
+    let lengths: std::collections::HashSet<u64> = alone
+        .iter()
+        .map(|r| r["usage"]["prompt_tokens"].as_u64().unwrap())
+        .collect();
+    assert!(lengths.len() >= 8, "prompts of different lengths: {lengths:?}");
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(
+            a["choices"][0]["message"]["content"], t["choices"][0]["message"]["content"],
+            "prompt {i} {:?}",
+            questions[i]
+        );
+        assert_eq!(a["usage"], t["usage"], "prompt {i}");
+    }
+    server.stop().await;
+}
+
+#[test]
+fn genai_group_query_attention_export_is_refused_with_a_reason() {
+    // Same input and output names as the Optimum export, but its attention reads only each row's
+    // count of mask ones: run with left-padded rows it would answer wrongly, so it must not load.
+    let err = load(GENAI, &one_thread()).unwrap_err().to_string();
+    assert!(err.contains("GroupQueryAttention") && err.contains("Optimum"), "{err}");
+}
