@@ -139,7 +139,8 @@ pub enum Attention {
     Masked,
     /// onnxruntime-genai's `GroupQueryAttention` (`com.microsoft`): a row attends to its first
     /// `sum(attention_mask)` positions whatever the mask's pattern, so its cache must start at
-    /// position 0 (right padding); rotary positions are derived from that count too.
+    /// position 0 (right padding); rotary positions are derived from that count too. Past and present
+    /// may be one preallocated buffer, written in place (see [`crate::engine`]).
     GroupQuery,
 }
 
@@ -284,14 +285,9 @@ impl ModelSpec {
         } else {
             Attention::Masked
         };
-        if attention == Attention::GroupQuery {
-            // Its inputs look like Optimum's, but it reads only each row's count of mask ones: the
-            // engine's left-padded batches would silently attend to the wrong positions.
+        if attention == Attention::GroupQuery && input("attention_mask").is_none() {
             return Err(layout(
-                "GroupQueryAttention graph (onnxruntime-genai's model builder): it needs right-padded rows and a \
-                 shared past/present buffer, which r1-edge does not run yet; export the checkpoint with Optimum \
-                 (text-generation-with-past), see models/README.md"
-                    .into(),
+                "GroupQueryAttention graph without `attention_mask`: the row lengths cannot be given".into(),
             ));
         }
         if !output_names.contains(&"logits") {

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use r1_edge::config::EdgeConfig;
-use r1_edge::model::{self, KvDtype, LoadedModel};
+use r1_edge::model::{self, Attention, KvDtype, LoadedModel};
 use r1_edge::runtime::LibrarySearch;
 use r1_proto::ChatMessage;
 use serde_json::{Value, json};
@@ -137,7 +137,12 @@ fn greedy(question: &str, max_tokens: u32) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn optimum_export_serves_chats_and_batches_them_like_single_requests() {
-    let server = TestServer::start(OPTIMUM).await;
+    serves_and_batches(OPTIMUM).await;
+}
+
+/// Ten chats one at a time, then all at once: the same answers, and the concurrent ones shared steps.
+async fn serves_and_batches(model: &str) {
+    let server = TestServer::start(model).await;
     let questions = &questions::QUESTIONS[..10];
     let mut alone = Vec::new();
     for q in questions {
@@ -182,9 +187,39 @@ async fn optimum_export_serves_chats_and_batches_them_like_single_requests() {
 }
 
 #[test]
-fn genai_group_query_attention_export_is_refused_with_a_reason() {
-    // Same input and output names as the Optimum export, but its attention reads only each row's
-    // count of mask ones: run with left-padded rows it would answer wrongly, so it must not load.
-    let err = load(GENAI, &one_thread()).unwrap_err().to_string();
-    assert!(err.contains("GroupQueryAttention") && err.contains("Optimum"), "{err}");
+fn genai_export_is_run_with_a_shared_cache() {
+    let m = load(GENAI, &one_thread()).unwrap();
+    let spec = m.engine.spec();
+    assert_eq!(spec.attention, Attention::GroupQuery);
+    // The graph's head size is symbolic (`kv_cache_dim`): it comes from config.json.
+    assert_eq!((spec.layers, spec.kv_heads, spec.head_dim), (2, 2, 16));
+    assert!(!spec.has_position_ids, "the graph derives positions from the mask");
+    assert_eq!(
+        load(OPTIMUM, &one_thread()).unwrap().engine.spec().attention,
+        Attention::Masked
+    );
+}
+
+#[test]
+fn genai_export_batched_rows_match_unbatched_token_for_token() {
+    let LoadedModel { mut engine, text, .. } = load(GENAI, &one_thread()).unwrap();
+    batching::batched_matches_unbatched(&mut engine, &text);
+}
+
+#[test]
+fn both_exports_of_one_checkpoint_generate_the_same_tokens() {
+    // Same random weights, two graphs (Optimum's masked attention, genai's GroupQueryAttention on a
+    // shared buffer that grows past its first capacity of 64 positions): the same greedy tokens.
+    let mut optimum = load(OPTIMUM, &one_thread()).unwrap();
+    let mut genai = load(GENAI, &one_thread()).unwrap();
+    for prompt in batching::prompts(&optimum.text) {
+        let a = batching::alone(&mut optimum.engine, &prompt, 120);
+        let b = batching::alone(&mut genai.engine, &prompt, 120);
+        assert_eq!(a, b, "prompt of {} tokens", prompt.len());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn genai_export_serves_chats_and_batches_them_like_single_requests() {
+    serves_and_batches(GENAI).await;
 }
