@@ -11,8 +11,9 @@ use r1_edge::runtime::LibrarySearch;
 
 /// r1-edge — ONNX Runtime text-generation server for r1-hybrid's edge tier.
 ///
-/// Serves one causal LM exported in Hugging Face Optimum's layout (model.onnx with past key/values,
-/// tokenizer.json, config.json, tokenizer_config.json) over the OpenAI chat completions API, with
+/// Serves one causal LM exported by Hugging Face Optimum or onnxruntime-genai's model builder
+/// (model.onnx with past key/values, tokenizer.json, config.json, tokenizer_config.json or
+/// chat_template.jinja) over the OpenAI chat completions API, with
 /// iteration-level dynamic batching. ONNX Runtime is loaded from ORT_DYLIB_PATH, then the cache
 /// filled by scripts/fetch-onnxruntime.sh, then the system.
 #[derive(Debug, Parser)]

@@ -1,4 +1,5 @@
-//! A model directory in Hugging Face Optimum's text-generation-with-past layout, and what we learn from it.
+//! A model directory exported for text generation with past key/values — by Hugging Face Optimum
+//! (`text-generation-with-past`) or by onnxruntime-genai's model builder — and what we learn from it.
 //!
 //! Files: `model.onnx` (inputs `input_ids`, `attention_mask`, optional `position_ids`,
 //! `past_key_values.N.key|value`; outputs `logits`, `present.N.key|value`), `tokenizer.json`,
@@ -8,7 +9,9 @@
 //!
 //! Layer count, KV heads, head size and dtypes are read from the ONNX graph's own inputs first and
 //! from `config.json` only where the graph leaves a dimension symbolic, so a real export (Qwen2.5,
-//! DeepSeek-R1-Distill, FP32/FP16/INT8) loads with no code change.
+//! DeepSeek-R1-Distill, FP32/FP16/INT8/INT4) loads with no code change. The graph's nodes tell the two
+//! layouts apart ([`Attention`]): the genai builder's `GroupQueryAttention` has Optimum's input names
+//! but needs right-padded rows, and can share one buffer between past and present.
 
 mod ops;
 
@@ -484,6 +487,7 @@ pub fn load(
     let text = std::sync::Arc::new(crate::text::TextCodec::load(&files)?);
     tracing::info!(
         model = %dir.display(),
+        attention = ?spec.attention,
         layers = spec.layers,
         kv_heads = spec.kv_heads,
         head_dim = spec.head_dim,
