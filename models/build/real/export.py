@@ -126,7 +126,39 @@ def export_optimum(checkpoint: Path, dst: Path, dtype: str, validate: bool) -> N
     )
 
 
-def quantize_int8(src: Path, dst: Path) -> None:
+def fold_constant_transposes(src: Path, work: Path) -> Path | None:
+    """Optimum stores a tied LM head as `Transpose(model.embed_tokens.weight)` feeding the MatMul.
+    quantize_dynamic then quantizes the table through the Transpose and leaves the LM head as a
+    DequantizeLinear of all of it plus a float MatMul: the whole table is dequantized on every run
+    (the INT8 Qwen2.5-0.5B decoded ~2.4x slower than FP32). Folding the Transpose into an initializer
+    makes it an ordinary constant weight, quantized to a MatMulInteger like the others. Returns the
+    rewritten model, or None when there is nothing to fold."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(src / "model.onnx"))
+    initializers = {i.name: i for i in model.graph.initializer}
+    folded = []
+    for node in list(model.graph.node):
+        if node.op_type == "Transpose" and node.input[0] in initializers:
+            array = numpy_helper.to_array(initializers[node.input[0]])
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            transposed = np.ascontiguousarray(array.transpose(perm))
+            model.graph.initializer.append(numpy_helper.from_array(transposed, node.output[0]))
+            model.graph.node.remove(node)
+            folded.append(f"{node.input[0]} {list(array.shape)} -> {node.output[0]}")
+    if not folded:
+        return None
+    log("folded into initializers before quantization:", "; ".join(folded))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    onnx.save(model, str(work / "model.onnx"), save_as_external_data=True, location="model.onnx_data")
+    return work / "model.onnx"
+
+
+def quantize_int8(src: Path, dst: Path, work: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     dst.mkdir(parents=True)
@@ -134,8 +166,9 @@ def quantize_int8(src: Path, dst: Path) -> None:
         if f.is_file() and not f.name.startswith("model.onnx"):
             shutil.copyfile(f, dst / f.name)
     large = any(f.name != "model.onnx" and f.name.startswith("model.onnx") for f in src.iterdir())
+    folded = fold_constant_transposes(src, work)
     quantize_dynamic(
-        str(src / "model.onnx"),
+        str(folded or src / "model.onnx"),
         str(dst / "model.onnx"),
         weight_type=QuantType.QInt8,
         per_channel=False,
@@ -143,6 +176,8 @@ def quantize_int8(src: Path, dst: Path) -> None:
         use_external_data_format=large,
         extra_options={"MatMulConstBOnly": True},
     )
+    if folded:
+        shutil.rmtree(work)
 
 
 def export_genai(checkpoint: Path, dst: Path, dtype: str, cache: Path) -> None:
@@ -239,7 +274,7 @@ def run(args: argparse.Namespace) -> int:
                     fp32 = out / f"{name}-optimum-fp32"
                     if not (fp32 / "model.onnx").exists():
                         raise SystemExit(f"{label}: needs {fp32} (export fp32 first)")
-                    quantize_int8(fp32, tmp)
+                    quantize_int8(fp32, tmp, work / f"{label}-folded")
                 elif layout == "optimum":
                     export_optimum(checkpoint, tmp, dtype, validate=args.tiny or args.validate)
                 elif layout == "genai":
