@@ -147,7 +147,8 @@ impl Engine {
         }
     }
 
-    /// One decode step: `tokens[i]` at position `positions[i]` is appended to row `i`.
+    /// One decode step: `tokens[i]` at position `positions[i]` is appended to row `i` (the shared
+    /// layout's graph derives the positions from each row's length, which equals them).
     pub fn decode(&mut self, batch: &mut KvBatch, tokens: &[u32], positions: &[i64]) -> Result<Logits, EngineError> {
         debug_assert_eq!(tokens.len(), batch.rows());
         match &mut batch.cache {
