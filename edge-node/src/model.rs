@@ -4,8 +4,8 @@
 //! Files: `model.onnx` (inputs `input_ids`, `attention_mask`, optional `position_ids`,
 //! `past_key_values.N.key|value`; outputs `logits`, `present.N.key|value`), `tokenizer.json`,
 //! `config.json`, `generation_config.json` (optional), `tokenizer_config.json` (special tokens, chat
-//! template), `chat_template.jinja` (optional: where transformers ≥ 4.50 saves the chat template, and
-//! the one it prefers when both exist).
+//! template), `chat_template.jinja` (optional: where transformers has saved the chat template since mid-2025,
+//! and the one it prefers when both exist).
 //!
 //! Layer count, KV heads, head size and dtypes are read from the ONNX graph's own inputs first and
 //! from `config.json` only where the graph leaves a dimension symbolic, so a real export (Qwen2.5,
@@ -224,7 +224,7 @@ impl ModelFiles {
         } else {
             TokenizerConfig::default()
         };
-        // transformers (≥ 4.50) saves the template beside the config and loads that file first.
+        // transformers (since mid-2025) saves the template beside the config and loads that file first.
         let jinja_path = dir.join("chat_template.jinja");
         let chat_template_file = if jinja_path.is_file() {
             let template = std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::File {
