@@ -231,11 +231,14 @@ pub async fn chat(
     let (mut request, dialect) = parse(&config, &body, shape)?;
     ctx.route.dialect = dialect;
     ctx.route.client_model.clone_from(&request.model);
-    gateway
+    let cleaned = gateway
         .hygiene()
         .check(&mut request)
         .map_err(|e| e.to_gateway_error())?;
     config.limits.check_max_tokens(&request)?;
+    if shape == Shape::Chat && !cleaned.changed() {
+        ctx.route.client_body = Some(body.clone());
+    }
 
     if let Some(pieces) = limits_and_cache(gateway, &config, session, ctx, &request).await? {
         return Ok(Admitted::Cached {
@@ -561,17 +564,28 @@ fn cache_key(
     Some((cache.clone(), key))
 }
 
-/// Points the request at `decision`'s pool: its model name in the upstream body. A stream asks the
-/// upstream for its usage chunk even when the client did not (the caller is charged what was generated;
-/// `usage::UsageTap` hides that chunk from such a client).
+/// Points the request at `decision`'s pool: its model name in the upstream body — spliced into the
+/// client's bytes where it can be ([`crate::splice`]), else the request written out again. A stream
+/// asks the upstream for its usage chunk even when the client did not (the caller is charged what was
+/// generated; `usage::UsageTap` hides that chunk from such a client).
 pub fn retarget(route: &mut Routing, decision: RouteDecision, config: &GatewayConfig) -> Result<(), GatewayError> {
     if let Some(request) = route.request.as_mut() {
         request.model = match decision.route {
             Route::Edge => config.edge.model.clone(),
             _ => config.center.model.clone(),
         };
+        let add_usage = request.is_stream() && !request.include_usage();
+        let spliced = route
+            .client_body
+            .as_deref()
+            .and_then(|body| crate::splice::model(body, &request.model, add_usage));
+        if let Some(body) = spliced {
+            route.upstream_body = Bytes::from(body);
+            route.decision = Some(decision);
+            return Ok(());
+        }
         let asked = request.stream_options.clone();
-        if request.is_stream() && !request.include_usage() {
+        if add_usage {
             let mut options = asked.clone().unwrap_or(StreamOptions {
                 include_usage: None,
                 extra: serde_json::Map::new(),

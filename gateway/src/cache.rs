@@ -6,8 +6,8 @@
 //! - **What is cached** ([`cacheable`]): deterministic requests (`temperature` exactly 0; a missing
 //!   temperature is not 0) or opted-in ones (the `opt_in_header`, default `x-r1-cache`, set to `on`,
 //!   or a model in `always_models`); `x-r1-cache: off` opts out; never `n > 1`.
-//! - **The key** ([`CacheKey`]): sha256 of the tenant and the whole request in canonical JSON (sorted
-//!   keys) minus `stream`, `stream_options` and `user` → `r1:cache:v1:<hex>`. Two tenants never share
+//! - **The key** ([`CacheKey`]): sha256 of the tenant and the whole request as compact JSON (maps with sorted
+//!   keys) minus `stream`, `stream_options` and `user` → `r1:cache:v2:<hex>`. Two tenants never share
 //!   an entry; a streamed and a JSON request do.
 //! - **What is stored**: only complete successful answers — a `chat.completion` whose every choice
 //!   ended with `stop` or `length`, no tool calls, at most `max_entry_bytes` of JSON — for the model's

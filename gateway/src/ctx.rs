@@ -166,6 +166,9 @@ pub struct Routing {
     pub dialect: Option<crate::dialect::Dialect>,
     /// The body sent upstream: the request with `model` set to the pool's model.
     pub upstream_body: Bytes,
+    /// The client's body, while the upstream body can be made from it by [`crate::splice`]: it came
+    /// through the chat API and the gateway's checks changed nothing in it.
+    pub client_body: Option<Bytes>,
     /// The upstream path, when not `/v1/chat/completions` (embeddings).
     pub upstream_path: Option<&'static str>,
     /// The pool's model, for a request that is not a chat request (`request` holds it for those).

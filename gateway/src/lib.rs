@@ -52,6 +52,7 @@ pub mod responses;
 pub mod route;
 pub mod score;
 pub mod server;
+pub mod splice;
 pub mod state;
 pub mod tasks;
 pub mod tls;

@@ -700,6 +700,56 @@ async fn the_responses_and_messages_apis_are_answered_through_the_proxy() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_member_gets_what_the_client_sent_with_only_the_model_changed_unless_hygiene_edited_it() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let script = r1_mock_upstream::Script::default().model(CENTER_MODEL).record(8);
+    let center = r1_mock_upstream::serve(listener, script).await.unwrap();
+    let gw = Gateway::start(&[], &[center.addr()], "").await;
+    let send = |body: String| {
+        gw.client
+            .post(format!("{}/v1/chat/completions", gw.public))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    // Unmodelled keys, a null, and a number as the client wrote it reach the member as sent.
+    let r = send(
+        r#"{"model":"deepseek-r1","messages":[{"role":"user","content":"hi"}],"max_tokens":null,
+            "repetition_penalty":1.10,"metadata":{"b":1,"a":2}}"#
+            .to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let upstream = center.recorded().last().unwrap().body.clone();
+    assert_eq!(
+        upstream,
+        json!({"model": CENTER_MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": null,
+            "repetition_penalty": 1.10, "metadata": {"b": 1, "a": 2}})
+    );
+    // A stream that did not ask for usage asks the member for it.
+    let r = send(r#"{"model":"deepseek-r1","stream":true,"messages":[{"role":"user","content":"hi"}]}"#.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    let upstream = center.recorded().last().unwrap().body.clone();
+    assert_eq!(upstream["stream_options"], json!({"include_usage": true}));
+    assert_eq!(upstream["model"], CENTER_MODEL);
+    // Text hygiene rewrote (NFC: "e" + combining acute becomes "é"): the member reads the rewritten
+    // request, not the client's bytes.
+    let r = send(r#"{"model":"deepseek-r1","messages":[{"role":"user","content":"caf\u0065\u0301"}]}"#.to_owned())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{:?}", r.text().await);
+    let upstream = center.recorded().last().unwrap().body.clone();
+    assert_eq!(upstream["messages"][0]["content"], "caf\u{e9}");
+    assert_eq!(upstream["model"], CENTER_MODEL);
+    gw.stop();
+    center.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embeddings_go_to_the_pool_that_declares_them_and_are_a_404_naming_the_key_otherwise() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let script = r1_mock_upstream::Script::default().model(CENTER_MODEL).record(4);

@@ -326,11 +326,15 @@ if ((sat_perf)) && command -v perf >/dev/null 2>&1; then
     wait "$perf_pid" || true
     {
       echo "## $target: by DSO"
-      perf report -i "$out/perf-$target.data" --no-children --stdio --sort dso -g none 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -15
+      perf report -i "$out/perf-$target.data" --no-children --stdio --sort dso -g none 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -15 || true
       echo "## $target: by symbol (self, ≥ 0.5 %)"
-      perf report -i "$out/perf-$target.data" --no-children --stdio --sort symbol -g none --percent-limit 0.5 2>/dev/null | grep -v '^#' | sed '/^$/d'
+      perf report -i "$out/perf-$target.data" --no-children --stdio --sort symbol -g none --percent-limit 0.5 2>/dev/null | grep -v '^#' | sed '/^$/d' || true
       echo "## $target: inclusive (children), ≥ 2 %"
-      perf report -i "$out/perf-$target.data" --children --stdio --sort symbol -g none --percent-limit 2 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -80
+      perf report -i "$out/perf-$target.data" --children --stdio --sort symbol -g none --percent-limit 2 2>/dev/null | grep -v '^#' | sed '/^$/d' | head -80 || true
+      echo "## $target: inclusive, the gateway's own code and the libraries it calls per request, ≥ 0.2 %"
+      perf report -i "$out/perf-$target.data" --children --stdio --sort symbol -g none --percent-limit 0.2 2>/dev/null |
+        grep -E 'r1_gateway::|r1_proto::|serde_json::|moka::|sha2::|aho_corasick::|jsonwebtoken::|prometheus::|regex|unicode_normalization::' |
+        grep -v '(inlined)' | head -80 || true
     } >"$out/perf-$target.txt"
     if command -v inferno-collapse-perf >/dev/null 2>&1 && command -v inferno-flamegraph >/dev/null 2>&1; then
       perf script -i "$out/perf-$target.data" 2>/dev/null | inferno-collapse-perf >"$out/perf-$target.folded" &&

@@ -2,18 +2,14 @@
 
 use http::HeaderMap;
 use r1_proto::ChatCompletionRequest;
-use serde_json::Value;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::CacheSection;
 
 /// The prefix of every cache key; the version changes whenever what a key covers or what an entry
 /// holds changes, so old entries are simply never read again.
-pub const KEY_PREFIX: &str = "r1:cache:v1:";
-
-/// Request keys that do not change the answer, only how it is delivered or attributed: a streamed
-/// request and a JSON one share an entry.
-const NOT_IN_KEY: [&str; 3] = ["stream", "stream_options", "user"];
+pub const KEY_PREFIX: &str = "r1:cache:v2:";
 
 /// Why a request may be answered from (and stored in) the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,7 +67,7 @@ pub fn cacheable(request: &ChatCompletionRequest, headers: &HeaderMap, section: 
     }
 }
 
-/// Where one answer lives: `r1:cache:v1:<sha256 hex>` of the tenant and everything in the request
+/// Where one answer lives: `r1:cache:v2:<sha256 hex>` of the tenant and everything in the request
 /// that can change the answer.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
@@ -86,25 +82,22 @@ impl CacheKey {
     /// `top_k`, `seed`, penalties, `max_tokens`, `max_completion_tokens`, `stop`, `n`) and every key the
     /// request types do not model (`tools`, `tool_choice`, `response_format`, `logit_bias`,
     /// `logprobs`, …), exactly as sent — a missing parameter differs from any value of it. Not
-    /// covered: `stream`, `stream_options` and `user`. Objects are written with sorted keys before
-    /// hashing, so the order a client writes its keys in does not matter.
+    /// covered: `stream`, `stream_options` and `user`.
+    ///
+    /// The request is written as compact JSON straight into the hash, nothing built on the way: the
+    /// modelled fields in their declared order, then every map (the unmodelled keys, and any object
+    /// inside a value) with its keys sorted, so the order a client writes its keys in does not matter.
     ///
     /// `None` only if the request cannot be written as JSON, which a parsed request always can; treat
     /// it as not cacheable.
     pub fn new(tenant: &str, request: &ChatCompletionRequest) -> Option<Self> {
-        let Ok(Value::Object(mut fields)) = serde_json::to_value(request) else {
-            return None;
-        };
-        for key in NOT_IN_KEY {
-            fields.remove(key);
-        }
-        let mut canonical = Vec::with_capacity(512);
+        let mut hash = HashWriter(Sha256::new());
         // The tenant is written as a JSON string first, so no tenant can collide with another's
         // tenant-plus-request bytes.
-        write_canonical(&Value::String(tenant.to_owned()), &mut canonical);
-        canonical.push(b'\n');
-        write_canonical(&Value::Object(fields), &mut canonical);
-        let digest = Sha256::digest(&canonical);
+        serde_json::to_writer(&mut hash, tenant).ok()?;
+        hash.0.update(b"\n");
+        serde_json::to_writer(&mut hash, &Covered::of(request)).ok()?;
+        let digest = hash.0.finalize();
         let mut key = String::with_capacity(KEY_PREFIX.len() + 64);
         key.push_str(KEY_PREFIX);
         for byte in digest.iter() {
@@ -117,7 +110,7 @@ impl CacheKey {
         })
     }
 
-    /// The store key, `r1:cache:v1:<64 hex digits>`.
+    /// The store key, `r1:cache:v2:<64 hex digits>`.
     pub fn as_str(&self) -> &str {
         &self.key
     }
@@ -134,40 +127,87 @@ impl std::fmt::Display for CacheKey {
     }
 }
 
-/// Compact JSON with object keys sorted, whatever order the map keeps them in.
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-            out.push(b'{');
-            for (i, (key, value)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_scalar(&Value::String(key.clone()), out);
-                out.push(b':');
-                write_canonical(value, out);
-            }
-            out.push(b'}');
+/// What of a request the key covers, borrowed: all of it but `stream`, `stream_options` and `user`.
+#[derive(Serialize)]
+struct Covered<'a> {
+    model: &'a str,
+    messages: &'a [r1_proto::ChatMessage],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_completion_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<&'a r1_proto::Stop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+    #[serde(flatten)]
+    extra: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+impl<'a> Covered<'a> {
+    fn of(request: &'a ChatCompletionRequest) -> Self {
+        // Every field named, none skipped with `..`: a field added to the request type does not
+        // compile here until it is either covered or left out on purpose.
+        let ChatCompletionRequest {
+            model,
+            messages,
+            stream: _,
+            stream_options: _,
+            max_tokens,
+            max_completion_tokens,
+            temperature,
+            top_p,
+            top_k,
+            seed,
+            stop,
+            n,
+            presence_penalty,
+            frequency_penalty,
+            user: _,
+            extra,
+        } = request;
+        Self {
+            model,
+            messages,
+            max_tokens: *max_tokens,
+            max_completion_tokens: *max_completion_tokens,
+            temperature: *temperature,
+            top_p: *top_p,
+            top_k: *top_k,
+            seed: *seed,
+            stop: stop.as_ref(),
+            n: *n,
+            presence_penalty: *presence_penalty,
+            frequency_penalty: *frequency_penalty,
+            extra,
         }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(b']');
-        }
-        scalar => write_scalar(scalar, out),
     }
 }
 
-fn write_scalar(value: &Value, out: &mut Vec<u8>) {
-    // Writing a string, number, bool or null into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, value);
+/// Feeds what serde writes into the hash.
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.update(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -178,11 +218,12 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn canonical_form_sorts_keys_at_every_depth() {
-        let mut a = Vec::new();
-        write_canonical(&json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": "é\n"}}), &mut a);
+    fn maps_are_written_with_sorted_keys_at_every_depth() {
+        // The key's order independence rests on serde_json's map being sorted (its `preserve_order`
+        // feature off in this build); this fails if a dependency ever turns it on.
+        let value = json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": "é\n"}});
         assert_eq!(
-            String::from_utf8(a).unwrap(),
+            serde_json::to_string(&value).unwrap(),
             r#"{"a":{"c":"é\n","d":[1,{"x":1,"y":2}]},"b":1}"#
         );
     }
