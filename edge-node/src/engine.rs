@@ -99,6 +99,13 @@ impl KvBatch {
             Cache::Shared { capacity, .. } => *capacity,
         }
     }
+
+    /// Bytes the cache tensors hold, every layer's key and value: rows × capacity × the bytes of one
+    /// position (layers × 2 × KV heads × head size × element size).
+    pub fn cache_bytes(&self) -> usize {
+        let (Cache::Masked { kv, .. } | Cache::Shared { kv, .. }) = &self.cache;
+        kv.iter().flatten().map(value_bytes).sum()
+    }
 }
 
 /// The loaded model: an ONNX Runtime session and what its graph expects.
@@ -613,6 +620,17 @@ where
         }
     }
     Ok(())
+}
+
+/// Size of a tensor's data in bytes (0 for anything that is not a float32/float16 tensor).
+fn value_bytes(value: &DynValue) -> usize {
+    if let Ok((_, data)) = value.try_extract_tensor::<f32>() {
+        std::mem::size_of_val(data)
+    } else if let Ok((_, data)) = value.try_extract_tensor::<f16>() {
+        std::mem::size_of_val(data)
+    } else {
+        0
+    }
 }
 
 /// Where a cache tensor's data lives (to tell a bound buffer from a copy).

@@ -245,6 +245,10 @@ fn both_exports_give_the_same_logits_alone_and_batched() {
         b.capacity(),
         b.len()
     );
+    // KV bytes: rows × positions held × layers × 2 × KV heads × head size × 4 (float32), nothing else.
+    let per_position = 2 * 2 * 2 * 16 * 4;
+    assert_eq!(a.cache_bytes(), rows.len() * a.capacity() * per_position);
+    assert_eq!(b.cache_bytes(), rows.len() * b.capacity() * per_position);
     eprintln!(
         "max |logits diff| {worst}, cache {} of {} positions",
         b.len(),
