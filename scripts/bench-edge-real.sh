@@ -4,8 +4,8 @@
 # onnxruntime-genai's own generator (on its builder's graph) and a plain Python onnxruntime loop (on
 # Optimum's), resident memory and KV bytes per row, and a long prompt joining a decoding batch.
 #
-#   scripts/bench-edge-real.sh [--rounds 2] [--steps 16] [--threads 2] [--out DIR] [--max-wait 1500]
-#                              [--only 0.5b|1.5b|join|threads]
+#   scripts/bench-edge-real.sh [--rounds 2] [--steps 16] [--threads 2] [--spin on|off] [--out DIR] [--max-wait 1500]
+#                              [--only 0.5b,spin,1.5b,join,threads]
 #
 # Every configuration runs in a process of its own (its memory is its own), once per round, the
 # configurations interleaved; the report takes the median over rounds. Before each run the load
@@ -19,12 +19,13 @@ cache="${R1_CACHE_DIR:-$HOME/.cache/r1-hybrid}"
 models="$cache/real-models"
 venv="${R1_REAL_VENV:-$cache/real-venv}"
 genai_venv="${R1_REAL_GENAI_VENV:-$cache/real-genai-venv}"
-rounds=2 steps=16 threads=2 out="" max_wait=1500 only="0.5b,1.5b,join,threads"
+rounds=2 steps=16 threads=2 spin=on out="" max_wait=1500 only="0.5b,spin,1.5b,join,threads"
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --rounds) rounds="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --threads) threads="$2"; shift 2 ;;
+    --spin) spin="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --max-wait) max_wait="$2"; shift 2 ;;
     --only) only="$2"; shift 2 ;;
@@ -72,7 +73,7 @@ gate() { # label
 edge() { # label dir [extra bench args...]
   local label="$1" dir="$2"; shift 2
   gate "r1-edge $label"
-  "$bench" --model "$dir" --engine-only --threads "$threads" --steps "$steps" --repeats 1 \
+  "$bench" --model "$dir" --engine-only --threads "$threads" --spin "$spin" --steps "$steps" --repeats 1 \
     --dump-prompts "$out/prompts.json" --jsonl "$results" "$@" | tee -a "$out/log.md"
 }
 genai() { # label dir batches
@@ -102,6 +103,13 @@ for round in $(seq "$rounds"); do
       esac
     done
     edge "$q05-optimum-fp16" "$models/$q05-optimum-fp16" --batches 1,8
+  fi
+  if want spin; then # ONNX Runtime's spin-wait on and off, one after the other
+    for v in optimum-int8 genai-fp32; do
+      for s in on off; do
+        edge "$q05-$v spin $s" "$models/$q05-$v" --batches 1,16 --spin "$s"
+      done
+    done
   fi
   if want 1.5b; then
     for v in optimum-fp32 optimum-int8; do

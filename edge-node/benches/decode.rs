@@ -5,7 +5,7 @@
 //! ```
 //! Options: `--batches 1,4,8,16,32`, `--steps 64`, `--repeats 3`, `--threads 2`,
 //! `--dump-prompts FILE` (the token ids used, for `scripts/bench/python_decode.py`),
-//! `--engine-only` (skip the batcher), `--jsonl FILE` (append one JSON record per measurement:
+//! `--spin on|off` (ONNX Runtime's thread spin-wait; default: the config's), `--engine-only` (skip the batcher), `--jsonl FILE` (append one JSON record per measurement:
 //! tokens/s of every repeat, resident memory, KV cache bytes against the formula),
 //! `--join TOKENS` with `--join-rows 4` (a prompt of about TOKENS tokens joins `join-rows` decoding
 //! rows, as the batcher does it: whole-prompt prefill, then merge; prints its time to first token and
@@ -37,6 +37,7 @@ struct Args {
     steps: usize,
     repeats: usize,
     threads: usize,
+    spin: bool,
     dump_prompts: Option<PathBuf>,
     engine_only: bool,
     jsonl: Option<PathBuf>,
@@ -51,6 +52,7 @@ fn args() -> Args {
         steps: 64,
         repeats: 3,
         threads: 2,
+        spin: OrtSection::default().spin,
         dump_prompts: None,
         engine_only: false,
         jsonl: None,
@@ -66,6 +68,7 @@ fn args() -> Args {
             "--repeats" => args.repeats = it.next().unwrap().parse().unwrap(),
             "--threads" => args.threads = it.next().unwrap().parse().unwrap(),
             "--dump-prompts" => args.dump_prompts = Some(it.next().unwrap().into()),
+            "--spin" => args.spin = it.next().unwrap() == "on",
             "--engine-only" => args.engine_only = true,
             "--jsonl" => args.jsonl = Some(it.next().unwrap().into()),
             "--join" => args.join = Some(it.next().unwrap().parse().unwrap()),
@@ -147,6 +150,7 @@ fn main() {
     let args = args();
     let ort = OrtSection {
         intra_threads: args.threads,
+        spin: args.spin,
         ..OrtSection::default()
     };
     println!(
@@ -240,7 +244,7 @@ fn main() {
                 args.jsonl.as_deref(),
                 serde_json::json!({
                     "tool": "r1-edge", "path": "engine", "label": label, "batch": batch,
-                    "steps": args.steps, "threads": args.threads, "rates": rates,
+                    "steps": args.steps, "threads": args.threads, "spin": args.spin, "rates": rates,
                     "tok_s": median(rates.clone()), "ms_step": median(step_ms.clone()),
                     "share_in_decode": median(model_share.clone()), "load": load, "memory": memory,
                 }),

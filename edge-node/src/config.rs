@@ -191,6 +191,12 @@ pub struct OrtSection {
     /// Threads across operators (parallel execution mode only); 0 lets ONNX Runtime choose.
     #[serde(default)]
     pub inter_threads: usize,
+    /// Whether ONNX Runtime's intra-op threads spin-wait for the next operator's work instead of
+    /// sleeping (ONNX Runtime's own default is to spin). Spinning saves a wake-up per operator on
+    /// cores the server has to itself; on cores shared with other processes it burns the time they
+    /// need: off was 1.5–1.9× faster in decode on 2 shared cores (docs/BENCHMARKS.md).
+    #[serde(default = "default_spin")]
+    pub spin: bool,
     /// Graph optimization level.
     #[serde(default)]
     pub optimization: Optimization,
@@ -205,10 +211,15 @@ impl Default for OrtSection {
         Self {
             intra_threads: 0,
             inter_threads: 0,
+            spin: default_spin(),
             optimization: Optimization::All,
             execution_providers: default_providers(),
         }
     }
+}
+
+fn default_spin() -> bool {
+    false
 }
 
 fn default_providers() -> Vec<Provider> {
@@ -259,6 +270,9 @@ mod tests {
         assert!(c.batching.dynamic);
         assert_eq!(c.batching.max_batch_size, 32);
         assert_eq!(c.onnxruntime.execution_providers, [Provider::Cpu]);
+        assert!(!c.onnxruntime.spin, "spin-wait is off unless asked for");
+        let spin: EdgeConfig = r1_config::parse("[onnxruntime]\nspin = true\n", "t").unwrap();
+        assert!(spin.onnxruntime.spin);
         let err = r1_config::parse::<EdgeConfig>(
             "[server]\nmax_queue = 0\n[batching]\nmax_batch_size = 0\n[onnxruntime]\nexecution_providers = []\n",
             "edge.toml",

@@ -467,6 +467,13 @@ pub fn load(
         .map_err(|e| session_error(e.to_string()))?
         .with_execution_providers(providers)
         .map_err(|e| session_error(format!("execution providers {:?}: {e}", options.execution_providers)))?;
+    if !options.spin {
+        builder = builder
+            .with_intra_op_spinning(false)
+            .map_err(|e| session_error(e.to_string()))?
+            .with_inter_op_spinning(false)
+            .map_err(|e| session_error(e.to_string()))?;
+    }
     if options.intra_threads > 0 {
         builder = builder
             .with_intra_threads(options.intra_threads)

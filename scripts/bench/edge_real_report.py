@@ -21,7 +21,8 @@ def main() -> None:
         elif r.get("path") == "join":
             joins.append(r)
         else:
-            key = (r["label"], r["tool"], r["threads"], r["batch"])
+            tool = r["tool"] + (" (spin off)" if r.get("spin") is False else "")
+            key = (r["label"], tool, r["threads"], r["batch"])
             rates[key].extend(r["rates"])
             memory[key] = r.get("memory") or {}
     med = {k: statistics.median(v) for k, v in rates.items()}
@@ -40,17 +41,18 @@ def main() -> None:
         ratio = f"{b32 / b1:.2f}×" if b1 and b32 else ""
         print(f"| {label} | {tool} | {threads} | " + " | ".join(cells) + f" | {ratio} |")
 
-    print("\n### r1-edge against the peers (ratio of medians, same model file, same batch)\n")
-    print("| model | peer | " + " | ".join(f"b{b}" for b in batches) + " |")
-    print("|---|---|" + "---:|" * len(batches))
+    print("\n### r1-edge (2 threads; spin-wait on where measured, else off) ÷ each other runtime or setting (ratio of medians, same model file, same batch)\n")
+    print("| model | other | threads | " + " | ".join(f"b{b}" for b in batches) + " |")
+    print("|---|---|---:|" + "---:|" * len(batches))
     for label, tool, threads in configs:
-        if tool == "r1-edge":
+        if tool.startswith("r1-edge") and threads == 2 and ("spin" not in tool or (label, "r1-edge", 2) not in configs):
             continue
         cells = []
         for b in batches:
-            mine, theirs = med.get((label, "r1-edge", threads, b)), med.get((label, tool, threads, b))
+            mine = med.get((label, "r1-edge", 2, b)) or med.get((label, "r1-edge (spin off)", 2, b))
+            theirs = med.get((label, tool, threads, b))
             cells.append(f"{mine / theirs:.2f}×" if mine and theirs else "")
-        print(f"| {label} | {tool} | " + " | ".join(cells) + " |")
+        print(f"| {label} | {tool} | {threads} | " + " | ".join(cells) + " |")
 
     print("\n### Memory (last round): resident MiB after load / at the end of decode / peak; KV bytes per row\n")
     print("| model | runtime | batch | RSS load | RSS end | peak | KV/row (MiB) | formula (MiB) | positions | RSS growth during decode vs KV growth (MiB) |")
