@@ -11,13 +11,17 @@ use r1_edge::model::{self, Attention, KvDtype, LoadedModel};
 use r1_edge::runtime::LibrarySearch;
 use r1_proto::ChatMessage;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
 
 #[path = "support/questions.rs"]
 mod questions;
 
 #[path = "support/batching.rs"]
 mod batching;
+
+#[path = "support/test_server.rs"]
+mod test_server;
+
+use test_server::TestServer;
 
 const OPTIMUM: &str = "qwen2-tiny-optimum";
 const GENAI: &str = "qwen2-tiny-genai";
@@ -63,67 +67,6 @@ fn optimum_export_batched_rows_match_unbatched_token_for_token() {
     batching::batched_matches_unbatched(&mut engine, &text);
 }
 
-struct TestServer {
-    base: String,
-    client: reqwest::Client,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl TestServer {
-    async fn start(model: &str) -> Self {
-        let config = one_thread();
-        let loaded = load(model, &config).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (shutdown, rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            r1_edge::server::run(listener, loaded, NAME.to_owned(), &config, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Self {
-            base,
-            client: reqwest::Client::new(),
-            shutdown,
-            task,
-        }
-    }
-
-    async fn chat(&self, body: Value) -> Value {
-        let response = self
-            .client
-            .post(format!("{}/v1/chat/completions", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
-    }
-
-    async fn stop(self) {
-        let _ = self.shutdown.send(());
-        self.task.await.unwrap().unwrap();
-    }
-}
-
 /// Greedy, and past end-of-sequence: random weights end an answer anywhere.
 fn greedy(question: &str, max_tokens: u32) -> Value {
     json!({
@@ -142,7 +85,7 @@ async fn optimum_export_serves_chats_and_batches_them_like_single_requests() {
 
 /// Ten chats one at a time, then all at once: the same answers, and the concurrent ones shared steps.
 async fn serves_and_batches(model: &str) {
-    let server = TestServer::start(model).await;
+    let server = TestServer::start(model, NAME, |_| {}).await;
     let questions = &questions::QUESTIONS[..10];
     let mut alone = Vec::new();
     for q in questions {

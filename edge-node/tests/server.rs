@@ -3,83 +3,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is the failure report
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::StreamExt;
-use r1_edge::config::EdgeConfig;
-use r1_edge::runtime::LibrarySearch;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
+
+#[path = "support/test_server.rs"]
+mod test_server;
+
+use test_server::TestServer;
 
 const MODEL: &str = "r1-edge-mini";
-
-struct TestServer {
-    base: String,
-    client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-}
-
-impl TestServer {
-    async fn start(model: &str, tweak: impl FnOnce(&mut EdgeConfig)) -> Self {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models").join(model);
-        let mut config = EdgeConfig::default();
-        config.onnxruntime.intra_threads = 1;
-        tweak(&mut config);
-        let loaded = r1_edge::model::load(&LibrarySearch::from_env(), &dir, &config.onnxruntime).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(async move {
-            r1_edge::server::run(listener, loaded, MODEL.to_owned(), &config, async {
-                let _ = rx.await;
-            })
-            .await
-        });
-        Self {
-            base,
-            client: reqwest::Client::new(),
-            shutdown: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn post(&self, body: Value) -> reqwest::Response {
-        self.client
-            .post(format!("{}/v1/chat/completions", self.base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn chat(&self, body: Value) -> Value {
-        let response = self.post(body).await;
-        assert_eq!(response.status(), 200);
-        response.json().await.unwrap()
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(format!("{}/metrics", self.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .map_or(0.0, |v| v.parse().unwrap())
-    }
-
-    async fn stop(mut self) {
-        let _ = self.shutdown.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
 
 fn greedy(question: &str, max_tokens: u32) -> Value {
     json!({"model": MODEL, "messages": [{"role": "user", "content": question}], "temperature": 0, "max_tokens": max_tokens})
@@ -104,7 +38,7 @@ const QUESTIONS: [&str; 10] = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_batched_greedy_equals_one_at_a_time() {
-    let server = TestServer::start(MODEL, |_| {}).await;
+    let server = TestServer::start(MODEL, MODEL, |_| {}).await;
     // Alone: one request at a time, so every decode step has one row.
     let mut alone = Vec::new();
     for q in QUESTIONS {
@@ -145,7 +79,7 @@ async fn concurrent_batched_greedy_equals_one_at_a_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_sequences_and_max_tokens() {
-    let server = TestServer::start(MODEL, |_| {}).await;
+    let server = TestServer::start(MODEL, MODEL, |_| {}).await;
     let mut body = greedy("What is the capital of France?", 40);
     body["ignore_eos"] = json!(true);
     let full = server.chat(body.clone()).await;
@@ -187,7 +121,7 @@ async fn sse_events(response: reqwest::Response) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
-    let server = TestServer::start(MODEL, |_| {}).await;
+    let server = TestServer::start(MODEL, MODEL, |_| {}).await;
     for q in ["What is 7 plus 5?", "法国的首都是哪里？"] {
         let plain = server.chat(greedy(q, 30)).await;
         let mut body = greedy(q, 30);
@@ -224,7 +158,7 @@ async fn streamed_chunks_concatenate_to_the_non_streamed_text() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disconnected_client_frees_its_slot() {
     // One slot: while a generation holds it, nothing else runs.
-    let server = TestServer::start(MODEL, |c| c.batching.max_batch_size = 1).await;
+    let server = TestServer::start(MODEL, MODEL, |c| c.batching.max_batch_size = 1).await;
     let mut long = greedy("Tell me a fact about cats.", 450);
     long["ignore_eos"] = json!(true);
     long["stream"] = json!(true);
@@ -264,7 +198,7 @@ async fn error_of(response: reqwest::Response, status: u16) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openai_errors() {
-    let server = TestServer::start(MODEL, |c| c.server.max_body_bytes = 4096).await;
+    let server = TestServer::start(MODEL, MODEL, |c| c.server.max_body_bytes = 4096).await;
     let url = format!("{}/v1/chat/completions", server.base);
 
     let malformed = server.client.post(&url).body("{\"model\": ").send().await.unwrap();
@@ -340,7 +274,7 @@ async fn bad_requests_get_openai_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_answers_429_with_retry_after() {
-    let server = TestServer::start(MODEL, |c| {
+    let server = TestServer::start(MODEL, MODEL, |c| {
         c.batching.max_batch_size = 1;
         c.server.max_queue = 1;
     })
@@ -374,7 +308,7 @@ async fn a_full_queue_answers_429_with_retry_after() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_queue_that_moves_too_slowly_refuses_newcomers_at_once() {
-    let server = TestServer::start(MODEL, |c| {
+    let server = TestServer::start(MODEL, MODEL, |c| {
         c.batching.max_batch_size = 1;
         c.server.max_queue = 8;
         c.server.max_queue_wait = Duration::from_millis(300);
@@ -415,7 +349,7 @@ async fn a_queue_that_moves_too_slowly_refuses_newcomers_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn penalties_change_a_greedy_answer_and_stay_deterministic() {
-    let server = TestServer::start(MODEL, |_| {}).await;
+    let server = TestServer::start(MODEL, MODEL, |_| {}).await;
     let mut ask = greedy("Tell me a fact about cats.", 40);
     ask["ignore_eos"] = json!(true);
     let plain = server.chat(ask.clone()).await;
@@ -436,7 +370,7 @@ async fn penalties_change_a_greedy_answer_and_stay_deterministic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_int8_model_serves_through_the_same_path() {
-    let server = TestServer::start("r1-edge-mini-int8", |_| {}).await;
+    let server = TestServer::start("r1-edge-mini-int8", MODEL, |_| {}).await;
     let answer = server.chat(greedy("What is the capital of France?", 20)).await;
     assert!(answer["usage"]["completion_tokens"].as_u64().unwrap() > 0);
     assert!(text(&answer).chars().any(char::is_alphabetic), "{answer}");
@@ -445,7 +379,7 @@ async fn the_int8_model_serves_through_the_same_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_models() {
-    let server = TestServer::start(MODEL, |_| {}).await;
+    let server = TestServer::start(MODEL, MODEL, |_| {}).await;
     let get = |path: &str| server.client.get(format!("{}{path}", server.base)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
@@ -467,14 +401,13 @@ async fn health_readiness_models() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_running_generations_finish_within_the_grace_period() {
-    let server = TestServer::start(MODEL, |c| c.server.shutdown_grace = Duration::from_secs(60)).await;
+    let server = TestServer::start(MODEL, MODEL, |c| c.server.shutdown_grace = Duration::from_secs(60)).await;
     let mut body = greedy("Tell me a fact about cats.", 200);
     body["ignore_eos"] = json!(true);
     body["stream"] = json!(true);
     body["stream_options"] = json!({"include_usage": true});
     let response = server.post(body).await;
-    let TestServer { shutdown, task, .. } = server;
-    let _ = shutdown.unwrap().send(()); // SIGTERM while the generation runs
+    let task = server.begin_stop(); // SIGTERM while the generation runs
     let events = sse_events(response).await;
     assert_eq!(
         events.last().unwrap(),
@@ -483,12 +416,12 @@ async fn shutdown_lets_running_generations_finish_within_the_grace_period() {
     );
     let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
     assert_eq!(usage["usage"]["completion_tokens"], 200, "every token was generated");
-    task.unwrap().await.unwrap().unwrap();
+    task.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_grace_period_streams_end_with_an_error_event_not_done() {
-    let server = TestServer::start(MODEL, |c| c.server.shutdown_grace = Duration::from_millis(1)).await;
+    let server = TestServer::start(MODEL, MODEL, |c| c.server.shutdown_grace = Duration::from_millis(1)).await;
     let mut body = greedy("Tell me a fact about cats.", 450);
     body["ignore_eos"] = json!(true);
     body["stream"] = json!(true);
@@ -496,8 +429,7 @@ async fn past_the_grace_period_streams_end_with_an_error_event_not_done() {
     let response = server.post(body).await;
     let mut stream = response.bytes_stream();
     stream.next().await.unwrap().unwrap(); // running
-    let TestServer { shutdown, task, .. } = server;
-    let _ = shutdown.unwrap().send(());
+    let task = server.begin_stop();
     let mut rest = Vec::new();
     while let Some(chunk) = stream.next().await {
         rest.extend_from_slice(&chunk.unwrap());
@@ -510,5 +442,5 @@ async fn past_the_grace_period_streams_end_with_an_error_event_not_done() {
         error["error"]["message"].as_str().unwrap().contains("shutting down"),
         "{error}"
     );
-    task.unwrap().await.unwrap().unwrap();
+    task.await.unwrap().unwrap();
 }
